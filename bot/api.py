@@ -1,0 +1,86 @@
+"""The Python API: one session over the engine, for scripts and notebooks (the CLI and the bot use
+the same calls).
+
+    from bot.api import Cyto
+    cyto = Cyto.from_env()                 # embedded defaults: ./cyto-data, local processes, SQLite
+    cyto.batches("2018-12-05")
+    run = cyto.run("2018-12-05", "batch-7", pipeline="wordcount", memory_mib=4096)
+    cyto.wait(run.id).counts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bot import catalog
+from bot.db import Run, RunDB
+from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
+from bot.executors import Executor, Resources
+from bot.settings import Settings
+from bot.store import Store, open_store
+
+
+def build_executor(settings: Settings) -> Executor:
+    if settings.executor == "batch":
+        from bot.executors.batch import BatchExecutor
+
+        return BatchExecutor.from_settings(settings)
+    from bot.executors.local import LocalExecutor
+
+    return LocalExecutor(settings.local_spool, settings.local_max_parallel)
+
+
+class Cyto:
+    def __init__(self, settings: Settings | None = None, *, store: Store | None = None,
+                 executor: Executor | None = None, db: RunDB | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.store = store or open_store(self.settings.store)
+        self.executor = executor or build_executor(self.settings)
+        self.db = db or RunDB(self.settings.db)
+        self.engine = Engine(self.store, self.executor, self.db)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Cyto:
+        return cls(Settings.from_env(env))
+
+    # -- what is in the store -----------------------------------------------------------------
+    def dates(self) -> list[str]:
+        return catalog.list_dates(self.store)
+
+    def batches(self, date: str) -> list[str]:
+        return catalog.list_batches(self.store, date)
+
+    def plan(self, date: str, batch: str, *, pipeline: str | None = None, vcpus: float | None = None,
+             memory_mib: int | None = None, storage_gib: int | None = None, timeout_s: int | None = None,
+             retries: int | None = None, params: Mapping[str, Any] | None = None) -> Plan:
+        """Check a run request and list the analyses it would submit, without submitting."""
+        resources = with_overrides(Resources(), vcpus=vcpus, memory_mib=memory_mib, storage_gib=storage_gib,
+                                   timeout_s=timeout_s, retries=retries)
+        return self.engine.plan(date, batch, pipeline or self.settings.default_pipeline, resources, params)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run(self, date: str, batch: str, *, requested_by: str = "notebook", **options: Any) -> Run:
+        return self.engine.start_run(self.plan(date, batch, **options), requested_by)
+
+    def runs(self, limit: int = 20) -> list[Run]:
+        return self.db.runs(limit)
+
+    def poll(self) -> None:
+        self.engine.poll()
+
+    def status(self, run_id: str) -> RunSummary:
+        return self.engine.summary(run_id)
+
+    def wait(self, run_id: str, interval: float | None = None) -> RunSummary:
+        return self.engine.wait(run_id, interval or min(self.settings.poll_seconds, 1.0))
+
+    def logs(self, run_id: str, analysis: str, attempt: int | None = None, tail: int = 15) -> LogExcerpt:
+        return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
+
+    def retry(self, run_id: str, analysis: str | None = None, *, by: str = "notebook",
+              memory_mib: int | None = None) -> list[str]:
+        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib)
+
+    def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
+        return self.engine.cancel(run_id, by=by)

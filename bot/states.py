@@ -1,0 +1,72 @@
+"""Run and job states, and the transitions the engine allows. Pure code."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"  # recorded; the attempt is being (or about to be) submitted
+    QUEUED = "QUEUED"  # the executor has it and has not started it
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # failed for good: automatic retries spent
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self not in TERMINAL
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE = frozenset(JobState) - TERMINAL
+# Order used for display (progress bars, summaries).
+DISPLAY_ORDER = (
+    JobState.PENDING,
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
+                                 JobState.CANCELLED, JobState.PENDING}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
+                                JobState.PENDING}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING}),
+    # Terminal states leave only through a manual retry, which starts a new attempt.
+    JobState.FAILED: frozenset({JobState.PENDING}),
+    JobState.CANCELLED: frozenset({JobState.PENDING}),
+    JobState.SUCCEEDED: frozenset(),
+}
+
+
+def can_transition(old: JobState, new: JobState) -> bool:
+    return new in _ALLOWED[old]
+
+
+class RunState(StrEnum):
+    ACTIVE = "ACTIVE"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"  # every analysis succeeded
+    FAILED = "FAILED"  # finished with at least one failure
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+def final_run_state(counts: dict[JobState, int], cancel_requested: bool) -> RunState:
+    """The state of a run whose jobs are all terminal."""
+    if cancel_requested or counts.get(JobState.CANCELLED, 0):
+        return RunState.CANCELLED
+    if counts.get(JobState.FAILED, 0):
+        return RunState.FAILED
+    return RunState.SUCCEEDED

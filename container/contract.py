@@ -1,0 +1,117 @@
+"""The job's environment-variable contract: the only way an executor talks to a job.
+
+Both executors (local process pool and AWS Batch) build a job's environment with
+`JobEnvironment.to_env()`, and the entrypoint reads it back with `JobEnvironment.from_env()`,
+so the two sides cannot disagree. container/README.md documents the same names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_ID = "CYTO_RUN_ID"
+ATTEMPT = "CYTO_ATTEMPT"
+DATE = "CYTO_DATE"
+BATCH = "CYTO_BATCH"
+ANALYSIS = "CYTO_ANALYSIS"
+PIPELINE = "CYTO_PIPELINE"
+INPUT_URI = "CYTO_INPUT_URI"
+OUTPUT_URI = "CYTO_OUTPUT_URI"
+LOGS_URI = "CYTO_LOGS_URI"
+PARAMS = "CYTO_PARAMS"
+VCPUS = "CYTO_VCPUS"
+MEMORY_MIB = "CYTO_MEMORY_MIB"
+
+REQUIRED = (RUN_ID, ATTEMPT, DATE, BATCH, ANALYSIS, PIPELINE, INPUT_URI, OUTPUT_URI, LOGS_URI)
+
+# Exit codes of the entrypoint.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_PARAMETERS = 2
+
+
+class ContractError(ValueError):
+    """The environment does not satisfy the contract (a missing or malformed variable)."""
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    run_id: str
+    attempt: int
+    date: str
+    batch: str
+    analysis: str
+    pipeline: str
+    input_uri: str
+    output_uri: str
+    logs_uri: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    vcpus: float = 1
+    memory_mib: int = 2048
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            RUN_ID: self.run_id,
+            ATTEMPT: str(self.attempt),
+            DATE: self.date,
+            BATCH: self.batch,
+            ANALYSIS: self.analysis,
+            PIPELINE: self.pipeline,
+            INPUT_URI: self.input_uri,
+            OUTPUT_URI: self.output_uri,
+            LOGS_URI: self.logs_uri,
+            PARAMS: json.dumps(dict(self.params), sort_keys=True, separators=(",", ":")),
+            VCPUS: _format_number(self.vcpus),
+            MEMORY_MIB: str(self.memory_mib),
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> JobEnvironment:
+        missing = [name for name in REQUIRED if not env.get(name)]
+        if missing:
+            raise ContractError(f"missing environment variable(s): {', '.join(missing)}")
+        try:
+            attempt = int(env[ATTEMPT])
+        except ValueError:
+            raise ContractError(f"{ATTEMPT} must be an integer, got {env[ATTEMPT]!r}") from None
+        try:
+            params = json.loads(env.get(PARAMS) or "{}")
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{PARAMS} is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ContractError(f"{PARAMS} must be a JSON object, got {type(params).__name__}")
+        try:
+            vcpus = float(env.get(VCPUS) or 1)
+            memory_mib = int(env.get(MEMORY_MIB) or 2048)
+        except ValueError as exc:
+            raise ContractError(f"{VCPUS}/{MEMORY_MIB} must be numbers: {exc}") from None
+        return cls(
+            run_id=env[RUN_ID],
+            attempt=attempt,
+            date=env[DATE],
+            batch=env[BATCH],
+            analysis=env[ANALYSIS],
+            pipeline=env[PIPELINE],
+            input_uri=env[INPUT_URI],
+            output_uri=env[OUTPUT_URI],
+            logs_uri=env[LOGS_URI],
+            params=params,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+        )
+
+    @property
+    def log_name(self) -> str:
+        """File name of this attempt's log copy under the logs prefix."""
+        return attempt_log_name(self.attempt)
+
+
+def attempt_log_name(attempt: int) -> str:
+    return f"attempt-{attempt}.log"
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
