@@ -1,0 +1,254 @@
+"""Move a job's files between the store and the job's local work directory.
+
+Two kinds of URI are understood:
+
+- a local store: `file:///abs/path/...` (percent-encoded, as `Path.as_uri()` writes it) or a plain
+  absolute path;
+- S3: `s3://bucket/prefix/`, through `boto3.client("s3")` and boto3's own configuration (the
+  standard credential chain, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...). boto3 is imported only when an
+  s3:// URI is used, so a local job needs nothing beyond the standard library.
+
+A prefix always names a folder: `s3://b/Input/A1` means the keys under `Input/A1/`, never those of
+`Input/A10/`. Keys keep their path relative to the prefix, and a key that would land outside the
+target directory (`..`, a leading `/`) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class StagingError(RuntimeError):
+    """Files could not be copied to or from the store; the message names the URI and the cause."""
+
+
+@dataclass(frozen=True)
+class LocalLocation:
+    path: Path
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def folder_prefix(self) -> str:
+        """The key as a folder prefix: '' (the whole bucket) or ending with '/'."""
+        return self.key if not self.key or self.key.endswith("/") else self.key + "/"
+
+
+Location = LocalLocation | S3Location
+
+
+def parse_uri(uri: str) -> Location:
+    """Parse a `file://`, plain absolute path or `s3://` URI; raise StagingError otherwise."""
+    if uri.startswith("s3://"):
+        return _parse_s3(uri)
+    if uri.startswith("file:"):
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost"):
+            raise StagingError(f"{uri!r}: file URIs must name a local path (file:///abs/path)")
+        path = unquote(parts.path)
+    elif "://" in uri:
+        raise StagingError(f"{uri!r}: unsupported scheme; use file:///abs/path or s3://bucket/prefix/")
+    else:
+        path = uri
+    if not path.startswith("/"):
+        raise StagingError(f"{uri!r}: a local path must be absolute")
+    _refuse_dot_dot(uri, PurePosixPath(path).parts)
+    return LocalLocation(Path(path))
+
+
+def _parse_s3(uri: str) -> S3Location:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise StagingError(f"{uri!r}: no bucket name (expected s3://bucket/prefix/)")
+    _refuse_dot_dot(uri, key.split("/"))
+    return S3Location(bucket, key)
+
+
+def _refuse_dot_dot(uri: str, parts: Any) -> None:
+    if ".." in parts:
+        raise StagingError(f"{uri!r}: '..' is not allowed in a store URI")
+
+
+def join_uri(prefix_uri: str, name: str) -> str:
+    """`prefix_uri` taken as a folder, plus `name` (`s3://b/Logs/A1` + `x.log` -> `s3://b/Logs/A1/x.log`)."""
+    return prefix_uri + name if prefix_uri.endswith("/") else f"{prefix_uri}/{name}"
+
+
+def safe_target(dest: Path, relative: str) -> Path:
+    """`dest / relative`, refusing a relative path that would land outside `dest`."""
+    parts = relative.split("/")
+    if relative.startswith("/") or ".." in parts or not relative.strip("/"):
+        raise StagingError(f"refusing to stage {relative!r}: it would land outside {dest}")
+    target = (dest / relative).resolve()
+    if not target.is_relative_to(dest.resolve()):
+        raise StagingError(f"refusing to stage {relative!r}: it would land outside {dest}")
+    return target
+
+
+# -- download ---------------------------------------------------------------------------------
+
+
+def download_prefix(uri: str, dest: Path) -> list[Path]:
+    """Copy every object under the prefix `uri` into `dest`; return the local files, sorted.
+
+    Raise StagingError when the prefix does not exist or holds no objects.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    location = parse_uri(uri)
+    if isinstance(location, S3Location):
+        files = _download_s3(uri, location, dest)
+    else:
+        files = _download_local(uri, location.path, dest)
+    if not files:
+        raise StagingError(f"no objects under {uri}: the input prefix is empty")
+    return sorted(files)
+
+
+def _download_local(uri: str, source: Path, dest: Path) -> list[Path]:
+    if not source.exists():
+        raise StagingError(f"{uri} does not exist")
+    if not source.is_dir():
+        raise StagingError(f"{uri} is not a folder")
+    files = []
+    for path in _walk_files(source):
+        target = safe_target(dest, path.relative_to(source).as_posix())
+        _copy_file(path, target)
+        files.append(target)
+    return files
+
+
+def _download_s3(uri: str, location: S3Location, dest: Path) -> list[Path]:
+    client = _s3_client()
+    prefix = location.folder_prefix
+    files = []
+    for key in _list_s3_keys(client, uri, location.bucket, prefix):
+        relative = key[len(prefix) :]
+        if not relative or key.endswith("/"):
+            continue  # a zero-byte "folder" marker made by the S3 console
+        target = safe_target(dest, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _s3_errors(f"s3://{location.bucket}/{key}"):
+            client.download_file(location.bucket, key, str(target))
+        files.append(target)
+    return files
+
+
+def _list_s3_keys(client: Any, uri: str, bucket: str, prefix: str) -> Iterator[str]:
+    paginator = client.get_paginator("list_objects_v2")
+    with _s3_errors(uri):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+
+# -- upload -----------------------------------------------------------------------------------
+
+
+def upload(source: Path, uri: str) -> list[str]:
+    """Upload a directory under the prefix `uri`, or one file to `uri`; return the URIs written.
+
+    For one file, a `uri` ending with '/' is a folder and the file keeps its name.
+    """
+    if source.is_dir():
+        return upload_dir(source, uri)
+    return [upload_file(source, join_uri(uri, source.name) if uri.endswith("/") else uri)]
+
+
+def upload_dir(source: Path, prefix_uri: str) -> list[str]:
+    """Upload every file under `source` to the prefix `prefix_uri`, keeping relative paths."""
+    written = []
+    for path in _walk_files(source):
+        written.append(upload_file(path, join_uri(prefix_uri, path.relative_to(source).as_posix())))
+    return written
+
+
+def upload_file(source: Path, uri: str) -> str:
+    """Upload one local file to exactly `uri` (an object key or a local file path)."""
+    location = parse_uri(uri)
+    if isinstance(location, S3Location):
+        if not location.key or location.key.endswith("/"):
+            raise StagingError(f"{uri!r} names a folder, not an object")
+        client = _s3_client()
+        with _s3_errors(uri):
+            client.upload_file(str(source), location.bucket, location.key)
+    else:
+        _copy_file(source, location.path)
+    return uri
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Regular files under `root`, recursively, in sorted order (symlinked folders not followed)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if path.is_file():
+                yield path
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy via a temporary file and a rename, so a reader never sees half a file."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise StagingError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from exc
+
+
+def _s3_client() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:  # pragma: no cover - boto3 is in the job image
+        raise StagingError("s3:// URIs need boto3, which is not installed") from exc
+    return boto3.client("s3")
+
+
+@contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    """Turn boto3/botocore failures into a StagingError naming `uri`."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_boto_error(exc):
+            raise
+        raise StagingError(_describe_s3_error(uri, exc)) from exc
+
+
+def _is_boto_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("botocore.", "boto3.", "s3transfer."))
+
+
+def _describe_s3_error(uri: str, exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    bucket = uri.removeprefix("s3://").partition("/")[0]
+    if code == "NoSuchBucket" or "NoSuchBucket" in str(exc):
+        return f"{uri}: bucket {bucket!r} does not exist"
+    if code in ("404", "NoSuchKey"):
+        return f"{uri} does not exist"
+    if code in ("403", "AccessDenied"):
+        return f"{uri}: access denied (check the job's AWS credentials and bucket policy)"
+    return f"{uri}: {exc}"
