@@ -255,6 +255,8 @@ class Engine:
                                        reason="the executor no longer knows this job (lost)")
                 else:
                     continue
+            if status.state == JobState.FAILED and status.exit_code not in (None, 0):
+                status = self._with_log_reason(status)
             t = plan_transition(job, attempt, status, job.run_id in cancelling)
             if t is not None:
                 transitions.append(t)
@@ -265,6 +267,17 @@ class Engine:
             events.extend(self._finish_if_done(run_id))
         self._publish(events)
         return events
+
+    def _with_log_reason(self, status: JobStatus) -> JobStatus:
+        """Replace a bare "exit code N" with the job's own last `ERROR:` line, which says why."""
+        try:
+            text = self.executor.read_log(status)
+        except ExecutorError:
+            return status
+        message = last_error_line(text or "")
+        if message is None:
+            return status
+        return replace(status, reason=f"{message} (exit code {status.exit_code})")
 
     def _finish_if_done(self, run_id: str) -> list[Event]:
         run = self.get_run(run_id)
@@ -405,6 +418,16 @@ def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: b
         return Transition(attempt_state=JobState.FAILED, job_state=JobState.PENDING,
                           next_job_name=job_name(job.run_id, job.analysis, attempt.attempt + 1), **common)
     return Transition(attempt_state=JobState.FAILED, job_state=JobState.FAILED, **common)
+
+
+def last_error_line(log: str, max_chars: int = 300) -> str | None:
+    """The message of the last `ERROR: ...` line the entrypoint wrote, if any."""
+    for line in reversed(log.splitlines()[-50:]):
+        _, sep, message = line.partition("ERROR: ")
+        if sep and message.strip():
+            message = message.strip()
+            return message if len(message) <= max_chars else message[: max_chars - 1] + "…"
+    return None
 
 
 def _event_for(t: Transition) -> Event:
