@@ -1,0 +1,361 @@
+"""`python -m container.entrypoint` as a real process, against a local store and a moto S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from container import __version__
+from container.contract import PARAMS, PIPELINE, JobEnvironment
+from container.entrypoint import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DATE, BATCH, ANALYSIS = "2024-01-02", "batch 7", "A1"
+FOLDER = f"{DATE}/{BATCH}/{ANALYSIS}"
+C_LOCALE = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Finished:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_line(self) -> str:
+        return self.stdout.rstrip("\n").splitlines()[-1]
+
+
+def base_env() -> dict[str, str]:
+    """The parent's environment without anything that could point a job at real AWS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CYTO_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def job_env(
+    input_uri: str, output_uri: str, logs_uri: str, params: Mapping[str, Any] | None = None, attempt: int = 1
+) -> dict[str, str]:
+    spec = JobEnvironment(
+        run_id="r-20240102-1",
+        attempt=attempt,
+        date=DATE,
+        batch=BATCH,
+        analysis=ANALYSIS,
+        pipeline="wordcount",
+        input_uri=input_uri,
+        output_uri=output_uri,
+        logs_uri=logs_uri,
+        params=params or {},
+    )
+    return spec.to_env()
+
+
+class LocalStore:
+    """A store folder (with a space in its path, as `Path.as_uri()` percent-encodes it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "lab store"
+
+    def put(self, relative: str, data: bytes) -> None:
+        path = self.root / "Input" / FOLDER / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def uri(self, area: str) -> str:
+        return (self.root / area / FOLDER).as_uri() + "/"
+
+    def env(self, **kwargs: Any) -> dict[str, str]:
+        return job_env(self.uri("Input"), self.uri("Output"), self.uri("Logs"), **kwargs)
+
+    def output(self, name: str) -> Path:
+        return self.root / "Output" / FOLDER / name
+
+    def log(self, attempt: int = 1) -> str:
+        return (self.root / "Logs" / FOLDER / f"attempt-{attempt}.log").read_text()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path)
+
+
+def run_job(job: Mapping[str, str], argv: list[str] | None = None) -> Finished:
+    command = argv or [sys.executable, "-m", "container.entrypoint"]
+    done = subprocess.run(
+        command, env={**base_env(), **job}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    return Finished(done.returncode, done.stdout, done.stderr)
+
+
+def wc(path: Path) -> dict[str, int]:
+    out = subprocess.run(["wc", "--", str(path)], env=C_LOCALE, capture_output=True, check=True).stdout
+    lines, words, size = (int(field) for field in out.split()[:3])
+    return {"lines": lines, "words": words, "bytes": size}
+
+
+# -- success --------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("wc") is None, reason="needs GNU wc")
+def test_success_writes_wc_counts_result_and_log(store: LocalStore) -> None:
+    store.put("a.txt", b"hello world\nsecond line\n")
+    store.put("sub/b.bin", bytes(range(256)) * 40)
+    store.put("params.json", b"{}")
+    store.put(".hidden", b"skip me")
+
+    job = run_job(store.env())
+
+    assert job.code == 0, job.stdout + job.stderr
+    counts = json.loads(store.output("wordcount.json").read_text())
+    inputs = store.root / "Input" / FOLDER
+    assert counts["files"] == [
+        {"path": name, **wc(inputs / name)} for name in ("a.txt", "sub/b.bin")
+    ]
+    result = json.loads(store.output("result.json").read_text())
+    assert result["status"] == "succeeded"
+    assert result["exit_code"] == 0
+    assert (result["run_id"], result["attempt"], result["analysis"]) == ("r-20240102-1", 1, ANALYSIS)
+    assert result["pipeline"] == "wordcount"
+    assert result["container_version"] == __version__
+    assert result["summary"] == {"files": 2, **counts["totals"]}
+    assert result["inputs"] == [
+        {"path": ".hidden", "bytes": 7},
+        {"path": "a.txt", "bytes": 24},
+        {"path": "params.json", "bytes": 2},
+        {"path": "sub/b.bin", "bytes": 10240},
+    ]
+    assert result["outputs"] == [
+        {"path": "wordcount.json", "bytes": store.output("wordcount.json").stat().st_size}
+    ]
+    assert result["started"] <= result["finished"]
+    assert result["duration_s"] >= 0
+    assert "error" not in result
+    log = store.log()
+    assert log == job.stdout  # the uploaded log is a copy of what went to stdout
+    assert job.last_line.endswith("INFO succeeded")
+    assert "a.txt: 2 lines, 4 words, 24 bytes" in log
+
+
+def test_attempt_number_names_the_log(store: LocalStore) -> None:
+    store.put("a.txt", b"x\n")
+    job = run_job(store.env(attempt=3))
+    assert job.code == 0, job.stdout
+    assert store.log(3) == job.stdout
+
+
+def test_main_in_process(store: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
+    store.put("a.txt", b"one two three\n")
+    assert main([], store.env()) == 0
+    assert json.loads(store.output("wordcount.json").read_text())["totals"] == {
+        "lines": 1,
+        "words": 3,
+        "bytes": 14,
+    }
+    assert capsys.readouterr().out == store.log()
+
+
+def test_help(store: LocalStore) -> None:
+    job = run_job({}, [sys.executable, "-m", "container.entrypoint", "--help"])
+    assert job.code == 0
+    assert "CYTO_" in job.stdout
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+def test_missing_named_file_exits_2_with_the_reason_last(store: LocalStore) -> None:
+    store.put("a.txt", b"a\n")
+    store.put("b.txt", b"b\n")
+    store.put("params.json", b'{"files": ["sample.txt"]}')
+
+    job = run_job(store.env())
+
+    assert job.code == 2
+    reason = 'params.json names "sample.txt", which is not in the analysis folder (found: a.txt, b.txt)'
+    assert job.last_line == f"ERROR: {reason}"
+    log = store.log()
+    assert log.rstrip("\n").splitlines()[-1] == f"ERROR: {reason}"
+    assert "Traceback" not in log  # a parameter problem needs no traceback
+    result = json.loads(store.output("result.json").read_text())
+    assert (result["status"], result["exit_code"], result["error"]) == ("failed", 2, reason)
+
+
+def test_bad_params_json_in_the_environment_exits_2(store: LocalStore) -> None:
+    store.put("a.txt", b"a\n")
+    job = run_job({**store.env(), PARAMS: "{not json"})
+    assert job.code == 2
+    assert job.last_line.startswith("ERROR: CYTO_PARAMS is not valid JSON")
+    assert store.log() == job.stdout  # even a broken contract leaves its log behind
+
+
+def test_missing_variable_exits_2(store: LocalStore) -> None:
+    env = store.env()
+    del env["CYTO_INPUT_URI"]
+    job = run_job(env)
+    assert job.code == 2
+    assert job.last_line == "ERROR: missing environment variable(s): CYTO_INPUT_URI"
+
+
+def test_unknown_pipeline_exits_2(store: LocalStore) -> None:
+    store.put("a.txt", b"a\n")
+    job = run_job({**store.env(), PIPELINE: "nope"})
+    assert job.code == 2
+    assert job.last_line.startswith("ERROR: unknown pipeline 'nope'; choose one of: ")
+    assert "wordcount" in job.last_line
+    assert store.log().rstrip("\n").splitlines()[-1] == job.last_line
+    assert json.loads(store.output("result.json").read_text())["status"] == "failed"
+
+
+def test_nothing_to_count_exits_1_with_traceback(store: LocalStore) -> None:
+    store.put("params.json", b"{}")
+    job = run_job(store.env())
+    assert job.code == 1
+    assert job.last_line == "ERROR: nothing to count: the analysis folder has no files"
+    log = store.log()
+    assert "\nTraceback (most recent call last):\n" in log
+    assert log.index("Traceback") < log.index("ERROR: nothing to count")
+
+
+def test_empty_input_prefix_exits_1(store: LocalStore) -> None:
+    (store.root / "Input" / FOLDER).mkdir(parents=True)
+    job = run_job(store.env())
+    assert job.code == 1
+    assert job.last_line == f"ERROR: no objects under {store.uri('Input')}: the input prefix is empty"
+    assert store.log() == job.stdout
+
+
+# -- SIGTERM --------------------------------------------------------------------------------------
+
+SLEEPY = '''
+import time
+from pathlib import Path
+
+def run(ctx):
+    (ctx.output_dir / "partial.txt").write_text("partial")
+    ctx.log.info("sleeping")
+    Path(ctx.params["ready_file"]).write_text("ready")
+    time.sleep(120)
+    return {}
+'''
+
+# The same entrypoint, with one extra pipeline registered for the test.
+RUN_WITH_SLEEPY = textwrap.dedent("""
+    import sys
+    from container import pipelines
+    pipelines.PIPELINES["sleepy"] = "sleepy_pipeline"
+    from container.entrypoint import main
+    sys.exit(main())
+""")
+
+
+def test_sigterm_exits_143_and_uploads_the_log(store: LocalStore, tmp_path: Path) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "sleepy_pipeline.py").write_text(SLEEPY)
+    ready = tmp_path / "ready"
+    store.put("a.txt", b"a\n")
+    env = {**base_env(), **store.env(params={"ready_file": str(ready)}), PIPELINE: "sleepy"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), env["PYTHONPATH"]])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_WITH_SLEEPY],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(ready, proc)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert proc.returncode == 143
+    assert stdout.rstrip("\n").splitlines()[-1] == "ERROR: terminated by SIGTERM"
+    log = store.log()
+    assert "terminated" in log
+    assert log == stdout
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            pytest.fail("the job never reached its pipeline")
+        time.sleep(0.05)
+
+
+# -- S3 through a moto server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def test_job_against_s3(moto_endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="lab")
+    s3.put_object(Bucket="lab", Key=f"Input/{FOLDER}/a.txt", Body=b"alpha beta\ngamma\n")
+    s3.put_object(Bucket="lab", Key=f"Input/{FOLDER}/sub/b.txt", Body=b"\x80delta\x00epsilon\n")
+    s3.put_object(Bucket="lab", Key=f"Input/{FOLDER}0/other.txt", Body=b"another analysis")
+    env = job_env(f"s3://lab/Input/{FOLDER}/", f"s3://lab/Output/{FOLDER}/", f"s3://lab/Logs/{FOLDER}/")
+
+    job = run_job({**env, **FAKE_AWS, "AWS_ENDPOINT_URL": moto_endpoint})
+
+    assert job.code == 0, job.stdout + job.stderr
+    body = s3.get_object(Bucket="lab", Key=f"Output/{FOLDER}/wordcount.json")["Body"].read()
+    assert json.loads(body) == {
+        "files": [
+            {"path": "a.txt", "lines": 2, "words": 3, "bytes": 17},
+            {"path": "sub/b.txt", "lines": 1, "words": 1, "bytes": 15},
+        ],
+        "totals": {"lines": 3, "words": 4, "bytes": 32},
+    }
+    result = json.loads(s3.get_object(Bucket="lab", Key=f"Output/{FOLDER}/result.json")["Body"].read())
+    assert result["status"] == "succeeded"
+    log = s3.get_object(Bucket="lab", Key=f"Logs/{FOLDER}/attempt-1.log")["Body"].read().decode()
+    assert log == job.stdout
