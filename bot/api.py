@@ -26,9 +26,10 @@ def build_executor(settings: Settings) -> Executor:
         from bot.executors.batch import BatchExecutor
 
         return BatchExecutor.from_settings(settings)
-    from bot.executors.local import LocalExecutor
+    from bot.executors.local import DEFAULT_COMMAND, LocalExecutor
 
-    return LocalExecutor(settings.local_spool, settings.local_max_parallel)
+    return LocalExecutor(settings.local_spool, settings.local_max_parallel,
+                         settings.local_command or DEFAULT_COMMAND)
 
 
 class Cyto:

@@ -175,11 +175,17 @@ def runs(limit: int) -> None:
 
 @cli.command()
 @click.argument("run_id", metavar="RUN")
+@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
 @friendly_errors
-def status(run_id: str) -> None:
-    """Show a run's counts by state, durations and failure reasons (polls once first)."""
+def status(run_id: str, wait: bool) -> None:
+    """Show a run's counts by state, durations and failure reasons (polls once first).
+
+    After a crash or a restart, `cyto status RUN --wait` resumes following the run.
+    """
     cyto = open_session()
     cyto.engine.get_run(run_id)
+    if wait:
+        sys.exit(report(follow(cyto, run_id)))
     cyto.poll()
     sys.exit(report(cyto.status(run_id)))
 

@@ -41,6 +41,15 @@ class NotFound(EngineError):
     pass
 
 
+class AlreadyRetried(EngineError):
+    """Someone retried this analysis already (a double click, or two people at once)."""
+
+    def __init__(self, analysis: str, by: str | None, state: JobState, attempt: int) -> None:
+        super().__init__(f"{analysis} was already retried by {by or 'someone'}: attempt {attempt} is "
+                         f"{state.value.lower()}")
+        self.by = by
+
+
 class EventKind(StrEnum):
     RUN_STARTED = "run_started"
     JOB_CHANGED = "job_changed"  # queued / running / succeeded
@@ -313,6 +322,8 @@ class Engine:
             job = self.db.job(run_id, analysis)
             if job is None:
                 raise NotFound(f"run {run_id} has no analysis {analysis!r}")
+            if job.state not in (JobState.FAILED, JobState.CANCELLED) and job.retried_by:
+                raise AlreadyRetried(analysis, job.retried_by, job.state, job.attempt)
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise EngineError(f"{analysis} is {job.state.value.lower()}, not failed: nothing to retry")
             jobs = [job]
@@ -481,4 +492,4 @@ def with_overrides(resources: Resources, **overrides: Any) -> Resources:
     return replace(resources, **{k: v for k, v in overrides.items() if v is not None})
 
 
-__all__ = ["Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound", "Plan", "RunSummary"]
+__all__ = ["AlreadyRetried", "Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound", "Plan", "RunSummary"]

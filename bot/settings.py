@@ -6,6 +6,7 @@ A bad value raises `ConfigError` naming the variable and what it expected.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ class Settings:
     poll_seconds: float = 10.0
     local_spool: str = "./.cyto/local-jobs"
     local_max_parallel: int | None = None
+    local_command: tuple[str, ...] | None = None
     batch_job_queue: str | None = None
     batch_job_definition: str | None = None
     log_group: str = "/aws/batch/job"
@@ -48,6 +50,7 @@ class Settings:
             poll_seconds=_number(get("CYTO_POLL_SECONDS"), "CYTO_POLL_SECONDS", cls.poll_seconds, 0.1, 3600),
             local_spool=get("CYTO_LOCAL_SPOOL", cls.local_spool) or cls.local_spool,
             local_max_parallel=_int_or_none(get("CYTO_LOCAL_MAX_PARALLEL"), "CYTO_LOCAL_MAX_PARALLEL"),
+            local_command=_command(get("CYTO_LOCAL_COMMAND"), "CYTO_LOCAL_COMMAND"),
             batch_job_queue=get("CYTO_BATCH_JOB_QUEUE"),
             batch_job_definition=get("CYTO_BATCH_JOB_DEFINITION"),
             log_group=get("CYTO_LOG_GROUP", cls.log_group) or cls.log_group,
@@ -98,6 +101,16 @@ def _int_or_none(text: str | None, name: str) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
     return int(text)
+
+
+def _command(text: str | None, name: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r}: expected a shell-style command line ({exc})") from None
+    return parts or None
 
 
 def _id_set(text: str | None) -> frozenset[str]:

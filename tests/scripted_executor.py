@@ -1,0 +1,58 @@
+"""An executor whose jobs move only when the test says so, to test engine logic deterministically.
+End-to-end tests use the real local executor instead."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.executors import JobSpec, JobStatus
+from bot.states import JobState
+
+
+class ScriptedExecutor:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.specs: dict[str, JobSpec] = {}
+        self.states: dict[str, JobStatus] = {}
+        self.submit_calls: list[str] = []
+        self.describe_calls: list[int] = []
+        self.cancelled: list[str] = []
+        self.logs: dict[str, str] = {}
+
+    def submit(self, spec: JobSpec) -> str:
+        self.submit_calls.append(spec.name)
+        job_id = f"id-{spec.name}"
+        self.specs[job_id] = spec
+        self.states[job_id] = JobStatus(job_id, JobState.QUEUED)
+        return job_id
+
+    def find(self, job_name: str) -> str | None:
+        job_id = f"id-{job_name}"
+        return job_id if job_id in self.states else None
+
+    def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        self.describe_calls.append(len(job_ids))
+        return {i: self.states[i] for i in job_ids if i in self.states}
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        self.cancelled.append(job_id)
+        self.states[job_id] = JobStatus(job_id, JobState.CANCELLED, reason=reason)
+
+    def read_log(self, status: JobStatus) -> str | None:
+        return self.logs.get(status.job_id)
+
+    # -- test controls ----------------------------------------------------------------------
+    def job_ids(self, analysis: str) -> list[str]:
+        return [i for i, s in self.specs.items() if s.env.analysis == analysis]
+
+    def latest(self, analysis: str) -> str:
+        return max(self.job_ids(analysis), key=lambda i: self.specs[i].env.attempt)
+
+    def set(self, analysis: str, state: JobState, exit_code: int | None = None, reason: str | None = None,
+            log: str | None = None) -> None:
+        job_id = self.latest(analysis)
+        self.states[job_id] = JobStatus(job_id, state, reason=reason, exit_code=exit_code, started_at=1.0,
+                                        stopped_at=2.0 if state.is_terminal else None)
+        if log is not None:
+            self.logs[job_id] = log
