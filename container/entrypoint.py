@@ -243,7 +243,8 @@ class Job:
     def _record_failure(self, exc: Exception) -> None:
         self.outcome.fail(exc)
         if exit_code_for(exc) == EXIT_FAILED:
-            self.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            # The traceback starts its own line, where log excerpts look for "Traceback (most recent...".
+            self.log.error("the job failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
 
     def _result(self, spec: JobEnvironment, started: dt.datetime, duration: float) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -268,8 +269,12 @@ class Job:
         return result
 
     def _write_result(self, result: dict[str, Any]) -> None:
-        text = json.dumps(result, indent=2, default=str) + "\n"
-        (self.output_dir / RESULT_FILE).write_text(text, encoding="utf-8")
+        try:
+            text = json.dumps(result, indent=2, default=str) + "\n"
+            (self.output_dir / RESULT_FILE).write_text(text, encoding="utf-8")
+        except Exception as exc:
+            self.log.error("could not write %s: %s", RESULT_FILE, exc)
+            self.outcome.fail(exc)
 
     def _upload_outputs(self, spec: JobEnvironment) -> None:
         try:
