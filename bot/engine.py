@@ -492,4 +492,5 @@ def with_overrides(resources: Resources, **overrides: Any) -> Resources:
     return replace(resources, **{k: v for k, v in overrides.items() if v is not None})
 
 
-__all__ = ["AlreadyRetried", "Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound", "Plan", "RunSummary"]
+__all__ = ["AlreadyRetried", "Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound", "Plan",
+           "RunSummary"]
