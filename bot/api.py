@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot import catalog
-from bot.db import Run, RunDB
+from bot.db import Job, Run, RunDB
 from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
 from bot.executors import Executor, Resources
 from bot.settings import Settings
@@ -72,6 +72,10 @@ class Cyto:
 
     def status(self, run_id: str) -> RunSummary:
         return self.engine.summary(run_id)
+
+    def jobs(self, run_id: str) -> list[Job]:
+        """The run's analyses with their current state, attempt and reason, by analysis name."""
+        return self.db.jobs(self.engine.get_run(run_id).id)
 
     def wait(self, run_id: str, interval: float | None = None) -> RunSummary:
         return self.engine.wait(run_id, interval or min(self.settings.poll_seconds, 1.0))
