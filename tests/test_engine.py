@@ -134,7 +134,7 @@ def test_concurrent_retries_act_once(setup) -> None:
 
 
 def test_cancel_stops_active_jobs_once(setup) -> None:
-    engine, executor, db, events = setup
+    engine, executor, db, _events = setup
     run = start(engine)
     executor.set("A01", JobState.SUCCEEDED, exit_code=0)
     executor.set("A02", JobState.RUNNING)

@@ -95,7 +95,7 @@ def test_analyses_stream_in_order_and_skip_hidden_folders(tmp_path) -> None:
     store = LocalStore(tmp_path)
     for name in ("B02", "A01", ".hidden", "C03"):
         (tmp_path / "Input/2018-12-05/b" / name).mkdir(parents=True)
-    ref, analyses = catalog.resolve_batch(store, "2018-12-05", "b")
+    _ref, analyses = catalog.resolve_batch(store, "2018-12-05", "b")
     assert analyses == ["A01", "B02", "C03"]
 
 

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from bot.api import Cyto
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
