@@ -108,9 +108,9 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def check(self) -> None:
-        """HeadBucket then one ListObjectsV2 under the prefix: the two calls every run needs."""
+        """One ListObjectsV2 under the prefix: what every run needs first. Unlike HeadBucket, its error
+        has a body, so a missing bucket, denied access and a bad key are told apart."""
         with self._errors(self.uri):
-            self.client.head_bucket(Bucket=self.bucket)
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
 
     # -- errors -------------------------------------------------------------------------------
