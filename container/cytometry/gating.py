@@ -1,0 +1,295 @@
+"""Gates: the data-driven cells and singlets gates, and rectangle/polygon gates from params.
+
+Populations are boolean masks over all events (the root "all" has none). Gate geometry is kept
+in plot coordinates (fluorescence in the transformed scale unless a gate says "linear").
+
+Cells (debris) gate, on FSC-A vs SSC-A: a smoothed histogram of log10(FSC-A) (a subsample of at
+most 100,000 events, 128 bins between the 0.5th and 99.5th percentiles, Gaussian smoothing of
+2 bins) is searched for the deepest valley between the debris peak and the cell peak. A valley
+counts if it is below half of both peaks around it; the cut is then its FSC-A value. Without
+such a valley the cut falls back to the 1st percentile of FSC-A. Events at the top of either
+channel's range (saturated) and with SSC-A <= 0 are excluded as well.
+
+Singlets gate, on FSC-A vs FSC-H: doublets have a larger area for their height, so singlets are
+the cells whose FSC-H/FSC-A ratio lies within `singlet_tolerance` robust SDs
+(1.4826 x MAD) of the median ratio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from flowutils import gating as fu_gating
+
+from container.cytometry.fcs import Channel, Sample
+from container.cytometry.params import ROOT, Gate, Params
+from container.cytometry.transforms import Scale
+
+GATING_SAMPLE = 100_000
+MIN_GATING_EVENTS = 50
+
+_FSC_AREA = ("FSC-A", "FSC", "FS", "FS-A", "FSC-AREA", "FS-INT-LIN", "FS-LIN", "FSC-LIN")
+_FSC_HEIGHT = ("FSC-H", "FS-H", "FSC-HEIGHT", "FSC-HLIN", "FS-PEAK", "FSC-PEAK", "FS-PEAK-LIN")
+_SSC_AREA = ("SSC-A", "SSC", "SS", "SS-A", "SSC-AREA", "SS-INT-LIN", "SS-LIN", "SSC-LIN")
+_SSC_HEIGHT = ("SSC-H", "SS-H", "SSC-HEIGHT", "SSC-HLIN", "SS-PEAK", "SSC-PEAK", "SS-PEAK-LIN")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A gate as drawn: axes, and either a rectangle, a polygon, or a ratio band y = k * x."""
+
+    kind: str  # "rectangle" | "polygon" | "band"
+    x: Channel
+    y: Channel | None
+    x_scaled: bool
+    y_scaled: bool
+    rect: tuple[float | None, float | None, float | None, float | None] | None = None
+    vertices: tuple[tuple[float, float], ...] | None = None
+    band: tuple[float, float] | None = None
+
+
+@dataclass
+class Population:
+    name: str
+    parent: str
+    mask: np.ndarray | None  # None: every event
+    count: int
+    shape: Shape | None = None
+    auto: bool = False
+
+
+@dataclass
+class Gating:
+    populations: list[Population]
+    missing_channels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    method: dict[str, object] = field(default_factory=dict)
+
+    def get(self, name: str) -> Population | None:
+        return next((p for p in self.populations if p.name == name), None)
+
+
+def _normal(name: str) -> str:
+    return name.strip().upper().replace(" ", "-").replace("_", "-")
+
+
+def _find(sample: Sample, override: str | None, candidates: tuple[str, ...]) -> Channel | None:
+    if override is not None:
+        return sample.find(override)
+    for attr in ("name", "label"):
+        for cand in candidates:
+            for ch in sample.channels:
+                if _normal(getattr(ch, attr)) == cand:
+                    return ch
+    return None
+
+
+def scatter_channels(
+    sample: Sample, params: Params
+) -> tuple[Channel | None, Channel | None, Channel | None, list[str], list[str]]:
+    """(FSC area, FSC height, SSC, missing channel names, notes) for the automatic gates."""
+    missing: list[str] = []
+    notes: list[str] = []
+    fsc_a = _find(sample, params.fsc_area, _FSC_AREA)
+    fsc_h = _find(sample, params.fsc_height, _FSC_HEIGHT)
+    ssc = _find(sample, params.ssc_area, _SSC_AREA)
+    if ssc is None and params.ssc_area is None:
+        ssc = _find(sample, None, _SSC_HEIGHT)
+        if ssc is not None:
+            notes.append(f"no SSC area channel; the cells gate uses {ssc.name}")
+    if fsc_a is None and params.fsc_area is None and fsc_h is not None:
+        notes.append(f"no FSC area channel; the cells gate uses {fsc_h.name}")
+        fsc_a, fsc_h = fsc_h, None
+        missing.append("FSC-A")
+    if fsc_a is None:
+        missing.append(params.fsc_area or "FSC-A")
+    if ssc is None:
+        missing.append(params.ssc_area or "SSC-A")
+    if fsc_h is None and "FSC-A" not in missing:
+        missing.append(params.fsc_height or "FSC-H")
+    return fsc_a, fsc_h, ssc, missing, notes
+
+
+def _subsample(values: np.ndarray, limit: int = GATING_SAMPLE) -> np.ndarray:
+    step = max(1, math.ceil(values.size / limit))
+    return values[::step]
+
+
+def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
+    """FSC value below which events are debris, and how it was found."""
+    v = fsc[(fsc > 0) & (fsc < top)].astype(np.float64)
+    if v.size < MIN_GATING_EVENTS:
+        return 0.0, "too few positive FSC events; only non-positive FSC excluded"
+    logs = np.log10(v)
+    lo, hi = np.percentile(logs, [0.5, 99.5])
+    if hi - lo < 1e-6:
+        return float(np.percentile(v, 1)), "1st percentile (FSC has no spread)"
+    hist, edges = np.histogram(logs, bins=128, range=(lo, hi))
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    smooth = np.convolve(hist, kernel / kernel.sum(), mode="same")
+    maxima = [
+        i
+        for i in range(len(smooth))
+        if smooth[i] >= 0.05 * smooth.max()
+        and smooth[i] >= smooth[max(i - 1, 0)]
+        and smooth[i] > smooth[min(i + 1, len(smooth) - 1)]
+    ]
+    best: tuple[float, int] | None = None
+    for left, right in itertools.pairwise(maxima):
+        valley = left + int(np.argmin(smooth[left : right + 1]))
+        depth = smooth[valley] / min(smooth[left], smooth[right])
+        if depth < 0.5 and (best is None or depth < best[0]):
+            best = (depth, valley)
+    # a debris peak sitting at the low edge of the histogram shows as a falling start
+    main = int(np.argmax(smooth))
+    if best is None and main > 0:
+        valley = int(np.argmin(smooth[: main + 1]))
+        if 0 < valley < main and smooth[valley] < 0.5 * min(smooth[0], smooth[main]):
+            best = (smooth[valley] / min(smooth[0], smooth[main]), valley)
+    if best is not None:
+        centre = 0.5 * (edges[best[1]] + edges[best[1] + 1])
+        return float(10**centre), "density valley of log10(FSC) between debris and cells"
+    return float(np.percentile(v, 1)), "1st percentile of FSC (no debris population found)"
+
+
+def singlet_band(ratio: np.ndarray, tolerance: float) -> tuple[float, float]:
+    median = float(np.median(ratio))
+    spread = 1.4826 * float(np.median(np.abs(ratio - median)))
+    spread = max(spread, 1e-3 * abs(median))  # an all-identical ratio still gets a band
+    return median - tolerance * spread, median + tolerance * spread
+
+
+def gate(sample: Sample, params: Params, scale: Scale) -> Gating:
+    n = sample.n_events
+    result = Gating([Population(ROOT, "", None, n)])
+    # The automatic gates run when no gates are given, or when a given gate hangs below them.
+    wanted = {g.parent for g in params.gates} & {"cells", "singlets"} if params.gates else {"cells"}
+    if not params.gates:
+        wanted.add("singlets")
+    if wanted:
+        _auto(sample, params, result, want_singlets="singlets" in wanted)
+    for g in params.gates:
+        _user(sample, scale, g, result)
+    return result
+
+
+def _auto(sample: Sample, params: Params, result: Gating, want_singlets: bool) -> None:
+    fsc_a, fsc_h, ssc, missing, notes = scatter_channels(sample, params)
+    result.notes.extend(notes)
+    result.missing_channels.extend(m for m in missing if want_singlets or m != "FSC-H")
+    if fsc_a is None or ssc is None:
+        result.notes.append("cells and singlets gates skipped: scatter channels missing")
+        return
+    if sample.n_events < MIN_GATING_EVENTS:
+        result.notes.append(f"cells and singlets gates skipped: fewer than {MIN_GATING_EVENTS} events")
+        return
+    ev = sample.events
+    fsc, side = ev[fsc_a.index], ev[ssc.index]
+    cut, how = debris_cut(_subsample(fsc), fsc_a.top)
+    cells = (fsc >= np.float32(cut)) & (fsc < np.float32(fsc_a.top))
+    cells &= side > 0
+    cells &= side < np.float32(ssc.top)
+    shape = Shape("rectangle", fsc_a, ssc, False, False, rect=(cut, fsc_a.top, 0.0, ssc.top))
+    result.populations.append(Population("cells", ROOT, cells, int(np.count_nonzero(cells)), shape, True))
+    result.method["cells"] = {"fsc": fsc_a.name, "ssc": ssc.name, "fsc_cut": cut, "method": how}
+    if not want_singlets:
+        return
+    if fsc_h is None:
+        result.notes.append("singlets gate skipped: it needs both an FSC area and an FSC height channel")
+        return
+    height = ev[fsc_h.index]
+    idx = _subsample(np.flatnonzero(cells))
+    area_s = fsc[idx]
+    keep = area_s > 0
+    if np.count_nonzero(keep) < MIN_GATING_EVENTS:
+        result.notes.append("singlets gate skipped: too few cells")
+        return
+    lo, hi = singlet_band(height[idx][keep] / area_s[keep], params.singlet_tolerance)
+    singlets = cells & (height >= fsc * np.float32(lo))
+    singlets &= height <= fsc * np.float32(hi)
+    shape = Shape("band", fsc_a, fsc_h, False, False, band=(lo, hi))
+    count = int(np.count_nonzero(singlets))
+    result.populations.append(Population("singlets", "cells", singlets, count, shape, True))
+    result.method["singlets"] = {"fsc_area": fsc_a.name, "fsc_height": fsc_h.name, "ratio_band": [lo, hi]}
+
+
+def _user(sample: Sample, scale: Scale, g: Gate, result: Gating) -> None:
+    parent = result.get(g.parent)
+    x = sample.find(g.x)
+    y = sample.find(g.y) if g.y is not None else None
+    lacking = [name for name, ch in ((g.x, x), (g.y, y)) if name is not None and ch is None]
+    if lacking:
+        result.missing_channels.extend(c for c in lacking if c not in result.missing_channels)
+        result.notes.append(f"gate {g.name!r} skipped: channel(s) {', '.join(lacking)} not in file")
+        return
+    if parent is None:
+        result.notes.append(f"gate {g.name!r} skipped: parent {g.parent!r} could not be gated")
+        return
+    assert x is not None
+    x_scaled = g.scale == "transformed" and scale.applies(x)
+    y_scaled = y is not None and g.scale == "transformed" and scale.applies(y)
+    if g.type == "rectangle":
+        mask = _rectangle(sample, scale, g, x, y, parent)
+        x0, x1 = g.x_bounds or (None, None)
+        y0, y1 = g.y_bounds or (None, None)
+        shape = Shape("rectangle", x, y, x_scaled, y_scaled, rect=(x0, x1, y0, y1))
+    else:
+        assert y is not None and g.vertices is not None
+        mask = _polygon(sample, scale, g.vertices, x, y, x_scaled, y_scaled, parent)
+        shape = Shape("polygon", x, y, x_scaled, y_scaled, vertices=g.vertices)
+    result.populations.append(Population(g.name, g.parent, mask, int(np.count_nonzero(mask)), shape))
+
+
+def _linear_bound(scale: Scale, ch: Channel, value: float | None, transformed: bool) -> float | None:
+    # The scales are monotonic, so a bound maps to linear units and the data stays untouched.
+    if value is None or not transformed or not scale.applies(ch):
+        return value
+    return float(scale.inverse(np.array([value], dtype=np.float64), ch)[0])
+
+
+def _rectangle(sample: Sample, scale: Scale, g: Gate, x: Channel, y: Channel | None, parent: Population) -> np.ndarray:
+    mask = np.ones(sample.n_events, dtype=bool) if parent.mask is None else parent.mask.copy()
+    transformed = g.scale == "transformed"
+    for ch, bounds in ((x, g.x_bounds), (y, g.y_bounds)):
+        if ch is None or bounds is None:
+            continue
+        values = sample.events[ch.index]
+        lo = _linear_bound(scale, ch, bounds[0], transformed)
+        hi = _linear_bound(scale, ch, bounds[1], transformed)
+        if lo is not None:
+            mask &= values >= np.float32(lo)
+        if hi is not None:
+            mask &= values <= np.float32(hi)
+    return mask
+
+
+def _polygon(
+    sample: Sample,
+    scale: Scale,
+    vertices: tuple[tuple[float, float], ...],
+    x: Channel,
+    y: Channel,
+    x_scaled: bool,
+    y_scaled: bool,
+    parent: Population,
+) -> np.ndarray:
+    verts = np.asarray(vertices, dtype=np.float64)
+    xs, ys = sample.events[x.index], sample.events[y.index]
+    # Bounding box first, in linear units: only the events inside it need the exact test.
+    box = np.ones(sample.n_events, dtype=bool) if parent.mask is None else parent.mask.copy()
+    for ch, values, col, scaled in ((x, xs, 0, x_scaled), (y, ys, 1, y_scaled)):
+        lo = _linear_bound(scale, ch, float(verts[:, col].min()), scaled)
+        hi = _linear_bound(scale, ch, float(verts[:, col].max()), scaled)
+        box &= values >= np.float32(lo)
+        box &= values <= np.float32(hi)
+    idx = np.flatnonzero(box)
+    px = scale.forward(xs[idx], x) if x_scaled else xs[idx]
+    py = scale.forward(ys[idx], y) if y_scaled else ys[idx]
+    points = np.column_stack([px, py]).astype(np.float64)
+    inside = fu_gating.points_in_polygon(verts, points) if idx.size else np.zeros(0, dtype=bool)
+    mask = np.zeros(sample.n_events, dtype=bool)
+    mask[idx[inside]] = True
+    return mask

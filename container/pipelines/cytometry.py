@@ -1,0 +1,169 @@
+"""The cytometry pipeline (the product's default): per-file gating, statistics, QC and plots.
+
+For every *.fcs file under the analysis folder: read it (FlowIO for HEADER/TEXT, numpy for
+DATA), apply its spillover matrix, gate (automatic cells/singlets or the gates in params),
+and measure every population. Outputs: stats.csv, qc.json, one <file>.png, summary.json.
+The parts live in container/cytometry/; see its modules for the methods.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from container.cytometry import analysis, plots
+from container.cytometry import params as params_mod
+from container.cytometry.params import Params
+from container.pipelines import PipelineContext, PipelineError
+
+STATS_CSV = "stats.csv"
+QC_JSON = "qc.json"
+SUMMARY_JSON = "summary.json"
+BASE_COLUMNS = ["file", "population", "parent", "events", "pct_of_parent"]
+
+METHOD_NOTES = {
+    "reading": "FlowIO 1.4.0 parses HEADER/TEXT (first data set); DATA decoded with numpy exactly as "
+    "FlowData.as_array() (bit masks, $TIMESTEP, $PnE log amplification, $PnG gain), stored as float32",
+    "compensation": "the file's $SPILLOVER/SPILL/$COMP matrix applied to the channels it names "
+    "(observed = true x S); statistics are on compensated, linear values",
+    "transform": "fluorescence channels are transformed for gating and plots only; gate coordinates on "
+    "fluorescence channels are in the transformed scale unless a gate sets scale: linear; scatter and "
+    "time channels are always linear",
+    "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells "
+    "(fallback: 1st percentile); saturated events and SSC <= 0 excluded",
+    "singlets_gate": "FSC-H/FSC-A ratio within singlet_tolerance robust SDs (1.4826 MAD) of its median; "
+    "skipped with a note when there is no FSC height channel",
+    "statistics": "median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles with "
+    "linear interpolation (as numpy.percentile); rCV empty when the median is <= 0",
+    "qc": "saturated: fraction of events at $PnR - 1 above saturation_threshold; drift: largest "
+    "deviation of the key channel's median in time_slices equal-duration slices of the cells from its "
+    "overall median, relative to it, above drift_threshold",
+}
+
+
+def run(ctx: PipelineContext) -> dict[str, Any]:
+    params = params_mod.parse(params_mod.merged(ctx.params, ctx.input_dir))
+    files = sorted(p for p in ctx.input_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".fcs")
+    if not files:
+        raise PipelineError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    channels: list[str] = []
+    qc: dict[str, Any] = {}
+    populations: list[str] = []
+    events = 0
+    analysis_seconds = 0.0
+    plot_names: set[str] = set()
+    for path in files:
+        name = path.relative_to(ctx.input_dir).as_posix()
+        start = time.perf_counter()
+        try:
+            result = analysis.analyse(path, name, params)
+        except Exception as exc:  # one bad file must not stop the others
+            error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            qc[name] = {"status": "failed", "error": error}
+            ctx.log.warning("%s: failed: %s", name, error)
+            continue
+        plot_seconds = _plot(ctx, path, name, result, params, plot_names)
+        rows.extend(result.rows)
+        channels.extend(c for c in result.channels if c not in channels)
+        populations.extend(p.name for p in result.gating.populations if p.name not in populations)
+        qc[name] = result.qc
+        events += result.sample.n_events
+        analysis_seconds += result.seconds
+        n = result.sample.n_events
+        ctx.log.info(
+            "%s: %d events, %d populations, %.2fs analysis (%.1f M events/s), %.2fs plot, %.2fs total",
+            name,
+            n,
+            len(result.gating.populations),
+            result.seconds,
+            n / result.seconds / 1e6 if result.seconds else 0.0,
+            plot_seconds,
+            time.perf_counter() - start,
+        )
+        del result  # free the events before the next file is read
+
+    failed = {k: v["error"] for k, v in qc.items() if v["status"] == "failed"}
+    analysed = len(qc) - len(failed)
+    _write_stats(ctx.output_dir / STATS_CSV, rows, channels)
+    _write_json(ctx.output_dir / QC_JSON, {"files": qc})
+    summary = {
+        "files_analysed": analysed,
+        "files_failed": len(failed),
+        "events": events,
+        "populations": populations,
+    }
+    _write_json(
+        ctx.output_dir / SUMMARY_JSON,
+        {
+            **summary,
+            "failed_files": failed,
+            "analysis_seconds": round(analysis_seconds, 3),
+            "parameters": params.to_json(),
+            "method": METHOD_NOTES,
+            "outputs": [STATS_CSV, QC_JSON, SUMMARY_JSON, *sorted(plot_names)],
+        },
+    )
+    if analysed == 0:
+        raise PipelineError(
+            f"no FCS file could be analysed ({len(failed)} failed): "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
+    return summary
+
+
+def _plot(
+    ctx: PipelineContext, path: Path, name: str, result: analysis.FileResult, params: Params, used: set[str]
+) -> float:
+    start = time.perf_counter()
+    stem = Path(name).with_suffix("").as_posix().replace("/", "__")
+    png = f"{stem}.png"
+    k = 2
+    while png in used:
+        png, k = f"{stem}_{k}.png", k + 1
+    try:
+        scale = analysis.scale_of(params)
+        plots.plot(ctx.output_dir / png, result.sample, result.gating, scale, params.max_plot_points, name)
+    except Exception as exc:  # a plot is a convenience; the numbers stand without it
+        result.qc["notes"].append(f"plot failed: {type(exc).__name__}: {exc}")
+        ctx.log.warning("%s: plot failed: %s", name, exc)
+    else:
+        used.add(png)
+        result.qc["plot"] = png
+    return time.perf_counter() - start
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else format(value, ".9g")
+    return value
+
+
+def _write_stats(path: Path, rows: list[dict[str, Any]], channels: list[str]) -> None:
+    columns = BASE_COLUMNS + [f"{c}_{s}" for c in channels for s in ("median", "rCV")]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
