@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,36 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, attempt)
     );
     CREATE INDEX attempts_state ON attempts(state);
+    """,
+    # 2: what the Slack bot has shown (handlers/slack_state.py reads and writes these tables).
+    """
+    CREATE TABLE slack_runs (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        rendered_version INTEGER,
+        synced_version INTEGER,
+        done_alert_for REAL,
+        done_alert_ts TEXT
+    );
+    CREATE TABLE slack_failures (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        analysis TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        message_ts TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        detailed INTEGER NOT NULL,
+        reason TEXT,
+        exit_code INTEGER,
+        excerpt TEXT,
+        full_log TEXT NOT NULL,
+        explanation TEXT,
+        memory_mib INTEGER,
+        out_of_memory INTEGER NOT NULL DEFAULT 0,
+        posted_at REAL NOT NULL,
+        retried_by TEXT,
+        retried_shown INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, analysis, attempt)
+    );
+    CREATE INDEX slack_failures_message ON slack_failures(run_id, message_ts);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -157,6 +187,22 @@ def _attempt(row: sqlite3.Row) -> Attempt:
     d["state"] = JobState(d["state"])
     d["resources"] = json.loads(d["resources"]) if d["resources"] else None
     return Attempt(**d)
+
+
+_JOB_FIELDS = [f.name for f in fields(Job)]
+_ATTEMPT_FIELDS = [f.name for f in fields(Attempt)]
+_JOB_COLUMNS = ", ".join(f"j.{name} AS j_{name}" for name in _JOB_FIELDS)
+_ATTEMPT_COLUMNS = ", ".join(f"a.{name} AS a_{name}" for name in _ATTEMPT_FIELDS)
+
+
+def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
+    """Split a row selected with _JOB_COLUMNS and _ATTEMPT_COLUMNS."""
+    job = {name: row[f"j_{name}"] for name in _JOB_FIELDS}
+    attempt = {name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}
+    job["state"] = JobState(job["state"])
+    attempt["state"] = JobState(attempt["state"])
+    attempt["resources"] = json.loads(attempt["resources"]) if attempt["resources"] else None
+    return Job(**job), Attempt(**attempt)
 
 
 def sqlite_path(url: str) -> str:
@@ -280,6 +326,14 @@ class RunDB:
         rows = self._query("SELECT * FROM attempts WHERE job_id = ? AND attempt = ?", (job_id, attempt))
         return _attempt(rows[0]) if rows else None
 
+    def jobs_with_attempts(self, run_id: str) -> list[tuple[Job, Attempt]]:
+        """Every job of the run with its current attempt, in one query."""
+        rows = self._query(
+            f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
+                FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
+                WHERE j.run_id = ? ORDER BY j.analysis""", (run_id,))
+        return [_job_and_attempt(row) for row in rows]
+
     def counts(self, run_id: str) -> dict[JobState, int]:
         return {JobState(state): n for state, n in self._query(
             "SELECT state, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY state", (run_id,))}
@@ -289,23 +343,11 @@ class RunDB:
         if not run_ids:
             return []
         rows = self._query(
-            f"""SELECT j.*, a.job_name, a.resources AS a_resources, a.state AS a_state, a.executor_job_id,
-                       a.claim_token, a.claimed_at, a.reason AS a_reason, a.exit_code AS a_exit_code,
-                       a.log_ref, a.submitted_at, a.started_at, a.stopped_at
+            f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
                 FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                 WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')""",
             list(run_ids))
-        out = []
-        for r in rows:
-            d = dict(r)
-            job = Job(d["id"], d["run_id"], d["analysis"], JobState(d["state"]), d["attempt"], d["max_attempts"],
-                      d["reason"], d["exit_code"], d["updated_at"], d["retried_by"])
-            att = Attempt(d["id"], d["attempt"], d["job_name"],
-                          json.loads(d["a_resources"]) if d["a_resources"] else None, JobState(d["a_state"]),
-                          d["executor_job_id"], d["claim_token"], d["claimed_at"], d["a_reason"],
-                          d["a_exit_code"], d["log_ref"], d["submitted_at"], d["started_at"], d["stopped_at"])
-            out.append((job, att))
-        return out
+        return [_job_and_attempt(row) for row in rows]
 
     # -- writes -------------------------------------------------------------------------------
     def set_slack_thread(self, run_id: str, channel: str, thread_ts: str) -> None:
@@ -345,18 +387,14 @@ class RunDB:
         with self.transaction() as conn:
             stale_sql = f" OR a.claim_token IN ({','.join('?' * len(stale))})" if stale else ""
             rows = conn.execute(
-                f"""SELECT j.id, j.attempt FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
+                f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
+                    FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                     WHERE j.run_id = ? AND j.state = 'PENDING' AND a.executor_job_id IS NULL
                       AND (a.claim_token IS NULL{stale_sql})
                     ORDER BY j.id LIMIT ?""", [run_id, *stale, limit]).fetchall()
-            claimed = []
-            for job_id, attempt in rows:
-                before = _attempt(conn.execute("SELECT * FROM attempts WHERE job_id = ? AND attempt = ?",
-                                               (job_id, attempt)).fetchone())
-                conn.execute("UPDATE attempts SET claim_token = ?, claimed_at = ? WHERE job_id = ? AND attempt = ?",
-                             (token, now, job_id, attempt))
-                job = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
-                claimed.append((job, before))
+            claimed = [_job_and_attempt(row) for row in rows]
+            conn.executemany("UPDATE attempts SET claim_token = ?, claimed_at = ? WHERE job_id = ? AND attempt = ?",
+                             [(token, now, job.id, job.attempt) for job, _ in claimed])
         return claimed
 
     def claim_tokens(self, run_id: str) -> list[str]:

@@ -190,11 +190,12 @@ class Engine:
         submitted = 0
         workers = max(1, int(getattr(self.executor, "submit_concurrency", 1)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
+            mapper = pool.map if workers > 1 else map
             while True:
                 claimed = self.db.claim_pending(run_id, self.token, self.clock(), stale, SUBMIT_CHUNK)
                 if not claimed:
                     break
-                results = list(pool.map(lambda pair: self._submit_one(run, *pair), claimed))
+                results = list(mapper(lambda pair: self._submit_one(run, *pair), claimed))
                 ok = [(job.id, job.attempt, job_id) for (job, _), (job_id, _) in zip(claimed, results, strict=True)
                       if job_id]
                 submitted += self.db.record_submitted(run_id, ok, self.token, self.clock())
@@ -204,6 +205,9 @@ class Engine:
                                                      self.clock())
                         self._publish([Event(EventKind.JOB_FAILED, run_id, job.analysis, JobState.FAILED,
                                              job.attempt, error)])
+        flush = getattr(self.executor, "flush", None)
+        if submitted and callable(flush):
+            flush()
         return submitted
 
     def _submit_one(self, run: Run, job: Job, before: Attempt) -> tuple[str | None, str | None]:
@@ -362,20 +366,16 @@ class Engine:
 
     def summary(self, run_id: str) -> RunSummary:
         run = self.get_run(run_id)
-        jobs = self.db.jobs(run_id)
+        pairs = self.db.jobs_with_attempts(run_id)
+        jobs = [job for job, _ in pairs]
         counts = Counter(job.state for job in jobs)
-        durations: dict[str, float] = {}
-        for job, attempt in self._last_attempts(jobs):
-            if attempt and attempt.started_at and attempt.stopped_at:
-                durations[job.analysis] = attempt.stopped_at - attempt.started_at
+        durations = {job.analysis: attempt.stopped_at - attempt.started_at for job, attempt in pairs
+                     if attempt.started_at and attempt.stopped_at}
         failures = [Failure(j.analysis, j.attempt, j.reason, j.exit_code) for j in jobs if j.state == JobState.FAILED]
         reasons = Counter(f.reason or "unknown" for f in failures)
         end = run.finished_at or self.clock()
         return RunSummary(run, {s: counts.get(s, 0) for s in DISPLAY_ORDER}, len(jobs), end - run.created_at,
                           durations, failures, dict(reasons))
-
-    def _last_attempts(self, jobs: Sequence[Job]) -> list[tuple[Job, Attempt | None]]:
-        return [(job, self.db.attempt(job.id, job.attempt)) for job in jobs]
 
     def log_excerpt(self, run_id: str, analysis: str, attempt: int | None = None, *,
                     tail: int = 15, max_chars: int = 2500) -> LogExcerpt:

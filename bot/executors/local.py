@@ -51,10 +51,14 @@ class LocalExecutor:
                 job_dir.mkdir(exist_ok=True)
                 write_json_atomic(job_dir / SPEC, {
                     "argv": self.command, "env": spec.environment(), "timeout_s": spec.resources.timeout_s,
-                    "queued_at": time.time(), "cwd": os.getcwd(),
+                    "queued_at": time.time(), "cwd": os.getcwd(), "max_parallel": self.max_parallel,
                 })
-        # Jobs start on the next describe(): starting them here would rescan the spool per job.
+        # Jobs start in flush() (or the next describe()): starting them here would rescan the spool per job.
         return spec.name
+
+    def flush(self) -> None:
+        """Start queued jobs now; the engine calls this after submitting a batch of jobs."""
+        self.pump()
 
     def find(self, job_name: str) -> str | None:
         return job_name if (self.spool / job_name / SPEC).exists() else None
@@ -99,6 +103,11 @@ class LocalExecutor:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def pump(self) -> None:
+        """Start queued jobs while slots are free (a finishing job's runner calls this)."""
+        with self._lock():
+            self._pump()
 
     def _pump(self) -> None:
         """Start queued jobs while fewer than max_parallel are running. Call with the lock held."""

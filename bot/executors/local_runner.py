@@ -94,7 +94,15 @@ def run(job_dir: Path) -> int:
         state, reason = "FAILED", f"exit code {code}"
     write_json_atomic(job_dir / RESULT, {"state": state, "exit_code": code, "reason": reason,
                                          "started_at": started, "stopped_at": time.time()})
+    start_next(job_dir, spec)
     return 0
+
+
+def start_next(job_dir: Path, spec: dict[str, Any]) -> None:
+    """Hand this job's slot to the next queued job at once, instead of at the engine's next poll."""
+    from bot.executors.local import LocalExecutor
+
+    LocalExecutor(job_dir.parent, spec.get("max_parallel"), command=spec["argv"]).pump()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""Parallel efficiency of the local executor: 32 CPU-bound analyses on this machine's cores.
+
+Ideal wall time = ceil(32 / cores) x (time of one analysis's work alone, measured in this run).
+Efficiency = ideal / measured. Goal: >= 90 %.
+
+    python bench/bench_local.py [--jobs 32] [--work-s 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.api import Cyto  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from bot.states import JobState  # noqa: E402
+
+BURN = "n = int({n})\nx = 0\nfor i in range(n):\n    x += i * i\nprint(x)\n"
+
+
+def calibrate(work_s: float) -> tuple[int, float]:
+    """Loop count that takes about work_s of CPU in a fresh interpreter, and its measured wall time."""
+    n = 2_000_000
+    while True:
+        t = _time_alone(n)
+        if t >= 0.2:
+            break
+        n *= 2
+    n = int(n * work_s / t)
+    return n, min(_time_alone(n) for _ in range(3))
+
+
+def _time_alone(n: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BURN.format(n=n)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=32)
+    parser.add_argument("--work-s", type=float, default=1.0)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    n, one = calibrate(args.work_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        script = root / "burn.py"
+        script.write_text(BURN.format(n=n))
+        for i in range(args.jobs):
+            (root / "store/Input/2020-01-01/bench" / f"a{i:03d}").mkdir(parents=True)
+            (root / "store/Input/2020-01-01/bench" / f"a{i:03d}" / "x.txt").write_text("x")
+        settings = Settings(store=str(root / "store"), db=str(root / "runs.sqlite"),
+                            local_spool=str(root / "spool"), local_command=(sys.executable, str(script)))
+        cyto = Cyto(settings)
+        start = time.perf_counter()
+        run = cyto.run("2020-01-01", "bench", pipeline="wordcount", requested_by="bench")
+        summary = cyto.engine.wait(run.id, interval=0.5)
+        wall = time.perf_counter() - start
+    ideal = math.ceil(args.jobs / cores) * one
+    print(f"cores: {cores}")
+    print(f"one analysis alone (process start + work): {one:.3f} s")
+    print(f"{args.jobs} analyses through the local executor: {wall:.3f} s wall")
+    print(f"ideal on {cores} cores: {ideal:.3f} s")
+    print(f"parallel efficiency: {100 * ideal / wall:.1f} % (goal >= 90 %)")
+    print(f"succeeded: {summary.count(JobState.SUCCEEDED)} of {args.jobs}")
+
+
+if __name__ == "__main__":
+    main()
