@@ -139,6 +139,12 @@ def test_date_that_does_not_exist_is_explained_next_to_the_date(cyto: Cyto) -> N
     assert form.errors == {} and not form.run_button.disabled
 
 
+def test_date_alone_that_does_not_exist_names_the_nearest_dates(cyto: Cyto) -> None:
+    form = LaunchForm(cyto, date="2018-12-30")
+    assert form.batch.value is None and set(form.errors) == {"date"}
+    assert f"nearest dates: {OTHER_DATE}, {DATE}" in form.errors["date"] and form.run_button.disabled
+
+
 def test_malformed_date_is_explained_next_to_the_date(cyto: Cyto) -> None:
     form = LaunchForm(cyto, date="05/12/2018")
     assert "YYYY-MM-DD" in form.errors["date"] and form.run_button.disabled

@@ -18,7 +18,7 @@ from bot.catalog import UnknownBatch
 from bot.db import Run
 from bot.engine import EngineError, Plan, validate_resources, with_overrides
 from bot.executors import Resources
-from bot.layout import LayoutError, is_date, parse_date
+from bot.layout import LayoutError, is_date, nearest_dates, parse_date
 from bot.notebook.render import message_html, preview_html
 from bot.store import StoreError
 from container.pipelines import available as available_pipelines
@@ -183,10 +183,12 @@ class LaunchForm:
             except LayoutError as exc:
                 errors["date"] = str(exc)
             else:
-                if date in self.cyto.dates():
+                dates = self.cyto.dates()
+                if date in dates:
                     errors["batch"] = f"no batches on {date}: add folders Input/{date}/batch/analysis/"
                 else:
-                    errors["date"] = f"no date {date} in the store {self.cyto.store.uri}"
+                    errors["date"] = (f"nothing on {date} in the store {self.cyto.store.uri}; "
+                                      f"nearest dates: {', '.join(nearest_dates(date, dates)) or 'none'}")
         else:
             try:
                 plan = self.cyto.plan(date, batch, pipeline=pipeline, params=params, **resources)
