@@ -1,0 +1,7 @@
+"""The Slack front end: `/cyto` in a channel, one live thread per run, one-click retries.
+
+Layout: `commands` parses slash-command text (pure), `render` builds Block Kit messages (pure),
+`permissions` decides who may act (pure), `slack_state` keeps what Slack has been shown in the run
+database, `reporter` brings Slack up to date from the database after each poll, `listeners` wires
+Bolt's slash command and button listeners, `app` assembles them, `serve` runs it all.
+"""

@@ -1,0 +1,54 @@
+"""Assemble the bot: one engine session, one Slack client, the reporter, and the Bolt app."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.api import Cyto
+from bot.settings import Settings
+from handlers.permissions import Permissions
+from handlers.reporter import Reporter
+from handlers.slack_client import make_client
+
+log = logging.getLogger(__name__)
+
+
+class CytoBot:
+    """What the listeners and the scheduler share. Holds no run state: the database does."""
+
+    def __init__(self, cyto: Cyto, client: WebClient, permissions: Permissions, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cyto = cyto
+        self.engine = cyto.engine
+        self.client = client
+        self.permissions = permissions
+        self.reporter = Reporter(cyto.engine, client, clock=clock)
+        # Asks the scheduler for an early poll (after a run starts, a retry, a cancel); a no-op
+        # until `serve` connects it, so tests drive `poll_cycle` themselves.
+        self.wake: Callable[[], None] = lambda: None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> CytoBot:
+        client = make_client(settings.slack_bot_token, settings.slack_api_url, sleep=sleep)
+        return cls(Cyto(settings), client, Permissions.from_settings(settings))
+
+    def poll_cycle(self) -> None:
+        """One scheduler tick: poll the executor, then bring Slack up to date from the database."""
+        self.engine.poll()
+        self.reporter.sync()
+
+
+def build_app(bot: CytoBot, *, signing_secret: str | None = None, token_verification: bool = True) -> App:
+    """The Bolt app. Over HTTP every request must carry a valid Slack signature (`signing_secret`);
+    Socket Mode requests arrive over the app's own authenticated WebSocket."""
+    from handlers.listeners import register
+
+    app = App(client=bot.client, signing_secret=signing_secret or "", process_before_response=False,
+              token_verification_enabled=token_verification, logger=log)
+    register(app, bot)
+    return app

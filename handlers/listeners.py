@@ -1,0 +1,267 @@
+"""Bolt listeners: the `/cyto` slash command and the buttons of run messages.
+
+Each listener acknowledges at once (parsing and the permission check are pure and fast) and does
+the slow part — listing the store, recording, submitting, Slack calls — in a lazy listener that
+Bolt runs after the ack. Nothing here holds run logic: it calls the engine and renders.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk.errors import SlackApiError
+
+from bot import catalog
+from bot.db import DatabaseError
+from bot.engine import EngineError
+from bot.executors import ExecutorError
+from bot.layout import LayoutError
+from bot.store import StoreError
+from handlers import render
+from handlers.app import CytoBot
+from handlers.commands import (
+    USAGE,
+    CancelRequest,
+    HelpRequest,
+    ListRequest,
+    Request,
+    RetryRequest,
+    RunRequest,
+    StatusRequest,
+    UsageError,
+    parse,
+)
+from handlers.render import SlackMessage, mention, parse_value
+
+log = logging.getLogger(__name__)
+# What the engine and the store refuse with a message meant for the person who asked.
+REFUSALS = (EngineError, LayoutError, StoreError, ExecutorError, DatabaseError)
+
+Body = dict[str, Any]
+
+
+def register(app: App, bot: CytoBot) -> None:
+    commands = Commands(bot)
+    clicks = Clicks(bot)
+    app.command("/cyto")(ack=commands.ack, lazy=[commands.handle])
+    app.action(re.compile(rf"^({render.RETRY}|{render.RETRY_MORE_MEMORY}):\d+$"))(
+        ack=_ack_click, lazy=[clicks.retry_one])
+    app.action(re.compile(rf"^{render.RETRY_LISTED}:\d+$"))(ack=_ack_click, lazy=[clicks.retry_listed])
+    app.action(render.RETRY_ALL)(ack=_ack_click, lazy=[clicks.retry_all])
+    app.action(render.CANCEL)(ack=_ack_click, lazy=[clicks.cancel])
+
+
+def _ack_click(ack: Ack) -> None:
+    ack()
+
+
+def ephemeral(respond: Respond, message: SlackMessage | str) -> None:
+    if isinstance(message, str):
+        message = render.text_message(message)
+    respond(response_type="ephemeral", replace_original=False, **message.payload())
+
+
+class Commands:
+    def __init__(self, bot: CytoBot) -> None:
+        self.bot = bot
+
+    def _check(self, body: Body) -> tuple[Request | None, str | None]:
+        """The parsed request, or the ephemeral answer that ends it here."""
+        try:
+            request = parse(body.get("text", ""))
+        except UsageError as exc:
+            return None, f"{exc.reason}\n\n{exc.usage}"
+        if isinstance(request, HelpRequest):
+            return None, USAGE
+        refusal = self.bot.permissions.refusal(body.get("user_id"), body.get("channel_id"))
+        if refusal:
+            return None, refusal
+        return request, None
+
+    def ack(self, ack: Ack, body: Body) -> None:
+        request, answer = self._check(body)
+        if answer is not None:
+            ack(text=answer)
+        elif isinstance(request, RunRequest):
+            ack(text=f"Looking at {request.date}/{request.batch}…")
+        else:
+            ack()
+
+    def handle(self, body: Body, respond: Respond) -> None:
+        request, _ = self._check(body)
+        if request is None:
+            return  # answered in the ack
+        user, channel = body["user_id"], body["channel_id"]
+        handlers: dict[type, Callable[[Any, str, str, Respond], None]] = {
+            RunRequest: self.run, StatusRequest: self.status, RetryRequest: self.retry,
+            CancelRequest: self.cancel, ListRequest: self.list,
+        }
+        try:
+            handlers[type(request)](request, user, channel, respond)
+        except REFUSALS as exc:
+            ephemeral(respond, f"⚠️ {exc}")
+
+    def run(self, request: RunRequest, user: str, channel: str, respond: Respond) -> None:
+        bot = self.bot
+        plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
+                             memory_mib=request.memory_mib, retries=request.retries)
+        # Recorded but not submitted until the thread exists, so every message has a home.
+        run = bot.engine.start_run(plan, requested_by=user, submit=False)
+        try:
+            posted = bot.client.chat_postMessage(channel=channel, **render.started_message(run, len(plan.analyses))
+                                                 .payload())
+        except SlackApiError as exc:
+            bot.engine.cancel(run.id, by=user)
+            error = exc.response.get("error", "error")
+            hint = " Invite the app to this channel (`/invite @cyto`) and try again." \
+                if error in ("not_in_channel", "channel_not_found") else ""
+            ephemeral(respond, f"⚠️ Could not post in this channel ({error}); nothing was submitted.{hint}")
+            return
+        bot.engine.db.set_slack_thread(run.id, channel, str(posted["ts"]))
+        bot.engine.submit_pending(run.id)
+        bot.wake()
+
+    def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> None:
+        run_id = request.run_id
+        if run_id is None:
+            runs = self.bot.engine.db.runs(50)
+            here = [r for r in runs if r.slack_channel == channel]
+            if not runs:
+                ephemeral(respond, "No runs yet: start one with `/cyto run DATE BATCH`.")
+                return
+            run_id = (here or runs)[0].id
+        ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
+
+    def retry(self, request: RetryRequest, user: str, channel: str, respond: Respond) -> None:
+        retried = self.bot.engine.retry(request.run_id, request.analysis, by=user)
+        if not retried:
+            ephemeral(respond, f"Nothing to retry in run `{request.run_id}`: no analysis has failed, or "
+                               "someone already retried them.")
+            return
+        shown = ", ".join(retried[:20]) + (f" and {len(retried) - 20} more" if len(retried) > 20 else "")
+        ephemeral(respond, f"🔁 Retrying {shown} in run `{request.run_id}`; follow it in the run's thread.")
+        self.bot.reporter.refresh_failures(request.run_id)
+        self.bot.wake()
+
+    def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> None:
+        if self.bot.engine.cancel(request.run_id, by=user):
+            ephemeral(respond, f"⛔ Cancelling run `{request.run_id}`.")
+            self.bot.wake()
+        else:
+            run = self.bot.engine.get_run(request.run_id)
+            ephemeral(respond, f"Run `{run.id}` is already {run.state.value.lower()}; nothing to cancel.")
+
+    def list(self, request: ListRequest, user: str, channel: str, respond: Respond) -> None:
+        store, db = self.bot.cyto.store, self.bot.engine.db
+        runs = db.runs(10)
+        if request.date is None:
+            ephemeral(respond, render.runs_list(runs, dates=catalog.list_dates(store)))
+        else:
+            ephemeral(respond, render.runs_list(runs, date=request.date,
+                                                batches=catalog.list_batches(store, request.date)))
+
+
+class Clicks:
+    def __init__(self, bot: CytoBot) -> None:
+        self.bot = bot
+
+    def _allowed(self, body: Body, respond: Respond) -> bool:
+        refusal = self.bot.permissions.refusal(_user(body), _channel(body))
+        if refusal:
+            ephemeral(respond, refusal)
+        return refusal is None
+
+    def retry_one(self, body: Body, respond: Respond) -> None:
+        if not self._allowed(body, respond):
+            return
+        action = body["actions"][0]
+        value = parse_value(action.get("value", ""))
+        run_id, analysis, attempt = value.get("r"), value.get("a"), value.get("n")
+        if not isinstance(run_id, str) or not isinstance(analysis, str) or not isinstance(attempt, int):
+            ephemeral(respond, "⚠️ This button is from an older version of the bot; use `/cyto retry`.")
+            return
+        memory = value.get("m") if action["action_id"].startswith(render.RETRY_MORE_MEMORY) else None
+        user = _user(body)
+        try:
+            if not self._already_retried(run_id, analysis, attempt, respond):
+                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory)
+                if not retried:
+                    self._already_retried(run_id, analysis, attempt, respond)
+        except REFUSALS as exc:
+            # A concurrent click may have moved the analysis on between the check and the retry.
+            if not self._already_retried(run_id, analysis, attempt, respond):
+                ephemeral(respond, f"⚠️ {exc}")
+        self.bot.reporter.refresh_failures(run_id)
+        self.bot.wake()
+
+    def _already_retried(self, run_id: str, analysis: str, attempt: int, respond: Respond) -> bool:
+        job = self.bot.engine.db.job(run_id, analysis)
+        if job is None or job.attempt <= attempt:
+            return False
+        ephemeral(respond, f"{analysis} was already retried by {mention(job.retried_by or 'someone')}.")
+        return True
+
+    def retry_listed(self, body: Body, respond: Respond) -> None:
+        if not self._allowed(body, respond):
+            return
+        run_id = parse_value(body["actions"][0].get("value", "")).get("r")
+        message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
+        if not isinstance(run_id, str) or not message_ts:
+            return
+        db, retried = self.bot.engine.db, []
+        for post in self.bot.reporter.state.message(run_id, message_ts):
+            entry = post.entry
+            job = db.job(run_id, entry.analysis)
+            if entry.detailed or entry.retried_by or job is None or job.attempt != entry.attempt:
+                continue
+            try:
+                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body))
+            except REFUSALS:
+                continue  # retried or changed meanwhile
+        if not retried:
+            ephemeral(respond, "These analyses were already retried.")
+        self.bot.reporter.refresh_failures(run_id)
+        self.bot.wake()
+
+    def retry_all(self, body: Body, respond: Respond) -> None:
+        if not self._allowed(body, respond):
+            return
+        run_id = parse_value(body["actions"][0].get("value", "")).get("r")
+        if not isinstance(run_id, str):
+            return
+        try:
+            retried = self.bot.engine.retry(run_id, None, by=_user(body))
+        except REFUSALS as exc:
+            ephemeral(respond, f"⚠️ {exc}")
+            return
+        if not retried:
+            ephemeral(respond, f"No failed analyses left to retry in run `{run_id}`.")
+        self.bot.reporter.refresh_failures(run_id)
+        self.bot.wake()
+
+    def cancel(self, body: Body, respond: Respond) -> None:
+        if not self._allowed(body, respond):
+            return
+        run_id = parse_value(body["actions"][0].get("value", "")).get("r")
+        if not isinstance(run_id, str):
+            return
+        try:
+            cancelled = self.bot.engine.cancel(run_id, by=_user(body))
+        except REFUSALS as exc:
+            ephemeral(respond, f"⚠️ {exc}")
+            return
+        if not cancelled:
+            ephemeral(respond, f"Run `{run_id}` has already finished or is being cancelled.")
+        self.bot.wake()
+
+
+def _user(body: Body) -> str:
+    return str((body.get("user") or {}).get("id") or body.get("user_id") or "someone")
+
+
+def _channel(body: Body) -> str | None:
+    return (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")

@@ -1,0 +1,137 @@
+"""A local Slack Web API stand-in: a real HTTP server on a free loopback port that records every
+call and answers like Slack (after bolt-python's tests/mock_web_api_server).
+
+Web API methods are served under /api/, response_url posts under /respond/. A test can make the
+next N calls to a method answer 429 with Retry-After, or refuse a channel with `not_in_channel`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
+
+
+@dataclass
+class Call:
+    method: str  # "chat.postMessage", … or "respond" for a response_url post
+    params: dict[str, Any]
+    status: int = 200
+    path: str = ""
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        blocks = self.params.get("blocks") or []
+        return json.loads(blocks) if isinstance(blocks, str) else blocks
+
+
+@dataclass
+class SlackStandIn:
+    calls: list[Call] = field(default_factory=list)
+    refused_channels: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[tuple[int, int]]] = {}  # method -> [(status, retry_after)]
+        self._ts = itertools.count(1)
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest payload
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = dict(parse_qsl(raw))
+                status, headers, body = stand_in._answer(urlparse(self.path).path, params,
+                                                         self.headers.get("Authorization"))
+                data = json.dumps(body).encode() if not isinstance(body, str) else body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    # -- for tests ----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    def response_url(self, name: str = "r") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/respond/{name}"
+
+    def fail_next(self, method: str, times: int, retry_after: int = 1, status: int = 429) -> None:
+        with self._lock:
+            self._failures.setdefault(method, []).extend([(status, retry_after)] * times)
+
+    def calls_to(self, method: str, *, accepted_only: bool = True) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method and (c.status == 200 or not accepted_only)]
+
+    def count(self, method: str) -> int:
+        return len(self.calls_to(method))
+
+    def web_api_calls(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method != "respond"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- answers ------------------------------------------------------------------------------
+    def _answer(self, path: str, params: dict[str, Any], auth: str | None) -> tuple[int, dict[str, str], Any]:
+        if path.startswith("/respond/"):
+            with self._lock:
+                self.calls.append(Call("respond", params, 200, path))
+            return 200, {}, "ok"
+        method = path.removeprefix("/api/")
+        with self._lock:
+            queue = self._failures.get(method)
+            if queue:
+                status, retry_after = queue.pop(0)
+                self.calls.append(Call(method, params, status, path))
+                return status, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"}
+            self.calls.append(Call(method, params, 200, path))
+            if not auth or not auth.startswith("Bearer xoxb-"):
+                return 200, {}, {"ok": False, "error": "not_authed"}
+            return 200, {}, self._reply(method, params)
+
+    def _reply(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel", ""))
+        if method == "auth.test":
+            return {"ok": True, "url": "https://lab.slack.com/", "team": "Lab", "user": "cyto", "team_id": "T0LAB",
+                    "user_id": "UCYTOBOT", "bot_id": "BCYTO"}
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral") and channel in self.refused_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        if method == "chat.postMessage":
+            ts = f"1700000000.{next(self._ts):06d}"
+            self.messages[(channel, ts)] = params
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"text": params.get("text"), "ts": ts}}
+        if method == "chat.update":
+            key = (channel, str(params.get("ts")))
+            if key not in self.messages:
+                return {"ok": False, "error": "message_not_found"}
+            self.messages[key] = params
+            return {"ok": True, "channel": channel, "ts": key[1], "text": params.get("text")}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": f"1700000000.{next(self._ts):06d}"}
+        if method == "conversations.info":
+            return {"ok": True, "channel": {"id": channel, "is_member": True}}
+        return {"ok": True}
