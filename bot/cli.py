@@ -119,6 +119,11 @@ def follow(cyto: Cyto, run_id: str, out: Any = None, interval: float = 0.5) -> R
             if summary.finished:
                 return summary
             time.sleep(interval)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"\nstopped following run {run_id}; its jobs go on. `cyto status {run_id} --wait` follows it again.",
+                   err=True)
+        sys.exit(130)
     finally:
         unsubscribe()
         progress.close()
