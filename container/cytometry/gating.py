@@ -5,8 +5,10 @@ in plot coordinates (fluorescence in the transformed scale unless a gate says "l
 
 Cells (debris) gate, on FSC-A vs SSC-A: a smoothed histogram of log10(FSC-A) (a subsample of at
 most 100,000 events, 128 bins between the 0.5th and 99.5th percentiles, Gaussian smoothing of
-2 bins) is searched for the deepest valley between the debris peak and the cell peak. A valley
-counts if it is below half of both peaks around it; the cut is then its FSC-A value. Without
+2 bins) is searched for the deepest valley below the cell peak (the highest one; above it lie
+doublets), or above it when that highest peak is the lowest-FSC one and another peak of at
+least a quarter of its height follows (debris outnumbering cells). A valley counts if it is
+below half of both peaks around it; the cut is then its FSC-A value. Without
 such a valley the cut falls back to the 1st percentile of FSC-A. Events at the top of either
 channel's range (saturated) and with SSC-A <= 0 are excluded as well.
 
@@ -137,14 +139,17 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
         and smooth[i] >= smooth[max(i - 1, 0)]
         and smooth[i] > smooth[min(i + 1, len(smooth) - 1)]
     ]
+    main = int(np.argmax(smooth))
     best: tuple[float, int] | None = None
     for left, right in itertools.pairwise(maxima):
         valley = left + int(np.argmin(smooth[left : right + 1]))
         depth = smooth[valley] / min(smooth[left], smooth[right])
-        if depth < 0.5 and (best is None or depth < best[0]):
+        # Debris lies below the cell peak (the highest one); a valley above it is cells vs
+        # doublets. Only when debris outnumbers cells may the cut lie above the highest peak.
+        dominant_debris = left == main == maxima[0] and smooth[right] >= 0.25 * smooth[main]
+        if depth < 0.5 and (right <= main or dominant_debris) and (best is None or depth < best[0]):
             best = (depth, valley)
     # a debris peak sitting at the low edge of the histogram shows as a falling start
-    main = int(np.argmax(smooth))
     if best is None and main > 0:
         valley = int(np.argmin(smooth[: main + 1]))
         if 0 < valley < main and smooth[valley] < 0.5 * min(smooth[0], smooth[main]):

