@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from flowutils import transforms as fu_transforms
 
-from container.pipelines import ParameterError, PipelineError
-from container.pipelines import cytometry
+from container.pipelines import ParameterError, PipelineError, cytometry
 from tests.fcs_data import SCATTER_CHANNELS, context, fcsparser_files, scatter_events, write_fcs
 
 
@@ -185,7 +184,7 @@ def test_folder_params_json_wins(tmp_path: Path) -> None:
     assert summary["parameters"]["min_events"] == 5000 and summary["parameters"]["transform"] == "arcsinh"
     assert qc["a.fcs"]["flags"]["too_few_events"] is True
     (tmp_path / "in" / "params.json").write_text("{oops")
-    with pytest.raises(ParameterError, match="params.json"):
+    with pytest.raises(ParameterError, match=r"params\.json"):
         run(tmp_path / "in", tmp_path / "out")
 
 
