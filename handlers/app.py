@@ -10,6 +10,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.api import Cyto
+from bot.executors import Executor
 from bot.settings import Settings
 from handlers.permissions import Permissions
 from handlers.reporter import Reporter
@@ -33,9 +34,10 @@ class CytoBot:
         self.wake: Callable[[], None] = lambda: None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> CytoBot:
+    def from_settings(cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
+                      executor: Executor | None = None) -> CytoBot:
         client = make_client(settings.slack_bot_token, settings.slack_api_url, sleep=sleep)
-        return cls(Cyto(settings), client, Permissions.from_settings(settings))
+        return cls(Cyto(settings, executor=executor), client, Permissions.from_settings(settings))
 
     def poll_cycle(self) -> None:
         """One scheduler tick: poll the executor, then bring Slack up to date from the database."""

@@ -57,10 +57,24 @@ def http_server(app: App, bot: CytoBot, host: str, port: int,
     return create_server(wsgi_app(app, health), host=host, port=port, threads=8, ident="cyto-bot")
 
 
-def start_in_thread(server: BaseWSGIServer | MultiSocketServer) -> threading.Thread:
-    thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
-    thread.start()
-    return thread
+class ServerThread:
+    """A waitress server on a background thread that stops cleanly (tests, benchmarks)."""
+
+    def __init__(self, server: BaseWSGIServer | MultiSocketServer) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        # Closing from inside the server's own loop empties its socket map, which ends the loop;
+        # closing from another thread would pull the sockets from under a running select().
+        self.server.trigger.pull_trigger(self.server.close)
+        self.thread.join(timeout)
+        self.server.task_dispatcher.shutdown()
+
+
+def start_in_thread(server: BaseWSGIServer | MultiSocketServer) -> ServerThread:
+    return ServerThread(server)
 
 
 @click.command("serve")

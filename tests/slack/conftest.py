@@ -13,6 +13,7 @@ import pytest
 from slack_harness import ROOT, SECRET, TOKEN, Served, assert_valid_payloads
 from slack_stand_in import SlackStandIn
 
+from bot.executors import Executor
 from bot.settings import Settings
 from handlers.app import CytoBot, build_app
 from handlers.serve import http_server, start_in_thread
@@ -48,13 +49,12 @@ def start_bot(stand_in: SlackStandIn) -> Iterator[Callable[..., Served]]:
     """Start (or restart) the bot on the given settings, serving HTTP on a free loopback port."""
     started: list[Served] = []
 
-    def start(settings: Settings, **overrides: Any) -> Served:
+    def start(settings: Settings, executor: Executor | None = None, **overrides: Any) -> Served:
         sleeps: list[float] = []
-        bot = CytoBot.from_settings(replace(settings, **overrides), sleep=sleeps.append)
+        bot = CytoBot.from_settings(replace(settings, **overrides), sleep=sleeps.append, executor=executor)
         app = build_app(bot, signing_secret=settings.slack_signing_secret)
         server = http_server(app, bot, "127.0.0.1", 0)
-        start_in_thread(server)
-        served = Served(bot, server, stand_in, sleeps)
+        served = Served(bot, server, stand_in, start_in_thread(server), sleeps)
         started.append(served)
         return served
 

@@ -18,6 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_stand_in import SlackStandIn
 
 from handlers.app import CytoBot
+from handlers.serve import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-signing-secret"
@@ -68,6 +69,7 @@ class Served:
     bot: CytoBot
     server: Any
     stand_in: SlackStandIn
+    running: ServerThread
     sleeps: list[float] = field(default_factory=list)
 
     @property
@@ -119,7 +121,7 @@ class Served:
             time.sleep(0.05)
 
     def close(self) -> None:
-        self.server.close()
+        self.running.stop()
 
 
 

@@ -22,6 +22,11 @@ class Call:
     params: dict[str, Any]
     status: int = 200
     path: str = ""
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ts(self) -> str:
+        return str(self.response.get("ts") or self.params.get("ts"))
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -108,10 +113,15 @@ class SlackStandIn:
                 status, retry_after = queue.pop(0)
                 self.calls.append(Call(method, params, status, path))
                 return status, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"}
-            self.calls.append(Call(method, params, 200, path))
+            call = Call(method, params, 200, path)
+            self.calls.append(call)
             if not auth or not auth.startswith("Bearer xoxb-"):
-                return 200, {}, {"ok": False, "error": "not_authed"}
-            return 200, {}, self._reply(method, params)
+                call.response = {"ok": False, "error": "not_authed"}
+            else:
+                call.response = self._reply(method, params)
+            if not call.response["ok"]:
+                call.status = 0  # answered, but refused: not "accepted"
+            return 200, {}, call.response
 
     def _reply(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel", ""))
