@@ -1,0 +1,274 @@
+"""`cyto doctor`: check the configuration against the live services, one line per check.
+
+    ✓ Slack token: valid for team Lab as @cyto (SLACK_BOT_TOKEN)
+    ✗ Batch job queue: cyto-bot-queue is DISABLED/VALID (CYTO_BATCH_JOB_QUEUE)
+        fix: aws batch update-job-queue --job-queue cyto-bot-queue --state ENABLED
+
+`run_checks(settings)` returns the checks as data (for tests and other front ends); the click
+command prints them and exits 0 only when every check passed. Each check catches its own errors,
+so one broken setting gives one red line and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from bot.settings import ConfigError, Settings
+
+REQUIRED_SCOPES = ("commands", "chat:write")
+SLACK_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def line(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        text = f"{mark} {self.name}: {self.detail}"
+        if not self.ok and self.fix:
+            text += f"\n    fix: {self.fix}"
+        return text
+
+
+def _guard(name: str, fix: str, func: Callable[[], Check | list[Check]]) -> list[Check]:
+    """Run one check; an unexpected error becomes that check's red line, not a crash."""
+    try:
+        result = func()
+    except Exception as exc:  # a doctor reports every failure it can, and never stops at the first
+        from bot import aws
+
+        problem = aws.describe_access_problem(exc)
+        return [Check(name, False, problem or f"{type(exc).__name__}: {exc}", fix)]
+    return result if isinstance(result, list) else [result]
+
+
+# -- Slack ------------------------------------------------------------------------------------------
+def _header(headers: Mapping[str, Any], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return ", ".join(value) if isinstance(value, list | tuple) else str(value)
+    return None
+
+
+def check_slack(settings: Settings) -> list[Check]:
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    name = "Slack token"
+    if not settings.slack_bot_token:
+        return [Check(name, False, "SLACK_BOT_TOKEN is not set",
+                      "set SLACK_BOT_TOKEN to the app's Bot User OAuth Token (xoxb-...); on AWS it comes from "
+                      "the Slack secret (deploy/README.md)")]
+    base = settings.slack_api_url or WebClient.BASE_URL
+    client = WebClient(token=settings.slack_bot_token, base_url=base if base.endswith("/") else base + "/",
+                       timeout=SLACK_TIMEOUT_S)
+    try:
+        response = client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        return [Check(name, False, f"Slack refused SLACK_BOT_TOKEN ({error or exc})",
+                      "copy the Bot User OAuth Token (xoxb-...) from the app's OAuth & Permissions page into "
+                      "SLACK_BOT_TOKEN (on AWS: the SLACK_BOT_TOKEN key of the Slack secret), then restart the bot")]
+    except OSError as exc:
+        return [Check(name, False, f"cannot reach the Slack Web API at {base}: {exc}",
+                      "check the network, or SLACK_API_URL (unset it to use https://slack.com/api/)")]
+    who = f"team {response.get('team')} as @{response.get('user')}"
+    checks = [Check(name, True, f"valid for {who} (SLACK_BOT_TOKEN)")]
+    granted_text = _header(response.headers or {}, "x-oauth-scopes")
+    granted = {s.strip() for s in (granted_text or "").split(",") if s.strip()}
+    missing = [s for s in REQUIRED_SCOPES if s not in granted]
+    if missing:
+        checks.append(Check("Slack scopes", False,
+                            f"missing {', '.join(missing)} (the token has: {', '.join(sorted(granted)) or 'none'})",
+                            "add the bot scopes from deploy/slack-manifest.yaml to the app and reinstall it "
+                            "to the workspace; then update SLACK_BOT_TOKEN if it changed"))
+    else:
+        checks.append(Check("Slack scopes", True, ", ".join(REQUIRED_SCOPES)))
+    if settings.slack_app_token and not settings.slack_app_token.startswith("xapp-"):
+        checks.append(Check("Slack app token", False, "SLACK_APP_TOKEN does not start with xapp-",
+                            "create an app-level token with the connections:write scope (Basic Information > "
+                            "App-Level Tokens) for Socket Mode and put it in SLACK_APP_TOKEN"))
+    return checks
+
+
+# -- the store --------------------------------------------------------------------------------------
+def check_store(settings: Settings) -> list[Check]:
+    from bot import catalog
+    from bot.layout import is_date
+    from bot.store import StoreError, open_store
+
+    where = "bucket" if settings.store.startswith("s3://") else "folder"
+    if not settings.store.startswith("s3://"):
+        folder = settings.store.removeprefix("file://")
+        if not os.path.isdir(folder):
+            return [Check("Store folder", False, f"{folder} does not exist (CYTO_STORE)",
+                          f"create it (mkdir -p {folder}) and put batches under Input/YYYY-MM-DD/BATCH/ANALYSIS/, "
+                          "or run `cyto demo`")]
+    try:
+        store = open_store(settings.store)
+        store.check()
+    except StoreError as exc:
+        fix = ("create the deploy stack (deploy/README.md) and set CYTO_STORE to its Store output, and check "
+               "the AWS credentials and AWS_REGION" if where == "bucket" else "fix CYTO_STORE")
+        return [Check(f"Store {where}", False, str(exc), fix)]
+    checks = [Check(f"Store {where}", True, f"{store.uri} is reachable (CYTO_STORE)")]
+    children = list(store.list_children("Input/"))
+    stray = [c for c in children if not is_date(c)]
+    if stray:
+        shown = ", ".join(f"Input/{c}/" for c in stray[:3]) + (" ..." if len(stray) > 3 else "")
+        checks.append(Check("Input/ layout", False, f"folders that are not dates: {shown}",
+                            "move them to Input/YYYY-MM-DD/BATCH/ANALYSIS/ (e.g. Input/2018-12-05/batch-7/A01/)"))
+    elif not children:
+        checks.append(Check("Input/ layout", True,
+                            f"no batches yet: upload to {store.uri_for('Input/')}YYYY-MM-DD/BATCH/ANALYSIS/ "
+                            "(or run `cyto demo`)"))
+    else:
+        batches = sum(len(catalog.list_batches(store, d)) for d in children)
+        checks.append(Check("Input/ layout", True,
+                            f"{len(children)} date(s), {batches} batch(es), latest {children[-1]}"))
+    return checks
+
+
+# -- Batch and CloudWatch Logs --------------------------------------------------------------------------
+def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]:
+    batch = client("batch")
+    queue_name = settings.batch_job_queue or ""
+    checks: list[Check] = []
+
+    def queue() -> list[Check]:
+        found = batch.describe_job_queues(jobQueues=[queue_name]).get("jobQueues", [])
+        if not found:
+            return [Check("Batch job queue", False, f"{queue_name} does not exist (CYTO_BATCH_JOB_QUEUE)",
+                          "set CYTO_BATCH_JOB_QUEUE to the stack's JobQueue output, and AWS_REGION to its region")]
+        q = found[0]
+        state, status = q.get("state"), q.get("status")
+        if state != "ENABLED" or status != "VALID":
+            return [Check("Batch job queue", False,
+                          f"{queue_name} is {state}/{status}: {q.get('statusReason') or 'not usable'}",
+                          f"aws batch update-job-queue --job-queue {queue_name} --state ENABLED"
+                          if state != "ENABLED" else "see the queue's status reason in the Batch console")]
+        result = [Check("Batch job queue", True, f"{queue_name} is ENABLED/VALID")]
+        arns = [e["computeEnvironment"] for e in sorted(q.get("computeEnvironmentOrder", []),
+                                                          key=lambda e: e.get("order", 0))]
+        envs = batch.describe_compute_environments(computeEnvironments=arns).get(
+            "computeEnvironments", []) if arns else []
+        usable = [e for e in envs if e.get("state") == "ENABLED" and e.get("status") == "VALID"]
+        if usable:
+            result.append(Check("Batch compute environment", True,
+                                ", ".join(f"{e['computeEnvironmentName']} ENABLED/VALID" for e in usable)))
+        else:
+            shown = ", ".join(f"{e.get('computeEnvironmentName')} {e.get('state')}/{e.get('status')}"
+                              + (f" ({e['statusReason']})" if e.get("statusReason") else "") for e in envs)
+            first = envs[0]["computeEnvironmentName"] if envs else "NAME"
+            result.append(Check("Batch compute environment", False,
+                                f"no ENABLED/VALID environment behind {queue_name}: {shown or 'none attached'}",
+                                f"aws batch update-compute-environment --compute-environment {first} "
+                                "--state ENABLED (if INVALID: fix the subnets, security group or roles named in "
+                                "the reason, or update the stack)"))
+        return result
+
+    def definition() -> Check:
+        ident = settings.batch_job_definition or ""
+        query = ({"jobDefinitions": [ident]} if ":" in ident
+                 else {"jobDefinitionName": ident, "status": "ACTIVE"})
+        found = [d for d in batch.describe_job_definitions(**query).get("jobDefinitions", [])
+                 if d.get("status") == "ACTIVE"]
+        if not found:
+            return Check("Batch job definition", False, f"{ident} has no ACTIVE revision (CYTO_BATCH_JOB_DEFINITION)",
+                         "set CYTO_BATCH_JOB_DEFINITION to the stack's JobDefinition output (or update the stack)")
+        newest = max(found, key=lambda d: d.get("revision", 0))
+        image = (newest.get("containerProperties") or {}).get("image", "?")
+        return Check("Batch job definition", True, f"{newest['jobDefinitionName']}:{newest['revision']} ACTIVE, "
+                     f"image {image}")
+
+    checks += _guard("Batch job queue", "check CYTO_BATCH_JOB_QUEUE, AWS_REGION and the credentials", queue)
+    checks += _guard("Batch job definition", "check CYTO_BATCH_JOB_DEFINITION and AWS_REGION", definition)
+    return checks
+
+
+def check_log_group(settings: Settings, client: Callable[[str], Any]) -> Check:
+    logs = client("logs")
+    group = settings.log_group
+    try:
+        # DescribeLogStreams is scoped to the one group (the bot's role may read nothing else).
+        logs.describe_log_streams(logGroupName=group, limit=1)
+    except Exception as exc:
+        from bot import aws
+
+        if aws.error_code(exc) == "ResourceNotFoundException":
+            return Check("Log group", False, f"{group} does not exist (CYTO_LOG_GROUP)",
+                         "set CYTO_LOG_GROUP to the stack's LogGroup output")
+        raise
+    return Check("Log group", True, f"{group} exists (CYTO_LOG_GROUP)")
+
+
+# -- local executor -----------------------------------------------------------------------------------
+def check_database(settings: Settings) -> Check:
+    from bot.db import DatabaseError, RunDB, sqlite_path
+
+    try:
+        path = os.path.expanduser(sqlite_path(settings.db))
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise DatabaseError(f"{path} is read-only")
+        if not os.access(directory, os.W_OK):
+            raise DatabaseError(f"{directory} is not writable")
+        RunDB(settings.db).runs(1)
+    except (DatabaseError, OSError) as exc:
+        return Check("Run database", False, f"{exc} (CYTO_DB)",
+                     "point CYTO_DB at a writable file path (its folder is created if missing)")
+    return Check("Run database", True, f"{path} is writable (CYTO_DB)")
+
+
+# -- all of it ------------------------------------------------------------------------------------------
+def run_checks(settings: Settings, *, slack: bool = True,
+               client: Callable[[str], Any] | None = None) -> list[Check]:
+    """Every check that applies to these settings, in the order a person would fix them."""
+    if client is None:
+        from bot import aws
+
+        def client(service: str) -> Any:
+            return aws.client(service, retry_mode="standard", max_attempts=2)
+
+    checks: list[Check] = []
+    if slack:
+        checks += _guard("Slack token", "check SLACK_BOT_TOKEN and SLACK_API_URL", lambda: check_slack(settings))
+    checks += _guard("Store", "check CYTO_STORE, AWS_REGION and the credentials", lambda: check_store(settings))
+    if settings.executor == "batch":
+        checks += check_batch(settings, client)
+        checks += _guard("Log group", "check CYTO_LOG_GROUP, AWS_REGION and the credentials",
+                         lambda: check_log_group(settings, client))
+    checks += _guard("Run database", "check CYTO_DB", lambda: check_database(settings))
+    return checks
+
+
+def render(checks: Iterable[Check]) -> str:
+    return "\n".join(check.line() for check in checks)
+
+
+@click.command()
+@click.option("--no-slack", "skip_slack", is_flag=True, help="Skip the Slack checks (CLI-only use).")
+def doctor(skip_slack: bool) -> None:
+    """Check the configuration against the live services; exit 0 only when every check passes."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        click.echo(Check("Configuration", False, str(exc), "fix the environment variable named above").line())
+        sys.exit(1)
+    checks = run_checks(settings, slack=not skip_slack)
+    click.echo(render(checks))
+    failed = sum(not c.ok for c in checks)
+    click.echo(f"\n{len(checks) - failed} of {len(checks)} checks passed" + ("" if failed else " — ready"))
+    sys.exit(1 if failed else 0)
