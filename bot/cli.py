@@ -308,6 +308,7 @@ def _whoami() -> str:
 
 
 # -- commands from other modules (one line each) ----------------------------------------------
+cli.add_command(__import__("handlers.serve", fromlist=["serve"]).serve)  # cyto serve: the Slack bot
 
 
 def main() -> None:
