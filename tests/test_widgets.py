@@ -198,7 +198,7 @@ def test_run_button_starts_a_real_run_that_the_watcher_follows_to_the_end(cyto: 
     assert run.resources["memory_mib"] == 1024 and run.pipeline == "wordcount"
     assert form.run_button.disabled, "a second click must not start the same run again"
     assert f"started run {run.id}" in form.status.value
-    assert watcher.run_id == run.id and watcher.live
+    assert watcher.run_id == run.id and watcher.live and watcher.message.value == ""
 
     summary = watcher.wait(timeout=30)
     watcher.stop()
@@ -295,3 +295,24 @@ def test_jobs_table_escapes_names_groups_by_state_and_stays_short() -> None:
     assert "1.5 s" in html
     many = jobs_table_html([job(i, f"x{i:04d}", JobState.QUEUED) for i in range(MAX_TABLE_ROWS + 5)], {})
     assert "… and 5 more analyses" in many
+
+
+def test_refresh_error_is_shown_in_the_widget_and_cleared_when_it_passes(
+        cyto: Cyto, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = cyto.run(DATE, "batch-7")
+    watcher = RunWatcher(cyto, run.id)
+    real_poll, broken = cyto.poll, [True]
+
+    def flaky_poll() -> None:
+        if broken[0]:
+            raise RuntimeError("executor unreachable")
+        real_poll()
+
+    monkeypatch.setattr(cyto, "poll", flaky_poll)
+    watcher.refresh()
+    assert "could not refresh: executor unreachable" in watcher.message.value
+    broken[0] = False
+    watcher.refresh()
+    assert watcher.message.value == ""
+    summary = watcher.wait(timeout=30)
+    assert summary is not None and summary.run.state.value == "SUCCEEDED"

@@ -34,6 +34,7 @@ class RunWatcher:
         self._thread: threading.Thread | None = None
         self._cancel_armed = False
         self._quiet = False
+        self._refresh_error: str | None = None
 
         self.run_picker = widgets.Dropdown(description="Run", layout=widgets.Layout(width="46em"))
         self.reload_button = widgets.Button(description="Reload runs", icon="refresh")
@@ -73,13 +74,12 @@ class RunWatcher:
     def load_runs(self, select: str | None = None) -> None:
         """List the recent runs; select `select`, else keep the current run, else the newest."""
         runs: list[Run] = self.cyto.runs(self.limit)
-        wanted = select or self.run_id
+        wanted, problem = select or self.run_id, None
         if wanted and wanted not in {r.id for r in runs}:
             try:
                 runs.append(self.cyto.status(wanted).run)  # an older run asked for by id
             except NotFound as exc:
-                self.message.value = message_html(str(exc))
-                wanted = None
+                wanted, problem = None, str(exc)
         self._quiet = True
         try:
             self.run_picker.options = [(run_label(r), r.id) for r in runs]
@@ -87,11 +87,14 @@ class RunWatcher:
         finally:
             self._quiet = False
         self._picked()
+        if problem:
+            self.message.value = message_html(problem)
 
     def _picked(self, change: dict[str, Any] | None = None) -> None:
         if self._quiet:
             return
         self._cancel_armed = False
+        self.message.value = ""  # messages are about the run shown before
         self.refresh(poll=False)
         self.show_log()
 
@@ -116,8 +119,11 @@ class RunWatcher:
                 self.summary = self.cyto.status(run_id)
                 self.jobs = self.cyto.jobs(run_id)
             except Exception as exc:  # shown in the widget: a live loop or a click has nowhere else to report
-                self.message.value = message_html(f"could not refresh: {exc}")
+                self.message.value = self._refresh_error = message_html(f"could not refresh: {exc}")
                 return self.summary
+            if self._refresh_error and self.message.value == self._refresh_error:
+                self.message.value = ""  # the store or executor answers again
+            self._refresh_error = None
             self._render()
             return self.summary
 
