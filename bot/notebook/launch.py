@@ -159,6 +159,21 @@ class LaunchForm:
             return {}
         return params
 
+    def _nothing_to_choose(self, date: str | None) -> tuple[str, str]:
+        """Why the date or batch dropdown is empty, as (input, message)."""
+        uri = self.cyto.store.uri
+        if not date:
+            return "date", f"no dates in the store {uri}: add folders Input/YYYY-MM-DD/batch/analysis/"
+        try:
+            parse_date(date)
+        except LayoutError as exc:
+            return "date", str(exc)
+        dates = self.cyto.dates()
+        if date in dates:
+            return "batch", f"no batches on {date}: add folders Input/{date}/batch/analysis/"
+        nearest = ", ".join(nearest_dates(date, dates)) or "none"
+        return "date", f"nothing on {date} in the store {uri}; nearest dates: {nearest}"
+
     def validate(self) -> Plan | None:
         """Ask the engine whether the form's run would be accepted; show its answers by input."""
         errors: dict[str, str] = {}
@@ -174,21 +189,9 @@ class LaunchForm:
         params = self._parse_params(errors)
         date, batch, pipeline = self.date.value, self.batch.value, self.pipeline.value
         plan = None
-        if not date:
-            errors["date"] = (f"no dates in the store {self.cyto.store.uri}: "
-                              "add folders Input/YYYY-MM-DD/batch/analysis/")
-        elif not batch:
-            try:
-                parse_date(date)
-            except LayoutError as exc:
-                errors["date"] = str(exc)
-            else:
-                dates = self.cyto.dates()
-                if date in dates:
-                    errors["batch"] = f"no batches on {date}: add folders Input/{date}/batch/analysis/"
-                else:
-                    errors["date"] = (f"nothing on {date} in the store {self.cyto.store.uri}; "
-                                      f"nearest dates: {', '.join(nearest_dates(date, dates)) or 'none'}")
+        if not date or not batch:
+            field, message = self._nothing_to_choose(date)
+            errors[field] = message
         else:
             try:
                 plan = self.cyto.plan(date, batch, pipeline=pipeline, params=params, **resources)
