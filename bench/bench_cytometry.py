@@ -1,0 +1,130 @@
+"""Benchmark of the cytometry pipeline (a script, not a test): python bench/bench_cytometry.py
+
+Writes, with FlowIO, 24 files x 100,000 events x 12 channels and one 5,000,000-event file into a
+temporary folder, then runs the pipeline on each set in a fresh subprocess (one core:
+OPENBLAS_NUM_THREADS=1) and prints events per second before plotting (read, compensate, gate,
+statistics, QC) and in total, and the peak memory as a multiple of the raw event data of the
+largest file (files are analysed one at a time): tracemalloc's peak of numpy allocations (in a
+separate run, as tracing slows Python down), and VmHWM above the process's size before the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from array import array
+from pathlib import Path
+
+import flowio
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CHANNELS = [
+    "FSC-A",
+    "FSC-H",
+    "SSC-A",
+    "FITC-A",
+    "PE-A",
+    "PerCP-A",
+    "PE-Cy7-A",
+    "APC-A",
+    "APC-Cy7-A",
+    "BV421-A",
+    "BV510-A",
+    "Time",
+]
+SPILL = (
+    "8,"
+    + ",".join(CHANNELS[3:11])
+    + ","
+    + ",".join("1" if i == j else ("0.05" if abs(i - j) == 1 else "0") for i in range(8) for j in range(8))
+)
+
+
+def write(path: Path, n: int, seed: int) -> int:
+    rng = np.random.default_rng(seed)
+    data = np.empty((n, len(CHANNELS)), dtype=np.float32)
+    fsc = rng.normal(80_000, 10_000, n).astype(np.float32)
+    debris = rng.random(n) < 0.1
+    fsc[debris] = rng.lognormal(np.log(6_000), 0.4, int(debris.sum()))
+    data[:, 0] = fsc
+    data[:, 1] = fsc * rng.normal(0.8, 0.02, n).astype(np.float32)
+    data[:, 2] = np.abs(rng.normal(40_000, 8_000, n))
+    data[:, 3:11] = rng.lognormal(7, 1.2, (n, 8))
+    data[:, 11] = np.linspace(0, 600, n, dtype=np.float32)
+    flat = array("f")
+    flat.frombytes(data.tobytes())
+    with path.open("wb") as fh:
+        flowio.create_fcs(fh, flat, CHANNELS, metadata_dict={"spillover": SPILL})
+    return data.nbytes
+
+
+CHILD = r"""
+import json, logging, resource, sys, time, tracemalloc
+from pathlib import Path
+from container.pipelines import PipelineContext
+from container.pipelines import cytometry
+inp, out, trace = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "trace"
+logging.basicConfig(level=logging.WARNING)
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
+if trace:
+    tracemalloc.start()
+wall, cpu = time.perf_counter(), time.process_time()
+summary = cytometry.run(PipelineContext(inp, out, {}, logging.getLogger("bench")))
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+traced = tracemalloc.get_traced_memory()[1] if trace else 0
+rss = hwm() - base
+full = json.loads((out / "summary.json").read_text())
+print(json.dumps({"events": summary["events"], "wall": wall, "cpu": cpu,
+                  "analysis": full["analysis_seconds"], "traced_peak": traced, "rss_above_start": rss}))
+"""
+
+
+def measure(inp: Path, out: Path, trace: bool) -> dict[str, float]:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    mode = "trace" if trace else "time"
+    cmd = [sys.executable, "-c", CHILD, str(inp), str(out), mode]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(title: str, m: dict[str, float], mem: dict[str, float], raw: int) -> None:
+    ev = m["events"]
+    print(f"{title}: {ev:,} events")
+    print(f"  before plotting: {m['analysis']:.2f} s  -> {ev / m['analysis'] / 1e6:.1f} M events/s per core")
+    print(
+        f"  total (with plots, outputs): {m['wall']:.2f} s wall, {m['cpu']:.2f} s CPU "
+        f"-> {ev / m['wall'] / 1e6:.1f} M events/s"
+    )
+    print(
+        f"  peak memory / raw events of the largest file ({raw / 1e6:.1f} MB): "
+        f"tracemalloc {mem['traced_peak'] / raw:.2f}x, VmHWM above start {m['rss_above_start'] / raw:.2f}x"
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="cyto-bench-") as tmp:
+        many, big = Path(tmp) / "many", Path(tmp) / "big"
+        many.mkdir()
+        big.mkdir()
+        raw_small = max(write(many / f"s{i:02d}.fcs", 100_000, i) for i in range(24))
+        raw_big = write(big / "big.fcs", 5_000_000, 99)
+        for title, inp, raw in (
+            ("24 files x 100,000 events x 12 channels", many, raw_small),
+            ("1 file x 5,000,000 events x 12 channels", big, raw_big),
+        ):
+            timed = measure(inp, Path(tmp) / "out-time", trace=False)
+            traced = measure(inp, Path(tmp) / "out-trace", trace=True)  # tracemalloc slows Python
+            report(title, timed, traced, raw)
+
+
+if __name__ == "__main__":
+    main()
