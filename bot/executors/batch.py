@@ -19,8 +19,8 @@ or 20 GiB) uses the configured definition unchanged. On EC2 the disk comes from 
 environment's launch template, so a non-default size is refused with a message saying so.
 
 Submitting thousands: the engine submits through a pool of `submit_concurrency` threads sharing
-one client whose botocore retry mode is adaptive, so `TooManyRequestsException` slows everyone down
-and is retried rather than lost.
+one client with botocore's "standard" retry mode (up to 10 attempts, jittered exponential backoff),
+so `TooManyRequestsException` slows submission down and is retried rather than lost.
 """
 
 from __future__ import annotations

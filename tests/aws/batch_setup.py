@@ -1,6 +1,6 @@
 """The minimal AWS Batch set-up a job needs, made through boto3 like the deploy stack would:
-an IAM service role and instance profile, a VPC subnet and security group, a managed compute
-environment, a job queue and a job definition running the container entrypoint."""
+an IAM service role, a compute environment (for a managed one also an instance profile, a VPC
+subnet and a security group), a job queue and job definitions running the container entrypoint."""
 
 from __future__ import annotations
 
@@ -26,21 +26,26 @@ class BatchSetup:
     fargate_definition: str
 
 
-def make_batch(prefix: str = "cyto", *, bucket: str = "lab-bucket", max_vcpus: int = 16,
-               instance_types: tuple[str, ...] = ("m5.large",), ce_state: str = "ENABLED") -> BatchSetup:
+def make_batch(prefix: str = "cyto", *, bucket: str = "lab-bucket", managed: bool = False, max_vcpus: int = 16,
+               instance_types: tuple[str, ...] = ("m5.large",)) -> BatchSetup:
+    """An UNMANAGED compute environment unless `managed` (which needs a VPC, and costs moto a second)."""
     iam = boto3.client("iam")
-    ec2 = boto3.client("ec2")
     batch = boto3.client("batch")
     role = iam.create_role(RoleName=f"{prefix}-batch-service", AssumeRolePolicyDocument=ASSUME_BATCH)["Role"]
-    profile = iam.create_instance_profile(InstanceProfileName=f"{prefix}-ecs-instance")["InstanceProfile"]
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName=f"{prefix}-sg", Description="batch", VpcId=vpc)["GroupId"]
-    ce = batch.create_compute_environment(
-        computeEnvironmentName=f"{prefix}-ce", type="MANAGED", state=ce_state, serviceRole=role["Arn"],
-        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": max_vcpus, "desiredvCpus": 0,
-                          "instanceTypes": list(instance_types), "subnets": [subnet],
-                          "securityGroupIds": [group], "instanceRole": profile["Arn"]})
+    if managed:
+        ec2 = boto3.client("ec2")
+        profile = iam.create_instance_profile(InstanceProfileName=f"{prefix}-ecs-instance")["InstanceProfile"]
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName=f"{prefix}-sg", Description="batch", VpcId=vpc)["GroupId"]
+        ce = batch.create_compute_environment(
+            computeEnvironmentName=f"{prefix}-ce", type="MANAGED", state="ENABLED", serviceRole=role["Arn"],
+            computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": max_vcpus, "desiredvCpus": 0,
+                              "instanceTypes": list(instance_types), "subnets": [subnet],
+                              "securityGroupIds": [group], "instanceRole": profile["Arn"]})
+    else:
+        ce = batch.create_compute_environment(computeEnvironmentName=f"{prefix}-ce", type="UNMANAGED",
+                                              state="ENABLED", serviceRole=role["Arn"])
     order = [{"order": 1, "computeEnvironment": ce["computeEnvironmentArn"]}]
     queue = batch.create_job_queue(jobQueueName=f"{prefix}-queue", state="ENABLED", priority=1,
                                    computeEnvironmentOrder=order)

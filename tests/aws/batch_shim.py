@@ -60,6 +60,9 @@ class EntrypointShim:
             details = original_details(job)
             if job.exit_code is not None:
                 details["exitCode"] = job.exit_code
+            requirements = job.container_overrides.get("resourceRequirements")
+            if requirements:
+                details["resourceRequirements"] = requirements
             if getattr(job, "shim_container_reason", None):
                 details["reason"] = job.shim_container_reason
             return details

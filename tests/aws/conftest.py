@@ -5,6 +5,7 @@ entrypoint shim (batch_shim.py). Test modules outside this folder load them with
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +24,12 @@ REGION = "us-east-1"
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[CountingMotoServer]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns the output
     server = CountingMotoServer()
     server.start()
+    # Test helpers use boto3's default session; made fresh here, it sees only the fake keys the
+    # tests set. Our own code makes a new session per client, so credential tests still bite.
+    boto3.DEFAULT_SESSION = None
     yield server
     server.stop()
 
@@ -41,7 +46,8 @@ class Aws:
     def calls(self, action: str) -> int:
         return self.middleware.calls[action]
 
-    def throttle(self, action: str, times: int) -> None:
+    def throttle(self, action: str, times: int, every: int = 2) -> None:
+        self.middleware.every[action] = every
         self.middleware.throttle[action] = times
 
 
@@ -59,7 +65,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str, tmp_path: Path) -> N
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
 
 @pytest.fixture

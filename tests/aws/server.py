@@ -37,13 +37,16 @@ def action_of(environ: dict[str, Any]) -> str:
 
 
 class Middleware:
-    """Counts requests per action; answers the next `throttle[action]` of them with 429."""
+    """Counts requests per action; answers `throttle[action]` of them with 429, one in every
+    `every[action]` requests (every other one by default), as a rate limit under a burst does."""
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.throttle: dict[str, int] = {}
+        self.every: dict[str, int] = {}
+        self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def reset(self) -> None:
@@ -51,11 +54,14 @@ class Middleware:
             self.calls.clear()
             self.throttled.clear()
             self.throttle.clear()
+            self.every.clear()
+            self._seen.clear()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         action = action_of(environ)
         with self._lock:
-            if self.throttle.get(action, 0) > 0:
+            self._seen[action] += 1
+            if self.throttle.get(action, 0) > 0 and self._seen[action] % self.every.get(action, 2) == 0:
                 self.throttle[action] -= 1
                 self.throttled[action] += 1
                 reject = True
