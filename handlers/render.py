@@ -234,9 +234,10 @@ def failure_message(run: Run, entries: Sequence[FailureEntry]) -> SlackMessage:
     return SlackMessage(text, tuple(blocks[:MAX_BLOCKS]))
 
 
-def _title(entry: FailureEntry) -> str:
+def _title(entry: FailureEntry, reason_chars: int = 300) -> str:
     attempts = "1 attempt" if entry.attempt == 1 else f"{entry.attempt} attempts"
-    reason = escape(entry.reason or "no reason given")
+    reason = entry.reason or "no reason given"
+    reason = escape(reason if len(reason) <= reason_chars else reason[:reason_chars - 1] + "…")
     return f"*{escape(entry.analysis)}* — {reason} (after {attempts})"
 
 
@@ -272,7 +273,8 @@ def _listed_blocks(run: Run, listed: Sequence[FailureEntry], room: int) -> list[
         if entry.retried_by:
             lines.append(f"🔁 ~{escape(entry.analysis)}~ retried by {mention(entry.retried_by)}")
         else:
-            lines.append(f"• {_title(entry)}")
+            # Short reasons keep 200 listed failures within the message's blocks.
+            lines.append(f"• {_title(entry, reason_chars=120)}")
     header = f"*{len(listed)} more* (full logs next to each analysis under Logs/):"
     sections = _pack([header, *lines], MAX_SECTION_CHARS)
     waiting = [e for e in listed if not e.retried_by]

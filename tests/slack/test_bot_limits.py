@@ -1,0 +1,121 @@
+"""The bot against Slack's rate limits and size limits, and with an executor the test steers
+(tests/scripted_executor.py) where hundreds of analyses must fail at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scripted_executor import ScriptedExecutor
+from slack_harness import USER, Served, make_batch, wait_for
+from slack_stand_in import Call
+from test_bot_e2e import buttons, failure_replies, root_updates, start_run, thread_replies
+
+from bot.states import JobState
+from handlers.render import MAX_SECTION_CHARS
+
+pytestmark = pytest.mark.slow
+
+
+def test_429_storm_delays_updates_but_shows_the_final_state_and_loses_no_failure_reply(served: Served,
+                                                                                       store: Path) -> None:
+    make_batch(store, "batch-7", 4, failing=("A01", "A03"))
+    run_id, root, _ = start_run(served, "run 2018-12-05 batch-7 retries=0")
+    # Each Slack call is tried 1 + 5 times (honouring Retry-After) before a sync gives up on it.
+    served.stand_in.fail_next("chat.postMessage", 15, retry_after=2)
+    served.stand_in.fail_next("chat.update", 15, retry_after=2)
+    served.drive(run_id)
+    for _ in range(8):
+        served.bot.poll_cycle()
+    assert served.stand_in.calls_to("chat.postMessage", accepted_only=False)[-1].status == 200
+    assert served.sleeps and all(2 <= s < 3 for s in served.sleeps), "Retry-After honoured (injected sleep)"
+    root_ts = root.ts
+    assert "Finished with failures" in json.dumps(root_updates(served, root_ts)[-1].blocks)
+    posted = [e["text"]["text"] for c in failure_replies(served, root_ts) for e in c.blocks if e["type"] == "section"]
+    for analysis in ("A01", "A03"):
+        assert sum(f"*{analysis}*" in text for text in posted) == 1, f"{analysis} replied exactly once"
+    alerts = [c for c in thread_replies(served, root_ts) if "finished" in c.params["text"]]
+    assert len(alerts) == 1
+
+
+def scripted(start_bot, settings) -> tuple[Served, ScriptedExecutor]:
+    executor = ScriptedExecutor()
+    return start_bot(settings, executor=executor), executor
+
+
+def test_hundreds_of_failures_are_grouped_within_slack_limits(start_bot, settings, store: Path) -> None:
+    served, executor = scripted(start_bot, settings)
+    names = make_batch(store, "big", 300, prefix="W")
+    run_id, root, _ = start_run(served, "run 2018-12-05 big retries=0")
+    wait_for(lambda: len(executor.submit_calls) == 300, what="submitted")
+    noisy = "\n".join([f"step {i}: <data> & more {'x' * 150}" for i in range(60)]
+                      + ["ERROR: ``` cannot parse <sample> & stop " + "y" * 3000])
+    for name in names:
+        executor.set(name, JobState.FAILED, exit_code=1, reason="exit code 1", log=noisy)
+    served.bot.poll_cycle()
+    replies = failure_replies(served, root.ts)
+    assert len(replies) == 2, "300 failures in two messages, not 300"
+    seen: list[str] = []
+    for reply in replies:
+        assert len(reply.blocks) <= 50
+        for block in reply.blocks:
+            if block["type"] == "section":
+                assert len(block["text"]["text"]) <= MAX_SECTION_CHARS
+            for element in block.get("elements", []):
+                assert len(element.get("value", "")) <= 2000 and len(element.get("action_id", "")) <= 255
+        text = json.dumps(reply.blocks)
+        seen += [n for n in names if f"*{n}*" in text]
+    assert sorted(seen) == sorted(names), "every failure replied once"
+    # the listed ones are retried together, the detailed ones keep their own buttons
+    first = replies[0]
+    listed = next(b for b in buttons(first) if b["text"]["text"].startswith("Retry these"))
+    assert listed["text"]["text"] == "Retry these 200"
+    served.click(first.ts, listed)
+    edit = wait_for(lambda: [c for c in served.stand_in.calls_to("chat.update") if c.params["ts"] == first.ts],
+                    what="edit")[-1]
+    retried = [n for n in names if served.bot.engine.db.job(run_id, n).attempt == 2]
+    assert len(retried) == 200 and all(served.bot.engine.db.job(run_id, n).retried_by == USER for n in retried)
+    assert not any(b["text"]["text"].startswith("Retry these") for b in buttons(edit))
+    assert sum(b["text"]["text"] == "Retry" for b in buttons(edit)) == 5
+
+
+def test_memory_death_offers_retry_with_twice_the_memory(start_bot, settings, store: Path) -> None:
+    served, executor = scripted(start_bot, settings)
+    make_batch(store, "batch-7", 2)
+    run_id, root, _ = start_run(served, "run 2018-12-05 batch-7 memory=2048 retries=0")
+    wait_for(lambda: len(executor.submit_calls) == 2, what="submitted")
+    executor.set("A01", JobState.SUCCEEDED, exit_code=0)
+    executor.set("A02", JobState.FAILED, exit_code=137, reason="exit code 137",
+                 log="loading 12 GB of events\nKilled\n")
+    served.bot.poll_cycle()
+    [reply] = failure_replies(served, root.ts)
+    [more] = [b for b in buttons(reply) if "2× memory" in b["text"]["text"]]
+    assert more["text"]["text"] == "Retry with 2× memory (4096 MiB)"
+    served.click(reply.ts, more)
+    job = wait_for(lambda: (j := served.bot.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
+    assert served.bot.engine.db.attempt(job.id, 2).resources == {"memory_mib": 4096}
+    wait_for(lambda: len(executor.submit_calls) == 3, what="resubmitted")
+    assert executor.specs[executor.latest("A02")].resources.memory_mib == 4096
+
+
+def test_cancel_button_has_a_confirm_dialog_and_cancels_the_run(start_bot, settings, store: Path) -> None:
+    served, executor = scripted(start_bot, settings)
+    make_batch(store, "batch-7", 3)
+    run_id, root, _ = start_run(served, "run 2018-12-05 batch-7")
+    wait_for(lambda: len(executor.submit_calls) == 3, what="submitted")
+    served.bot.poll_cycle()
+    [cancel] = [b for b in buttons(root_updates(served, root.ts)[-1]) if b["text"]["text"] == "Cancel run"]
+    assert cancel["style"] == "danger" and cancel["confirm"]["confirm"]["text"] == "Cancel run"
+    served.click(root.ts, cancel, user="UBOB")
+    wait_for(lambda: served.bot.engine.get_run(run_id).cancel_requested_by == "UBOB", what="cancel")
+    served.drive(run_id)
+    assert "Cancelled" in json.dumps(root_updates(served, root.ts)[-1].blocks)
+    assert any("was cancelled" in c.params["text"] for c in thread_replies(served, root.ts))
+    served.click(root.ts, cancel, user="UBOB")
+    [answer] = wait_for(lambda: [c.params["text"] for c in served.stand_in.calls_to("respond")], what="answer")
+    assert "already finished" in answer
+
+
+def accepted(calls: list[Call]) -> list[Call]:
+    return [c for c in calls if c.status == 200]
