@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -17,6 +18,7 @@ from handlers.reporter import Reporter
 from handlers.slack_client import make_client
 
 log = logging.getLogger(__name__)
+LISTENER_THREADS = 16
 
 
 class CytoBot:
@@ -32,12 +34,25 @@ class CytoBot:
         # Asks the scheduler for an early poll (after a run starts, a retry, a cancel); a no-op
         # until `serve` connects it, so tests drive `poll_cycle` themselves.
         self.wake: Callable[[], None] = lambda: None
+        # Submitting thousands of analyses takes seconds; it runs here, not on Bolt's listener pool,
+        # whose threads must stay free to acknowledge the next requests within Slack's 3 s.
+        self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cyto-submit")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
                       executor: Executor | None = None) -> CytoBot:
         client = make_client(settings.slack_bot_token, settings.slack_api_url, sleep=sleep)
         return cls(Cyto(settings, executor=executor), client, Permissions.from_settings(settings))
+
+    def submit_soon(self, run_id: str) -> None:
+        def submit() -> None:
+            try:
+                self.engine.submit_pending(run_id)
+            except Exception:  # the next poll submits what is still pending
+                log.exception("submitting run %s failed; the next poll retries", run_id)
+            self.wake()
+
+        self._background.submit(submit)
 
     def poll_cycle(self) -> None:
         """One scheduler tick: poll the executor, then bring Slack up to date from the database."""
@@ -51,6 +66,8 @@ def build_app(bot: CytoBot, *, signing_secret: str | None = None, token_verifica
     from handlers.listeners import register
 
     app = App(client=bot.client, signing_secret=signing_secret or "", process_before_response=False,
-              token_verification_enabled=token_verification, logger=log)
+              token_verification_enabled=token_verification, logger=log,
+              # Bolt runs acks and lazy listeners on this pool; an ack not started within 3 s is lost.
+              listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="cyto-listener"))
     register(app, bot)
     return app

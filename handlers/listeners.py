@@ -122,8 +122,7 @@ class Commands:
             ephemeral(respond, f"⚠️ Could not post in this channel ({error}); nothing was submitted.{hint}")
             return
         bot.engine.db.set_slack_thread(run.id, channel, str(posted["ts"]))
-        bot.engine.submit_pending(run.id)
-        bot.wake()
+        bot.submit_soon(run.id)
 
     def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> None:
         run_id = request.run_id
@@ -137,7 +136,7 @@ class Commands:
         ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
 
     def retry(self, request: RetryRequest, user: str, channel: str, respond: Respond) -> None:
-        retried = self.bot.engine.retry(request.run_id, request.analysis, by=user)
+        retried = self.bot.engine.retry(request.run_id, request.analysis, by=user, submit=False)
         if not retried:
             ephemeral(respond, f"Nothing to retry in run `{request.run_id}`: no analysis has failed, or "
                                "someone already retried them.")
@@ -145,7 +144,7 @@ class Commands:
         shown = ", ".join(retried[:20]) + (f" and {len(retried) - 20} more" if len(retried) > 20 else "")
         ephemeral(respond, f"🔁 Retrying {shown} in run `{request.run_id}`; follow it in the run's thread.")
         self.bot.reporter.refresh_failures(request.run_id)
-        self.bot.wake()
+        self.bot.submit_soon(request.run_id)
 
     def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> None:
         if self.bot.engine.cancel(request.run_id, by=user):
@@ -188,7 +187,7 @@ class Clicks:
         user = _user(body)
         try:
             if not self._already_retried(run_id, analysis, attempt, respond):
-                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory)
+                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False)
                 if not retried:
                     self._already_retried(run_id, analysis, attempt, respond)
         except REFUSALS as exc:
@@ -196,7 +195,7 @@ class Clicks:
             if not self._already_retried(run_id, analysis, attempt, respond):
                 ephemeral(respond, f"⚠️ {exc}")
         self.bot.reporter.refresh_failures(run_id)
-        self.bot.wake()
+        self.bot.submit_soon(run_id)
 
     def _already_retried(self, run_id: str, analysis: str, attempt: int, respond: Respond) -> bool:
         job = self.bot.engine.db.job(run_id, analysis)
@@ -219,13 +218,13 @@ class Clicks:
             if entry.detailed or entry.retried_by or job is None or job.attempt != entry.attempt:
                 continue
             try:
-                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body))
+                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False)
             except REFUSALS:
                 continue  # retried or changed meanwhile
         if not retried:
             ephemeral(respond, "These analyses were already retried.")
         self.bot.reporter.refresh_failures(run_id)
-        self.bot.wake()
+        self.bot.submit_soon(run_id)
 
     def retry_all(self, body: Body, respond: Respond) -> None:
         if not self._allowed(body, respond):
@@ -234,14 +233,14 @@ class Clicks:
         if not isinstance(run_id, str):
             return
         try:
-            retried = self.bot.engine.retry(run_id, None, by=_user(body))
+            retried = self.bot.engine.retry(run_id, None, by=_user(body), submit=False)
         except REFUSALS as exc:
             ephemeral(respond, f"⚠️ {exc}")
             return
         if not retried:
             ephemeral(respond, f"No failed analyses left to retry in run `{run_id}`.")
         self.bot.reporter.refresh_failures(run_id)
-        self.bot.wake()
+        self.bot.submit_soon(run_id)
 
     def cancel(self, body: Body, respond: Respond) -> None:
         if not self._allowed(body, respond):
