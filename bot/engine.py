@@ -8,6 +8,7 @@ subscribe to its events; none of them contains run logic.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -29,6 +30,8 @@ from container.contract import JobEnvironment, attempt_log_name
 from container.pipelines import available as available_pipelines
 
 SUBMIT_CHUNK = 100
+# A reason that says no more than the exit code; the job's own ERROR line says more.
+_GENERIC_REASON = re.compile(r"^(exit code -?\d+)?$")
 # A job the executor has never heard of this long after submission is reported lost.
 LOST_AFTER_S = 300.0
 
@@ -154,7 +157,17 @@ class Engine:
         resources = resources or Resources(retries=self.default_retries)
         validate_resources(resources)
         ref, analyses = catalog.resolve_batch(self.store, date, batch)
+        self.check_executor()
         return Plan(ref, analyses, pipeline, resources, dict(params or {}))
+
+    def check_executor(self) -> None:
+        """Refuse a run up front when the executor is misconfigured (e.g. a missing job queue)."""
+        check = getattr(self.executor, "check", None)
+        if callable(check):
+            try:
+                check()
+            except ExecutorError as exc:
+                raise EngineError(str(exc)) from exc
 
     def start_run(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None,
                   slack_thread_ts: str | None = None, submit: bool = True) -> Run:
@@ -268,7 +281,8 @@ class Engine:
                                        reason="the executor no longer knows this job (lost)")
                 else:
                     continue
-            if status.state == JobState.FAILED and status.exit_code not in (None, 0):
+            if status.state == JobState.FAILED and status.exit_code not in (None, 0) and \
+                    _GENERIC_REASON.match(status.reason or ""):
                 status = self._with_log_reason(status)
             t = plan_transition(job, attempt, status, job.run_id in cancelling)
             if t is not None:

@@ -141,7 +141,7 @@ def test_cli_wrong_queue_submits_nothing(aws: Aws, batch_setup: BatchSetup, tmp_
     _cli_env(monkeypatch, batch_setup, tmp_path)
     monkeypatch.setenv("CYTO_BATCH_JOB_QUEUE", "no-such-queue")
     result = CliRunner().invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount", "--wait"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output
     assert "no-such-queue" in result.output and "CYTO_BATCH_JOB_QUEUE" in result.output
     assert aws.calls("batch:submitjob") == 0
 
