@@ -191,6 +191,7 @@ def write_split_batch(
 
 
 def _writer(target: Write | _HasWriteBytes | str | os.PathLike[str]) -> Write:
+    # A folder is tested first: pathlib.Path has a write_bytes() of its own, with another meaning.
     if isinstance(target, str | os.PathLike):
         root = Path(target)
 
