@@ -9,12 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.engine import Event, EventKind, RunSummary
-from bot.states import DISPLAY_ORDER, JobState
-
-
-def counts_text(summary: RunSummary) -> str:
-    parts = [f"{summary.count(s)} {s.value.lower()}" for s in DISPLAY_ORDER if summary.count(s)]
-    return ", ".join(parts) or "no analyses"
+from bot.states import JobState, counts_text
 
 
 def event_line(event: Event) -> str | None:
@@ -63,7 +58,7 @@ class RunProgress:
     def update(self, summary: RunSummary) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=summary.done, total=summary.total,
-                                  counts=counts_text(summary))
+                                  counts=counts_text(summary.counts))
 
     def close(self) -> None:
         if self._progress is not None:
@@ -74,7 +69,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     run = summary.run
     lines = [
         f"run {run.id}  {run.label}  pipeline {run.pipeline}  {run.state.value.lower()}",
-        f"  {summary.total} analyses: {counts_text(summary)}",
+        f"  {summary.total} analyses: {counts_text(summary.counts)}",
         f"  wall time {summary.wall_s:.1f} s",
     ]
     if summary.durations:

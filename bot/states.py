@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 
@@ -45,6 +46,12 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.CANCELLED: frozenset({JobState.PENDING}),
     JobState.SUCCEEDED: frozenset(),
 }
+
+
+def counts_text(counts: Mapping[JobState, int]) -> str:
+    """'3 running, 5 succeeded, 1 failed': the non-zero counts in display order."""
+    parts = [f"{counts[s]} {s.value.lower()}" for s in DISPLAY_ORDER if counts.get(s)]
+    return ", ".join(parts) or "no analyses"
 
 
 def can_transition(old: JobState, new: JobState) -> bool:

@@ -8,7 +8,7 @@ from html import escape
 
 from bot.db import Job, Run
 from bot.engine import LogExcerpt, Plan, RunSummary
-from bot.states import DISPLAY_ORDER, JobState, RunState
+from bot.states import DISPLAY_ORDER, JobState, RunState, counts_text
 
 MAX_PREVIEW_NAMES = 30
 MAX_TABLE_ROWS = 200
@@ -45,11 +45,6 @@ def preview_html(plan: Plan) -> str:
 def run_label(run: Run) -> str:
     started = dt.datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M")
     return f"{run.id}  {run.label}  {run.pipeline}  {run.state.value.lower()}  ({started}, {run.requested_by})"
-
-
-def counts_text(counts: Mapping[JobState, int]) -> str:
-    parts = [f"{counts[s]} {s.value.lower()}" for s in DISPLAY_ORDER if counts.get(s)]
-    return ", ".join(parts) or "no analyses"
 
 
 def progress_html(summary: RunSummary) -> str:
