@@ -171,8 +171,9 @@ def role_policies(stack: str, logical_id: str, region: str = REGION) -> list[dic
     """The inline policy documents moto stored for one of the stack's roles (intrinsics resolved)."""
     cf = boto3.client("cloudformation", region_name=region)
     iam = boto3.client("iam", region_name=region)
-    role = cf.describe_stack_resource(StackName=stack, LogicalResourceId=logical_id)[
-        "StackResourceDetail"]["PhysicalResourceId"]
+    # (list_stack_resources: moto's describe_stack_resource trips over resources whose Condition is false)
+    role = next(r["PhysicalResourceId"] for r in cf.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+                if r["LogicalResourceId"] == logical_id)
     documents = []
     for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
         document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
