@@ -375,6 +375,7 @@ def merge(run_id: str) -> None:
 
 # -- commands from other modules (one line each) ----------------------------------------------
 cli.add_command(__import__("handlers.serve", fromlist=["serve"]).serve)  # cyto serve: the Slack bot
+cli.add_command(__import__("bot.doctor", fromlist=["doctor"]).doctor)  # cyto doctor: check the set-up
 
 
 def main() -> None:
