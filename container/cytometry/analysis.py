@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from container.cytometry import fcs, gating, qc, stats
 from container.cytometry.params import Params
@@ -28,17 +27,17 @@ def scale_of(params: Params) -> Scale:
     return Scale(params.transform, params.cofactor, params.logicle)
 
 
-def analyse(path: Path, name: str, params: Params) -> FileResult:
+def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | None = None) -> FileResult:
     start = time.perf_counter()
+    measurer = measurer or stats.Measurer()
     sample = fcs.read(path)
     compensated = compensate(sample) if params.compensate else []
     scale = scale_of(params)
     gates = gating.gate(sample, params, scale)
     channels = [ch for ch in sample.channels if ch.kind != "time"]
     rows = []
-    for pop in gates.populations:
-        index = None if pop.mask is None else np.flatnonzero(pop.mask)
-        values = stats.population_stats(sample.events, [ch.index for ch in channels], index)
+    measured = measurer.measure(sample.events, [ch.index for ch in channels], [p.mask for p in gates.populations])
+    for pop, values in zip(gates.populations, measured, strict=True):
         parent = gates.get(pop.parent)
         parent_count = parent.count if parent is not None else pop.count
         row: dict[str, Any] = {

@@ -35,9 +35,13 @@ def drift(sample: Sample, gating: Gating, params: Params, key: Channel | None) -
         return None
     edges = np.linspace(t0, t1, params.time_slices + 1)
     which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, params.time_slices - 1)
+    # One stable grouping of the events by slice instead of a mask per slice (same values, same medians).
+    counts = np.bincount(which, minlength=params.time_slices)
+    grouped = v[np.argsort(which, kind="stable")]
+    ends = np.cumsum(counts)
     medians = [
-        float(np.median(v[which == s])) if np.count_nonzero(which == s) >= MIN_SLICE_EVENTS else None
-        for s in range(params.time_slices)
+        float(np.median(grouped[end - count : end])) if count >= MIN_SLICE_EVENTS else None
+        for count, end in zip(counts.tolist(), ends.tolist(), strict=True)
     ]
     overall = float(np.median(v))
     present = [m for m in medians if m is not None]

@@ -1,10 +1,19 @@
 """Exact population statistics: median and robust CV per channel.
 
 Percentiles use numpy's default definition (linear interpolation between order statistics), so
-they equal `np.percentile`, but are found with single-kth in-place partitions: numpy's
-multi-kth `partition` is ~10x slower than one SIMD select, and each later select only sees the
-segment between ranks already fixed. A neighbouring order statistic is the minimum of the next
-segment, which costs one cheap pass instead of another select.
+they equal `np.percentile`; only the order statistics at the needed ranks are ever found.
+
+Small populations (cache-sized) are gathered into a scratch buffer and the ranks are fixed with
+single-kth in-place partitions: numpy's multi-kth `partition` is ~10x slower than one SIMD
+select, and each later select only sees the segment between ranks already fixed.
+
+Large populations are never copied: a strided subsample (about 16,000 events, sorted) brackets
+every needed rank between two sample values, with a margin of several binomial standard errors;
+one pass over the population, in cache-sized chunks, then counts the events below each bracket
+and keeps only the (few) events inside it, where the exact order statistics are selected.
+A rank that falls outside its bracket (possible in principle, never seen in practice) makes
+that channel fall back to the full select. NaN compares false, so it behaves as in a sort
+(after every number) on both paths. The results are the same order statistics either way.
 """
 
 from __future__ import annotations
@@ -14,19 +23,31 @@ import math
 import numpy as np
 
 LOW, MID, HIGH = 0.1587, 0.5, 0.8413  # P15.87 and P84.13: the 1-sigma points of a normal
+QS = (LOW, MID, HIGH)
+CHUNK = 1 << 16  # events per pass step: values and masks stay in L2
+SMALL = 1 << 16  # up to this many events a population is gathered and partitioned
+SUBSAMPLE = 1 << 16  # most events in the subsample that places the brackets
+MARGIN_SE = 5.0  # bracket half-width in binomial standard errors of the subsample rank
 
 
-def quantiles(values: np.ndarray, qs: tuple[float, ...] = (LOW, MID, HIGH)) -> list[float]:
+def quantiles(values: np.ndarray, qs: tuple[float, ...] = QS) -> list[float]:
     """Linear-interpolated quantiles of a 1-D array, which is reordered in place (scratch)."""
     n = values.size
     if n == 0:
         return [math.nan] * len(qs)
-    positions = [q * (n - 1) for q in qs]
-    ranks = sorted({r for h in positions for r in (math.floor(h), min(math.floor(h) + 1, n - 1))})
     known: dict[int, float] = {}
-    _select(values, 0, n, ranks, known)
+    _select(values, 0, n, _ranks(n, qs), known)
+    return _interpolate(n, qs, known)
+
+
+def _ranks(n: int, qs: tuple[float, ...]) -> list[int]:
+    return sorted({r for q in qs for h in (q * (n - 1),) for r in (math.floor(h), min(math.floor(h) + 1, n - 1))})
+
+
+def _interpolate(n: int, qs: tuple[float, ...], known: dict[int, float]) -> list[float]:
     out = []
-    for h in positions:
+    for q in qs:
+        h = q * (n - 1)
         k = math.floor(h)
         lo = known[k]
         hi = known[min(k + 1, n - 1)]
@@ -53,23 +74,215 @@ def _select(a: np.ndarray, lo: int, hi: int, ranks: list[int], known: dict[int, 
 
 def median_rcv(values: np.ndarray) -> tuple[float, float]:
     """(median, rCV %) with rCV = 100 * 0.5 * (P84.13 - P15.87) / median; NaN when median <= 0."""
-    low, mid, high = quantiles(values)
+    return _median_rcv(quantiles(values))
+
+
+def _median_rcv(q: list[float]) -> tuple[float, float]:
+    low, mid, high = q
     if not mid > 0:
         return mid, math.nan
     return mid, 100.0 * 0.5 * (high - low) / mid
+
+
+def _subsample_size(n: int) -> int:
+    return max(2048, min(SUBSAMPLE, n // 32))
+
+
+def _brackets(sub: np.ndarray, n: int, ranks: list[int]) -> list[tuple[float, float, list[int]]] | None:
+    """(low, high, ranks) value brackets around groups of adjacent ranks; None when NaN gets in the way."""
+    m = sub.size
+    groups: list[list[int]] = []
+    for r in ranks:
+        if groups and r == groups[-1][-1] + 1:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    out = []
+    for group in groups:
+        q_lo, q_hi = group[0] / max(n - 1, 1), group[-1] / max(n - 1, 1)
+        se = math.sqrt(m * max(q_lo * (1 - q_lo), q_hi * (1 - q_hi), 1.0 / m))
+        a = math.floor(q_lo * (m - 1) - MARGIN_SE * se) - 1
+        b = math.ceil(q_hi * (m - 1) + MARGIN_SE * se) + 1
+        low = float(sub[a]) if a >= 0 else -math.inf
+        high = float(sub[b]) if b < m else math.inf
+        if math.isnan(low) or math.isnan(high):
+            return None
+        out.append((low, high, group))
+    return out
+
+
+class _Union:
+    """Overlapping brackets of several populations, merged: one pair of comparisons serves them all."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+        self.members: list[tuple[int, list[int]]] = []  # (population, ranks)
+        self.pops: list[int] = []
+        self.below: dict[int, int] = {}
+
+
+class Measurer:
+    """Median and rCV of channels over populations, with buffers reused across calls and files."""
+
+    def __init__(self) -> None:
+        self._scratch = np.empty(0, dtype=np.float32)
+        self._b1 = np.empty(CHUNK, dtype=bool)
+        self._b2 = np.empty(CHUNK, dtype=bool)
+        self._b3 = np.empty(CHUNK, dtype=bool)
+        self._any = np.empty(CHUNK, dtype=bool)
+
+    def _buffer(self, n: int, dtype: np.dtype[np.generic]) -> np.ndarray:
+        if self._scratch.dtype != dtype or self._scratch.size < n:
+            self._scratch = np.empty(0, dtype=dtype)  # free the old one first
+            self._scratch = np.empty(n, dtype=dtype)
+        return self._scratch[:n]
+
+    def release(self) -> None:
+        self._scratch = np.empty(0, dtype=np.float32)
+
+    def measure(
+        self, events: np.ndarray, channels: list[int], masks: list[np.ndarray | None]
+    ) -> list[dict[int, tuple[float, float]]]:
+        """Median and rCV of each channel (row of `events`) for each population (mask; None: all)."""
+        total = events.shape[1]
+        counts = [total if m is None else int(np.count_nonzero(m)) for m in masks]
+        small = [p for p, n in enumerate(counts) if n <= SMALL]
+        large = [p for p, n in enumerate(counts) if n > SMALL]
+        index = {p: (None if masks[p] is None else np.flatnonzero(masks[p])) for p in small}
+        samples = {p: self._sample_positions(masks[p], total, counts[p]) for p in large}
+        out: list[dict[int, tuple[float, float]]] = [{} for _ in masks]
+        for j in channels:
+            row = events[j]
+            for p in small:
+                out[p][j] = _median_rcv(self._gathered(row, index[p], counts[p]))
+            if large:
+                found = self._joint(row, [(p, masks[p], counts[p], samples[p]) for p in large])
+                for p in large:
+                    known = found.get(p)
+                    if known is None:  # a rank outside its bracket: select over the whole population
+                        idx = None if masks[p] is None else np.flatnonzero(masks[p])
+                        q = self._gathered(row, idx, counts[p])
+                    else:
+                        q = _interpolate(counts[p], QS, known)
+                    out[p][j] = _median_rcv(q)
+        return out
+
+    def population(
+        self, events: np.ndarray, channels: list[int], index: np.ndarray | None
+    ) -> dict[int, tuple[float, float]]:
+        """Median and rCV of each channel over the events in `index` (None: all events)."""
+        mask = None
+        if index is not None:
+            mask = np.zeros(events.shape[1], dtype=bool)
+            mask[index] = True
+        return self.measure(events, channels, [mask])[0]
+
+    def _gathered(self, row: np.ndarray, index: np.ndarray | None, n: int) -> list[float]:
+        if n == 0:
+            return [math.nan] * len(QS)
+        scratch = self._buffer(n, row.dtype)
+        if index is None:
+            np.copyto(scratch, row)
+        else:
+            np.take(row, index, out=scratch)
+        known: dict[int, float] = {}
+        _select(scratch, 0, n, _ranks(n, QS), known)
+        return _interpolate(n, QS, known)
+
+    @staticmethod
+    def _sample_positions(mask: np.ndarray | None, total: int, n: int) -> np.ndarray | slice:
+        step = max(1, n // _subsample_size(n))
+        if mask is None:
+            return slice(None, None, step)
+        candidates = np.arange(0, total, step)
+        return candidates[mask[candidates]]
+
+    def _joint(
+        self, row: np.ndarray, pops: list[tuple[int, np.ndarray | None, int, np.ndarray | slice]]
+    ) -> dict[int, dict[int, float] | None]:
+        """Exact order statistics of several large populations of one channel, in one pass."""
+        result: dict[int, dict[int, float] | None] = {}
+        spans: list[tuple[float, float, int, list[int]]] = []
+        for p, _, n, sample in pops:
+            brackets = _brackets(np.sort(row[sample]), n, _ranks(n, QS))
+            if brackets is None:
+                result[p] = None
+                continue
+            spans.extend((low, high, p, ranks) for low, high, ranks in brackets)
+        if not spans:
+            return result
+        spans.sort(key=lambda s: s[0])
+        unions: list[_Union] = []
+        for low, high, p, ranks in spans:
+            if not unions or low > unions[-1].high:
+                unions.append(_Union(low, high))
+            u = unions[-1]
+            u.high = max(u.high, high)
+            u.members.append((p, ranks))
+            if p not in u.pops:
+                u.pops.append(p)
+                u.below[p] = 0
+        masks = {p: mask for p, mask, _, _ in pops}
+        total = row.size
+        positions: list[np.ndarray] = []
+        b1, b2, b3, hit = self._b1, self._b2, self._b3, self._any
+        for a in range(0, total, CHUNK):
+            b = min(a + CHUNK, total)
+            size = b - a
+            v = row[a:b]
+            below, inside, tmp, anyhit = b1[:size], b2[:size], b3[:size], hit[:size]
+            for k, u in enumerate(unions):
+                open_low = u.low == -math.inf
+                if not open_low:
+                    np.less(v, u.low, out=below)
+                    for p in u.pops:
+                        mask = masks[p]
+                        if mask is None:
+                            u.below[p] += int(np.count_nonzero(below))
+                        else:
+                            np.logical_and(below, mask[a:b], out=tmp)
+                            u.below[p] += int(np.count_nonzero(tmp))
+                target = anyhit if k == 0 else inside
+                np.less_equal(v, u.high, out=target)
+                if not open_low:
+                    np.greater(target, below, out=target)  # inside: <= high and not < low
+                if k:
+                    np.logical_or(anyhit, inside, out=anyhit)
+            pos = np.flatnonzero(anyhit)
+            if pos.size:
+                pos += a
+                positions.append(pos)
+        where = np.concatenate(positions) if positions else np.empty(0, dtype=np.intp)
+        values = row[where]
+        for u in unions:
+            pick = np.flatnonzero((values >= u.low) & (values <= u.high))
+            in_union, at = values[pick], where[pick]
+            for p, ranks in u.members:
+                if result.get(p, {}) is None:
+                    continue
+                mask = masks[p]
+                if mask is None:
+                    found, members = in_union.copy(), in_union.size
+                else:
+                    # Non-members become +inf: they sort after every member, so the members'
+                    # ranks (and values) are unchanged and no dense compaction is needed.
+                    member = mask[at]
+                    found = np.where(member, in_union, np.float32(np.inf)).astype(row.dtype, copy=False)
+                    members = int(np.count_nonzero(member))
+                start = u.below[p]
+                if not (start <= ranks[0] and ranks[-1] < start + members):
+                    result[p] = None
+                    continue
+                part: dict[int, float] = {}
+                _select(found, 0, found.size, [r - start for r in ranks], part)
+                known = result.setdefault(p, {})
+                assert known is not None
+                known.update({r + start: v for r, v in part.items()})
+        return result
 
 
 def population_stats(
     events: np.ndarray, channels: list[int], index: np.ndarray | None
 ) -> dict[int, tuple[float, float]]:
     """Median and rCV of each channel over the events in `index` (None: all events)."""
-    n = events.shape[1] if index is None else index.size
-    scratch = np.empty(n, dtype=events.dtype)
-    out: dict[int, tuple[float, float]] = {}
-    for j in channels:
-        if index is None:
-            np.copyto(scratch, events[j])
-        else:
-            np.take(events[j], index, out=scratch)
-        out[j] = median_rcv(scratch)
-    return out
+    return Measurer().population(events, channels, index)
