@@ -359,3 +359,55 @@ def test_job_against_s3(moto_endpoint: str) -> None:
     assert result["status"] == "succeeded"
     log = s3.get_object(Bucket="lab", Key=f"Logs/{FOLDER}/attempt-1.log")["Body"].read().decode()
     assert log == job.stdout
+
+
+# -- native thread pools --------------------------------------------------------------------------
+
+THREADS_PIPELINE = '''
+import json
+import os
+
+def run(ctx):
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    seen = {name: os.environ.get(name) for name in names}
+    (ctx.output_dir / "threads.json").write_text(json.dumps(seen))
+    return {}
+'''
+
+RUN_WITH_THREADS = textwrap.dedent("""
+    import sys
+    from container import pipelines
+    pipelines.PIPELINES["threads"] = "threads_pipeline"
+    from container.entrypoint import main
+    sys.exit(main())
+""")
+
+
+def test_job_sees_thread_limits_from_its_vcpus(store: LocalStore, tmp_path: Path) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "threads_pipeline.py").write_text(THREADS_PIPELINE)
+    store.put("a.txt", b"a\n")
+    spec = JobEnvironment(
+        run_id="r-20240102-1",
+        attempt=1,
+        date=DATE,
+        batch=BATCH,
+        analysis=ANALYSIS,
+        pipeline="threads",
+        input_uri=store.uri("Input"),
+        output_uri=store.uri("Output"),
+        logs_uri=store.uri("Logs"),
+        vcpus=2.5,
+    )
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    env = {k: v for k, v in base_env().items() if k not in names}
+    env.update(spec.to_env())
+    env["OMP_NUM_THREADS"] = "3"  # set by whoever started the job: kept
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_WITH_THREADS], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads(store.output("threads.json").read_text())
+    assert seen["OPENBLAS_NUM_THREADS"] == "2" and seen["MKL_NUM_THREADS"] == "2"
+    assert seen["OMP_NUM_THREADS"] == "3"
