@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from container.cytometry import fcs, gating, qc, stats
 from container.cytometry.params import Params
 from container.cytometry.transforms import Scale, compensate
