@@ -1,4 +1,4 @@
-"""Benchmark of the cytometry pipeline (a script, not a test): python bench/bench_cytometry.py
+"""Benchmark of the cytometry pipeline (a script, not a test): python bench/bench_cytometry.py [--repeat N] [--data DIR]
 
 Writes, with FlowIO, 24 files x 100,000 events x 12 channels and one 5,000,000-event file into a
 temporary folder, then runs the pipeline on each set in a fresh subprocess (one core:
@@ -6,12 +6,16 @@ OPENBLAS_NUM_THREADS=1) and prints events per second before plotting (read, comp
 statistics, QC) and in total, and the peak memory as a multiple of the raw event data of the
 largest file (files are analysed one at a time): tracemalloc's peak of numpy allocations (in a
 separate run, as tracing slows Python down), and VmHWM above the process's size before the run.
+With --repeat N each measurement runs N times and min / median are reported (the machine may be
+shared); --data DIR keeps the written files in DIR and reuses them on the next call.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,33 +100,56 @@ def measure(inp: Path, out: Path, trace: bool) -> dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def report(title: str, m: dict[str, float], mem: dict[str, float], raw: int) -> None:
-    ev = m["events"]
-    print(f"{title}: {ev:,} events")
-    print(f"  before plotting: {m['analysis']:.2f} s  -> {ev / m['analysis'] / 1e6:.1f} M events/s per core")
-    print(
-        f"  total (with plots, outputs): {m['wall']:.2f} s wall, {m['cpu']:.2f} s CPU "
-        f"-> {ev / m['wall'] / 1e6:.1f} M events/s"
-    )
-    print(
-        f"  peak memory / raw events of the largest file ({raw / 1e6:.1f} MB): "
-        f"tracemalloc {mem['traced_peak'] / raw:.2f}x, VmHWM above start {m['rss_above_start'] / raw:.2f}x"
-    )
+def report(title: str, timed: list[dict[str, float]], traced: list[dict[str, float]], raw: int) -> None:
+    ev = timed[0]["events"]
+
+    def rate(key: str) -> str:
+        seconds = sorted(m[key] for m in timed)
+        best, median = seconds[0], statistics.median(seconds)
+        return f"{best:.2f} s / {median:.2f} s  -> {ev / best / 1e6:.1f} / {ev / median / 1e6:.1f} M events/s"
+
+    def ratio(values: list[float]) -> str:
+        return f"{min(values) / raw:.2f}x / {statistics.median(values) / raw:.2f}x"
+
+    print(f"{title}: {ev:,} events, {len(timed)} run(s); figures are min / median")
+    print(f"  before plotting: {rate('analysis')} per core")
+    print(f"  total (with plots, outputs), wall: {rate('wall')}")
+    print(f"  peak memory / raw events of the largest file ({raw / 1e6:.1f} MB):")
+    print(f"    tracemalloc {ratio([m['traced_peak'] for m in traced])}")
+    print(f"    VmHWM above start {ratio([m['rss_above_start'] for m in timed])}")
+
+
+def prepare(root: Path) -> tuple[Path, Path, int, int]:
+    many, big = root / "many", root / "big"
+    marker = root / "sizes.json"
+    if marker.is_file():
+        sizes = json.loads(marker.read_text())
+        return many, big, sizes["small"], sizes["big"]
+    many.mkdir(parents=True, exist_ok=True)
+    big.mkdir(parents=True, exist_ok=True)
+    raw_small = max(write(many / f"s{i:02d}.fcs", 100_000, i) for i in range(24))
+    raw_big = write(big / "big.fcs", 5_000_000, 99)
+    marker.write_text(json.dumps({"small": raw_small, "big": raw_big}))
+    return many, big, raw_small, raw_big
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (min and median reported)")
+    parser.add_argument("--data", type=Path, help="folder for the written files, reused when present")
+    parser.add_argument("--only", choices=("many", "big"), help="run one of the two sets")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cyto-bench-") as tmp:
-        many, big = Path(tmp) / "many", Path(tmp) / "big"
-        many.mkdir()
-        big.mkdir()
-        raw_small = max(write(many / f"s{i:02d}.fcs", 100_000, i) for i in range(24))
-        raw_big = write(big / "big.fcs", 5_000_000, 99)
-        for title, inp, raw in (
-            ("24 files x 100,000 events x 12 channels", many, raw_small),
-            ("1 file x 5,000,000 events x 12 channels", big, raw_big),
+        many, big, raw_small, raw_big = prepare(args.data or Path(tmp) / "data")
+        for key, title, inp, raw in (
+            ("many", "24 files x 100,000 events x 12 channels", many, raw_small),
+            ("big", "1 file x 5,000,000 events x 12 channels", big, raw_big),
         ):
-            timed = measure(inp, Path(tmp) / "out-time", trace=False)
-            traced = measure(inp, Path(tmp) / "out-trace", trace=True)  # tracemalloc slows Python
+            if args.only not in (None, key):
+                continue
+            timed = [measure(inp, Path(tmp) / "out-time", trace=False) for _ in range(args.repeat)]
+            # tracemalloc slows Python down: separate runs
+            traced = [measure(inp, Path(tmp) / "out-trace", trace=True) for _ in range(args.repeat)]
             report(title, timed, traced, raw)
 
 

@@ -1,15 +1,19 @@
-"""One small PNG per file: the first two gates, each over a subsample of its parent's events."""
+"""One small PNG per file: the first two gates, each over a subsample of its parent's events.
+
+One Figure on an Agg canvas is reused for every file (no pyplot figure registry, no per-file
+figure garbage waiting for the cyclic collector), with a fixed layout instead of tight_layout;
+the points are drawn rasterized.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.patches import Polygon as PolygonPatch
 
 from container.cytometry.fcs import Channel, Sample
@@ -32,7 +36,7 @@ def _label(ch: Channel, scaled: bool, scale: Scale) -> str:
     return f"{name} [{scale.kind}]" if scaled else name
 
 
-def _draw(ax: plt.Axes, sample: Sample, gating: Gating, scale: Scale, pop: Population, limit: int) -> None:
+def _draw(ax: Axes, sample: Sample, gating: Gating, scale: Scale, pop: Population, limit: int) -> None:
     shape = pop.shape
     assert shape is not None
     parent = gating.get(pop.parent)
@@ -55,7 +59,7 @@ def _draw(ax: plt.Axes, sample: Sample, gating: Gating, scale: Scale, pop: Popul
     ax.tick_params(labelsize=7)
 
 
-def _outline(ax: plt.Axes, shape: Shape, x: np.ndarray, y: np.ndarray) -> None:
+def _outline(ax: Axes, shape: Shape, x: np.ndarray, y: np.ndarray) -> None:
     kw = {"color": "tab:red", "lw": 1.2}
     if shape.kind == "band" and shape.band is not None and x.size:
         xs = np.array([0.0, float(np.percentile(x, 99.9))])
@@ -74,19 +78,32 @@ def _outline(ax: plt.Axes, shape: Shape, x: np.ndarray, y: np.ndarray) -> None:
         ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], **kw)
 
 
+class Plotter:
+    """Draws the per-file PNGs on one reused figure."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(8, 3.4), dpi=80)
+        FigureCanvasAgg(self.figure)
+
+    def plot(self, path: Path, sample: Sample, gating: Gating, scale: Scale, max_points: int, title: str) -> None:
+        drawable = [p for p in gating.populations if p.shape is not None]
+        user = [p for p in drawable if not p.auto]
+        panels = (user or drawable)[:2]
+        fig = self.figure
+        fig.clear()
+        try:
+            axes = fig.subplots(1, 2)
+            fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.84, wspace=0.3)
+            for ax, pop in zip(axes, panels, strict=False):
+                _draw(ax, sample, gating, scale, pop, max_points // 2)
+            for ax in axes[len(panels) :]:
+                ax.text(0.5, 0.5, "no gate to show", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+            fig.suptitle(title, fontsize=9)
+            fig.savefig(path, dpi=80)
+        finally:
+            fig.clear()
+
+
 def plot(path: Path, sample: Sample, gating: Gating, scale: Scale, max_points: int, title: str) -> None:
-    drawable = [p for p in gating.populations if p.shape is not None]
-    user = [p for p in drawable if not p.auto]
-    panels = (user or drawable)[:2]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=80)
-    try:
-        for ax, pop in zip(axes, panels, strict=False):
-            _draw(ax, sample, gating, scale, pop, max_points // 2)
-        for ax in axes[len(panels) :]:
-            ax.text(0.5, 0.5, "no gate to show", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-    finally:
-        plt.close(fig)
+    Plotter().plot(path, sample, gating, scale, max_points, title)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import analysis, plots
+from container.cytometry import analysis, plots, stats
 from container.cytometry import params as params_mod
 from container.cytometry.params import Params
 from container.pipelines import PipelineContext, PipelineError
@@ -59,17 +59,19 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     events = 0
     analysis_seconds = 0.0
     plot_names: set[str] = set()
+    measurer = stats.Measurer()  # buffers reused across files
+    plotter = plots.Plotter()  # one figure for all files
     for path in files:
         name = path.relative_to(ctx.input_dir).as_posix()
         start = time.perf_counter()
         try:
-            result = analysis.analyse(path, name, params)
+            result = analysis.analyse(path, name, params, measurer)
         except Exception as exc:  # one bad file must not stop the others
             error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             qc[name] = {"status": "failed", "error": error}
             ctx.log.warning("%s: failed: %s", name, error)
             continue
-        plot_seconds = _plot(ctx, path, name, result, params, plot_names)
+        plot_seconds = _plot(ctx, plotter, name, result, params, plot_names)
         rows.extend(result.rows)
         channels.extend(c for c in result.channels if c not in channels)
         populations.extend(p.name for p in result.gating.populations if p.name not in populations)
@@ -119,7 +121,12 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
 
 
 def _plot(
-    ctx: PipelineContext, path: Path, name: str, result: analysis.FileResult, params: Params, used: set[str]
+    ctx: PipelineContext,
+    plotter: plots.Plotter,
+    name: str,
+    result: analysis.FileResult,
+    params: Params,
+    used: set[str],
 ) -> float:
     start = time.perf_counter()
     stem = Path(name).with_suffix("").as_posix().replace("/", "__")
@@ -129,7 +136,7 @@ def _plot(
         png, k = f"{stem}_{k}.png", k + 1
     try:
         scale = analysis.scale_of(params)
-        plots.plot(ctx.output_dir / png, result.sample, result.gating, scale, params.max_plot_points, name)
+        plotter.plot(ctx.output_dir / png, result.sample, result.gating, scale, params.max_plot_points, name)
     except Exception as exc:  # a plot is a convenience; the numbers stand without it
         result.qc["notes"].append(f"plot failed: {type(exc).__name__}: {exc}")
         ctx.log.warning("%s: plot failed: %s", name, exc)
