@@ -18,7 +18,7 @@ from handlers.reporter import Reporter
 from handlers.slack_client import make_client
 
 log = logging.getLogger(__name__)
-LISTENER_THREADS = 16
+LISTENER_THREADS = 4
 
 
 class CytoBot:
@@ -54,6 +54,10 @@ class CytoBot:
 
         self._background.submit(submit)
 
+    def close(self) -> None:
+        """Wait for submissions under way (anything left is submitted by the next poll anyway)."""
+        self._background.shutdown(wait=True)
+
     def poll_cycle(self) -> None:
         """One scheduler tick: poll the executor, then bring Slack up to date from the database."""
         self.engine.poll()
@@ -65,9 +69,11 @@ def build_app(bot: CytoBot, *, signing_secret: str | None = None, token_verifica
     Socket Mode requests arrive over the app's own authenticated WebSocket."""
     from handlers.listeners import register
 
-    app = App(client=bot.client, signing_secret=signing_secret or "", process_before_response=False,
+    # process_before_response: the (fast, pure) ack runs on the request's own thread and is answered
+    # at once; otherwise Bolt queues it on the same pool as the lazy listeners, behind a burst of
+    # slow ones, and polls for it every 10 ms. Lazy listeners still run after the ack, on the pool.
+    app = App(client=bot.client, signing_secret=signing_secret or "", process_before_response=True,
               token_verification_enabled=token_verification, logger=log,
-              # Bolt runs acks and lazy listeners on this pool; an ack not started within 3 s is lost.
               listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="cyto-listener"))
     register(app, bot)
     return app

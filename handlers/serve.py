@@ -125,6 +125,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
         pass
     finally:
         scheduler.shutdown(wait=False)
+        bot.close()
 
 
 if __name__ == "__main__":

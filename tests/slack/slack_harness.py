@@ -122,6 +122,7 @@ class Served:
 
     def close(self) -> None:
         self.running.stop()
+        self.bot.close()
 
 
 

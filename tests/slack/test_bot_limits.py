@@ -119,3 +119,23 @@ def test_cancel_button_has_a_confirm_dialog_and_cancels_the_run(start_bot, setti
 
 def accepted(calls: list[Call]) -> list[Call]:
     return [c for c in calls if c.status == 200]
+
+
+def test_status_list_cancel_and_help_answer_only_the_asker(start_bot, settings, store: Path) -> None:
+    served, executor = scripted(start_bot, settings)
+    make_batch(store, "batch-7", 3)
+    make_batch(store, "batch-9", 1)
+    run_id, _, _ = start_run(served, "run 2018-12-05 batch-7")
+    wait_for(lambda: len(executor.submit_calls) == 3, what="submitted")
+    status, ack = served.command("help")
+    assert status == 200 and "/cyto run DATE BATCH" in ack
+    for n, text in enumerate(("status", f"status {run_id}", "list", "list 2018-12-05", f"cancel {run_id}",
+                              f"cancel {run_id}")):
+        served.command(text)
+        wait_for(lambda n=n: served.stand_in.count("respond") == n + 1, what=f"answer to {text}")
+    answers = served.stand_in.calls_to("respond")
+    texts = [json.dumps(c.params) for c in answers]
+    assert all(c.params["response_type"] == "ephemeral" for c in answers)
+    assert all("3 analyses" in t for t in texts[:2])
+    assert "2018-12-05" in texts[2] and "batch-7" in texts[3] and "batch-9" in texts[3]
+    assert f"Cancelling run `{run_id}`" in texts[4] and "nothing to cancel" in texts[5]
