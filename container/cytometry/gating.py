@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flowutils import gating as fu_gating
 
+from container.cytometry import stats
 from container.cytometry.fcs import Channel, Sample
 from container.cytometry.params import ROOT, Gate, Params
 from container.cytometry.transforms import Scale
@@ -161,8 +162,8 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
 
 
 def singlet_band(ratio: np.ndarray, tolerance: float) -> tuple[float, float]:
-    median = float(np.median(ratio))
-    spread = 1.4826 * float(np.median(np.abs(ratio - median)))
+    median = stats.median(ratio)
+    spread = 1.4826 * stats.median(np.abs(ratio - median))
     spread = max(spread, 1e-3 * abs(median))  # an all-identical ratio still gets a band
     return median - tolerance * spread, median + tolerance * spread
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from container.cytometry import stats
 from container.cytometry.fcs import Channel, Sample
 from container.cytometry.gating import Gating
 from container.cytometry.params import Params
@@ -40,10 +41,10 @@ def drift(sample: Sample, gating: Gating, params: Params, key: Channel | None) -
     grouped = v[np.argsort(which, kind="stable")]
     ends = np.cumsum(counts)
     medians = [
-        float(np.median(grouped[end - count : end])) if count >= MIN_SLICE_EVENTS else None
+        stats.median(grouped[end - count : end]) if count >= MIN_SLICE_EVENTS else None
         for count, end in zip(counts.tolist(), ends.tolist(), strict=True)
     ]
-    overall = float(np.median(v))
+    overall = stats.median(v)
     present = [m for m in medians if m is not None]
     change = max(abs(m - overall) for m in present) / abs(overall) if overall and len(present) >= 2 else None
     return {
