@@ -127,9 +127,9 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
     if v.size < MIN_GATING_EVENTS:
         return 0.0, "too few positive FSC events; only non-positive FSC excluded"
     logs = np.log10(v)
-    lo, hi = np.percentile(logs, [0.5, 99.5])
+    lo, hi = stats.percentile(logs, [0.5, 99.5])
     if hi - lo < 1e-6:
-        return float(np.percentile(v, 1)), "1st percentile (FSC has no spread)"
+        return stats.percentile(v, [1])[0], "1st percentile (FSC has no spread)"
     hist, edges = np.histogram(logs, bins=128, range=(lo, hi))
     kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     smooth = np.convolve(hist, kernel / kernel.sum(), mode="same")
@@ -158,7 +158,7 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
     if best is not None:
         centre = 0.5 * (edges[best[1]] + edges[best[1] + 1])
         return float(10**centre), "density valley of log10(FSC) between debris and cells"
-    return float(np.percentile(v, 1)), "1st percentile of FSC (no debris population found)"
+    return stats.percentile(v, [1])[0], "1st percentile of FSC (no debris population found)"
 
 
 def singlet_band(ratio: np.ndarray, tolerance: float) -> tuple[float, float]:

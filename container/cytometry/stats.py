@@ -307,3 +307,33 @@ def median(values: np.ndarray) -> float:
     kind = a.dtype.type
     total = kind(known[half - 1]) + (kind(0) + kind(known[half]))
     return float(total / kind(2))
+
+
+def percentile(values: np.ndarray, percents: list[float]) -> list[float]:
+    """`np.percentile(values, percents)` (method "linear") for a 1-D float64 array, with single-kth selects.
+
+    The same virtual index, neighbours and interpolation (numpy's _lerp) as numpy, so the same
+    numbers; numpy itself is used for other dtypes, NaN and empty input. The input is not modified.
+    """
+    n = values.size
+    if values.dtype != np.float64 or n == 0 or np.isnan(values).any():
+        return [float(x) for x in np.atleast_1d(np.percentile(values, percents))]
+    plan: list[tuple[int, int, float]] = []
+    for p in percents:
+        virtual = (n - 1) * (p / 100)
+        prev = math.floor(virtual)
+        nxt = prev + 1
+        if virtual >= n - 1:
+            prev = nxt = -1
+        if virtual < 0:
+            prev = nxt = 0
+        plan.append((prev, nxt, virtual - prev))
+    a = values.copy()
+    known: dict[int, float] = {}
+    _select(a, 0, n, sorted({i % n for prev, nxt, _ in plan for i in (prev, nxt)}), known)
+    out = []
+    for prev, nxt, t in plan:
+        lo, hi = known[prev % n], known[nxt % n]
+        diff = hi - lo
+        out.append(hi - diff * (1 - t) if t >= 0.5 else lo + diff * t)
+    return out
