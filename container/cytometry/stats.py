@@ -7,13 +7,16 @@ Small populations (cache-sized) are gathered into a scratch buffer and the ranks
 single-kth in-place partitions: numpy's multi-kth `partition` is ~10x slower than one SIMD
 select, and each later select only sees the segment between ranks already fixed.
 
-Large populations are never copied: a strided subsample (about 16,000 events, sorted) brackets
-every needed rank between two sample values, with a margin of several binomial standard errors;
-one pass over the population, in cache-sized chunks, then counts the events below each bracket
-and keeps only the (few) events inside it, where the exact order statistics are selected.
-A rank that falls outside its bracket (possible in principle, never seen in practice) makes
-that channel fall back to the full select. NaN compares false, so it behaves as in a sort
-(after every number) on both paths. The results are the same order statistics either way.
+Large populations are never copied. For each channel, a strided subsample of each population
+(n/16 events, at least 2,048 and at most 65,536, sorted) brackets every needed rank between two
+sample values with a margin of 5 binomial standard errors; overlapping brackets of different
+populations are merged. One pass over the channel, in cache-sized chunks, then counts each
+population's events below each bracket (comparison and mask) and keeps the positions of the few
+events inside any bracket; the exact order statistics are selected among those, with the
+population's non-members set to +inf so that they sort after every member. A rank that falls
+outside its bracket (possible in principle, not seen in practice) makes that population and
+channel fall back to the full select. NaN compares false, so it behaves as in a sort (after
+every number) on both paths. The results are the same order statistics either way.
 """
 
 from __future__ import annotations
