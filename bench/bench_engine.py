@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.db import RunDB  # noqa: E402
-from bot.engine import Engine  # noqa: E402
-from bot.executors import Resources  # noqa: E402
-from bot.states import JobState, RunState  # noqa: E402
-from bot.store.local import LocalStore  # noqa: E402
-from tests.scripted_executor import ScriptedExecutor  # noqa: E402
+from bot.db import RunDB
+from bot.engine import Engine
+from bot.executors import Resources
+from bot.states import JobState, RunState
+from bot.store.local import LocalStore
+from tests.scripted_executor import ScriptedExecutor
 
 
 def main() -> None:

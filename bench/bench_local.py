@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.api import Cyto  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.states import JobState  # noqa: E402
+from bot.api import Cyto
+from bot.settings import Settings
+from bot.states import JobState
 
 BURN = "n = int({n})\nx = 0\nfor i in range(n):\n    x += i * i\nprint(x)\n"
 
