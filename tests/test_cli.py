@@ -167,3 +167,24 @@ def test_sigkill_mid_run_then_resume_runs_every_analysis_exactly_once(cyto_env: 
     assert sorted(lines) == sorted(f"{a} 1" for a in analyses)
     for name in analyses:
         assert (store / "Output/2018-12-05/b7" / name / "wordcount.json").exists()
+
+
+def test_cancel_stops_running_and_queued_local_jobs(batch: dict[str, str], tmp_path: Path) -> None:
+    store = Path(batch["CYTO_STORE"])
+    for name in ("A03", "A04"):
+        (store / "Input/2018-12-05/b7" / name).mkdir(parents=True)
+    env = {**batch, "CYTO_LOCAL_MAX_PARALLEL": "1",
+           "CYTO_LOCAL_COMMAND": f"{sys.executable} -c 'import time; print(\"working\", flush=True); time.sleep(60)'"}
+    started = invoke(env, "run", "2018-12-05", "b7", "--pipeline", "wordcount")
+    run_id = started.output.split()[1].rstrip(":")
+    deadline = time.time() + 20
+    while "1 running" not in invoke(env, "status", run_id).output:
+        assert time.time() < deadline, "no job started"
+        time.sleep(0.1)
+    cancelled = invoke(env, "cancel", run_id)
+    assert cancelled.exit_code == 0 and f"run {run_id}: cancelling" in cancelled.output
+    assert "nothing to cancel" in invoke(env, "cancel", run_id).output
+    final = CliRunner().invoke(cli, ["status", run_id, "--wait"], env=env)
+    assert final.exit_code == 1, final.output
+    assert "4 analyses: 4 cancelled" in final.output
+    assert "cancelled" in invoke(env, "runs").output
