@@ -121,7 +121,10 @@ def _cli_env(cyto_env: dict[str, str]) -> dict[str, str]:
 def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CYTO_", "SLACK_"))}
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "demo"], cwd=tmp_path, env=env,
+    # The console script that `pip install` made beside this interpreter, as a new user runs it.
+    script = Path(sys.executable).with_name("cyto")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    result = subprocess.run([*command, "demo"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 analyses: 5 succeeded, 1 failed" in result.stdout
