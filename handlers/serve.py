@@ -89,6 +89,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
     Needs SLACK_BOT_TOKEN, and SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (--http).
     Example: `cyto serve --http --port 3000`
     """
+    from bot.cli import UsageFailure
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
     from handlers.app import CytoBot, build_app
@@ -97,13 +98,13 @@ def serve(use_http: bool, host: str, port: int) -> None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UsageFailure(str(exc)) from None
     missing = [name for name, value in (
         ("SLACK_BOT_TOKEN", settings.slack_bot_token),
         ("SLACK_SIGNING_SECRET" if use_http else "SLACK_APP_TOKEN",
          settings.slack_signing_secret if use_http else settings.slack_app_token)) if not value]
     if missing:
-        raise click.ClickException(f"set {' and '.join(missing)} (from the Slack app's settings; "
+        raise UsageFailure(f"set {' and '.join(missing)} (from the Slack app's settings; "
                                    "see handlers/README.md)")
     bot = CytoBot.from_settings(settings)
     app = build_app(bot, signing_secret=settings.slack_signing_secret)
@@ -112,6 +113,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
     unfinished = bot.engine.db.unfinished_run_ids()
     log.info("resuming %d unfinished run(s); polling every %gs", len(unfinished), settings.poll_seconds)
     scheduler.start()  # its first tick runs at once: polls every unfinished run and catches Slack up
+    socket_mode = None
     try:
         if use_http:
             server = http_server(app, bot, host, port, lambda: scheduler.running)
@@ -120,10 +122,14 @@ def serve(use_http: bool, host: str, port: int) -> None:
         else:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-            SocketModeHandler(app, settings.slack_app_token).start()
+            socket_mode = SocketModeHandler(app, settings.slack_app_token)
+            socket_mode.start()
     except KeyboardInterrupt:
         pass
     finally:
+        # Stop taking commands before the scheduler and the submit worker stop.
+        if socket_mode is not None:
+            socket_mode.close()
         scheduler.shutdown(wait=False)
         bot.close()
 

@@ -191,3 +191,11 @@ def test_cancel_stops_running_and_queued_local_jobs(batch: dict[str, str], tmp_p
     assert final.exit_code == 1, final.output
     assert "4 analyses: 4 cancelled" in final.output
     assert "cancelled" in invoke(env, "runs").output
+
+
+def test_serve_without_tokens_names_them_and_exits_2(cyto_env: dict[str, str]) -> None:
+    env = {**cyto_env, "SLACK_BOT_TOKEN": "", "SLACK_APP_TOKEN": "", "SLACK_SIGNING_SECRET": ""}
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 2 and "set SLACK_BOT_TOKEN and SLACK_APP_TOKEN" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--http"], env={**env, "SLACK_BOT_TOKEN": "xoxb-1"})
+    assert result.exit_code == 2 and "set SLACK_SIGNING_SECRET" in result.output
