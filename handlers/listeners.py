@@ -204,12 +204,17 @@ class Clicks:
         ephemeral(respond, f"{analysis} was already retried by {mention(job.retried_by or 'someone')}.")
         return True
 
-    def retry_listed(self, body: Body, respond: Respond) -> None:
+    def _allowed_run(self, body: Body, respond: Respond) -> str | None:
+        """The run a root-message or listed-failures button acts on, when the clicker may act."""
         if not self._allowed(body, respond):
-            return
+            return None
         run_id = parse_value(body["actions"][0].get("value", "")).get("r")
+        return run_id if isinstance(run_id, str) else None
+
+    def retry_listed(self, body: Body, respond: Respond) -> None:
+        run_id = self._allowed_run(body, respond)
         message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
-        if not isinstance(run_id, str) or not message_ts:
+        if run_id is None or not message_ts:
             return
         db, retried = self.bot.engine.db, []
         for post in self.bot.reporter.state.message(run_id, message_ts):
@@ -227,10 +232,8 @@ class Clicks:
         self.bot.submit_soon(run_id)
 
     def retry_all(self, body: Body, respond: Respond) -> None:
-        if not self._allowed(body, respond):
-            return
-        run_id = parse_value(body["actions"][0].get("value", "")).get("r")
-        if not isinstance(run_id, str):
+        run_id = self._allowed_run(body, respond)
+        if run_id is None:
             return
         try:
             retried = self.bot.engine.retry(run_id, None, by=_user(body), submit=False)
@@ -243,10 +246,8 @@ class Clicks:
         self.bot.submit_soon(run_id)
 
     def cancel(self, body: Body, respond: Respond) -> None:
-        if not self._allowed(body, respond):
-            return
-        run_id = parse_value(body["actions"][0].get("value", "")).get("r")
-        if not isinstance(run_id, str):
+        run_id = self._allowed_run(body, respond)
+        if run_id is None:
             return
         try:
             cancelled = self.bot.engine.cancel(run_id, by=_user(body))
