@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from container.cytometry.stats import median_rcv, quantiles
+from container.cytometry.stats import Measurer, median, median_rcv, percentile, quantiles
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 100, 1001, 65_537])
@@ -21,3 +21,46 @@ def test_rcv_of_a_normal_is_its_cv_and_empty_is_nan() -> None:
     assert median == pytest.approx(1000, rel=0.005) and rcv == pytest.approx(10, rel=0.02)
     assert all(np.isnan(median_rcv(np.zeros(0, np.float32))))
     assert np.isnan(median_rcv(-values)[1])
+
+
+def _expected(values: np.ndarray) -> tuple[float, float]:
+    # the reference definition: np.percentile on the population's values, in float64
+    p16, med, p84 = np.percentile(values.astype(np.float64), [15.87, 50, 84.13])
+    return float(med), (100 * 0.5 * (p84 - p16) / med if med > 0 else float("nan"))
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "ties", "nan", "inf", "sorted", "negative"])
+def test_measurer_large_populations_equal_percentile(kind: str) -> None:
+    rng = np.random.default_rng(len(kind))
+    n = 300_001
+    events = rng.lognormal(7, 1.2, (3, n)).astype(np.float32)
+    if kind == "ties":
+        events = np.round(events / 500).astype(np.float32)
+    elif kind == "nan":
+        events[rng.random((3, n)) < 0.05] = np.nan
+    elif kind == "inf":
+        events[rng.random((3, n)) < 0.2] = np.inf
+    elif kind == "sorted":
+        events.sort(axis=1)
+    elif kind == "negative":
+        events[1] *= -1
+    masks = [None, rng.random(n) < 0.9, events[0] > 2000, rng.random(n) < 0.01, np.zeros(n, dtype=bool)]
+    measured = Measurer().measure(events, [0, 1, 2], masks)
+    for mask, values in zip(masks, measured, strict=True):
+        for j in range(3):
+            population = events[j] if mask is None else events[j][mask]
+            # the same numbers as selecting over a copy of the whole population (NaN sorts last)
+            np.testing.assert_array_equal(values[j], median_rcv(population.copy()))
+            if kind not in ("nan", "inf"):  # np.percentile interpolates inf and NaN differently
+                np.testing.assert_allclose(values[j], _expected(population), rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_median_and_percentile_equal_numpy() -> None:
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 5, 1000, 99_999, 100_000):
+        x64 = rng.normal(3, 1, n)
+        x32 = x64.astype(np.float32)
+        for x in (x64, x32, np.round(x32)):
+            assert median(x) == float(np.median(x))
+        for q in ([0.5, 99.5], [1], [0, 100], [15.87, 50, 84.13]):
+            assert percentile(x64, q) == [float(v) for v in np.atleast_1d(np.percentile(x64, q))]

@@ -129,10 +129,10 @@ class Measurer:
 
     def __init__(self) -> None:
         self._scratch = np.empty(0, dtype=np.float32)
-        self._b1 = np.empty(CHUNK, dtype=bool)
-        self._b2 = np.empty(CHUNK, dtype=bool)
-        self._b3 = np.empty(CHUNK, dtype=bool)
-        self._any = np.empty(CHUNK, dtype=bool)
+        self._b1 = np.empty(2 * CHUNK, dtype=bool)
+        self._b2 = np.empty(2 * CHUNK, dtype=bool)
+        self._b3 = np.empty(2 * CHUNK, dtype=bool)
+        self._any = np.empty(2 * CHUNK, dtype=bool)
 
     def _buffer(self, n: int, dtype: np.dtype[np.generic]) -> np.ndarray:
         if self._scratch.dtype != dtype or self._scratch.size < n:
@@ -229,8 +229,9 @@ class Measurer:
         total = row.size
         positions: list[np.ndarray] = []
         b1, b2, b3, hit = self._b1, self._b2, self._b3, self._any
-        for a in range(0, total, CHUNK):
-            b = min(a + CHUNK, total)
+        step = total if total <= 2 * CHUNK else CHUNK  # a small file in one step
+        for a in range(0, total, step):
+            b = min(a + step, total)
             size = b - a
             v = row[a:b]
             below, inside, tmp, anyhit = b1[:size], b2[:size], b3[:size], hit[:size]
