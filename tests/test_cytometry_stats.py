@@ -51,7 +51,7 @@ def test_measurer_large_populations_equal_percentile(kind: str) -> None:
             population = events[j] if mask is None else events[j][mask]
             # the same numbers as selecting over a copy of the whole population (NaN sorts last)
             np.testing.assert_array_equal(values[j], median_rcv(population.copy()))
-            if kind not in ("nan", "inf"):  # np.percentile interpolates inf and NaN differently
+            if kind not in ("nan", "inf") and population.size:  # np.percentile: inf, NaN differ
                 np.testing.assert_allclose(values[j], _expected(population), rtol=1e-12, atol=0, equal_nan=True)
 
 
