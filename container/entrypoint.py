@@ -260,7 +260,9 @@ class Job:
 
     def _record_failure(self, exc: Exception) -> None:
         self.outcome.fail(exc)
-        if exit_code_for(exc) == EXIT_FAILED:
+        # An expected failure (a PipelineError the scientist can act on) says why in its ERROR line;
+        # a traceback would only bury it. Anything unexpected keeps its traceback for the developer.
+        if exit_code_for(exc) == EXIT_FAILED and not isinstance(exc, PipelineError | StagingError):
             # The traceback starts its own line, where log excerpts look for "Traceback (most recent...".
             self.log.error("the job failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
 

@@ -221,14 +221,25 @@ def test_unknown_pipeline_exits_2(store: LocalStore) -> None:
     assert json.loads(store.output("result.json").read_text())["status"] == "failed"
 
 
-def test_nothing_to_count_exits_1_with_traceback(store: LocalStore) -> None:
+def test_nothing_to_count_exits_1_with_the_reason_and_no_traceback(store: LocalStore) -> None:
     store.put("params.json", b"{}")
     job = run_job(store.env())
     assert job.code == 1
     assert job.last_line == "ERROR: nothing to count: the analysis folder has no files"
+    assert "Traceback" not in store.log()  # an expected failure says why in its ERROR line
+
+
+def test_a_bug_in_a_pipeline_keeps_its_traceback(store: LocalStore, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from container import entrypoint, pipelines
+
+    monkeypatch.setitem(pipelines.PIPELINES, "crashing", "tests.crashing_pipeline")
+    store.put("a.txt", b"x")
+    assert entrypoint.main([], env={**store.env(), "CYTO_PIPELINE": "crashing"}) == 1
     log = store.log()
-    assert "\nTraceback (most recent call last):\n" in log
-    assert log.index("Traceback") < log.index("ERROR: nothing to count")
+    assert "\nTraceback (most recent call last):\n" in log and "ZeroDivisionError" in log
+    assert log.index("Traceback") < log.index("ERROR: ZeroDivisionError: division by zero")
+    assert log.rstrip().splitlines()[-1] == "ERROR: ZeroDivisionError: division by zero"
 
 
 def test_empty_input_prefix_exits_1(store: LocalStore) -> None:
