@@ -83,7 +83,7 @@ class LocalExecutor:
             if claimed is None:
                 write_json_atomic(job_dir / RESULT, {"state": "CANCELLED", "reason": reason, "exit_code": None,
                                                      "started_at": None, "stopped_at": time.time()})
-            elif _alive(claimed["pid"], job_dir):
+            elif _alive(claimed["pid"], self.spool):
                 os.kill(claimed["pid"], signal.SIGTERM)
 
     def read_log(self, status: JobStatus) -> str | None:
@@ -104,12 +104,13 @@ class LocalExecutor:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def pump(self) -> None:
-        """Start queued jobs while slots are free (a finishing job's runner calls this)."""
+    def pump(self, take_one: bool = False) -> Path | None:
+        """Start queued jobs while slots are free. With `take_one`, the first free job is handed to the
+        caller instead (a runner whose job finished runs the next one itself, saving a process start)."""
         with self._lock():
-            self._pump()
+            return self._pump(take_one)
 
-    def _pump(self) -> None:
+    def _pump(self, take_one: bool = False) -> Path | None:
         """Start queued jobs while fewer than max_parallel are running. Call with the lock held."""
         self._children = [child for child in self._children if child.poll() is None]  # reap finished runners
         running, queued = 0, []
@@ -122,7 +123,7 @@ class LocalExecutor:
                 continue
             claimed = _read_json(job_dir / CLAIM)
             if claimed is not None:
-                if _alive(claimed["pid"], job_dir):
+                if _alive(claimed["pid"], self.spool):
                     running += 1
                 else:
                     _record_lost(job_dir, claimed)
@@ -134,12 +135,17 @@ class LocalExecutor:
             spec = _read_json(job_dir / SPEC)
             if spec is not None:
                 queued.append((spec["queued_at"], job_dir))
+        taken = None
         for _, job_dir in sorted(queued)[: max(0, self.max_parallel - running)]:
             write_json_atomic(job_dir / LAUNCHED, {"at": time.time()})
+            if take_one and taken is None:
+                taken = job_dir
+                continue
             self._children.append(subprocess.Popen(
                 [sys.executable, "-m", "bot.executors.local_runner", str(job_dir)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True))
+        return taken
 
     def _status(self, job_id: str) -> JobStatus | None:
         job_dir = self.spool / job_id
@@ -165,7 +171,8 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _alive(pid: int, job_dir: Path) -> bool:
+def _alive(pid: int, spool: Path) -> bool:
+    """Whether `pid` is a runner of this spool (a runner works through several jobs in turn)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
@@ -176,8 +183,8 @@ def _alive(pid: int, job_dir: Path) -> bool:
         except ProcessLookupError:
             return False
         return True
-    # The pid may have been reused by an unrelated process: it must be this job's runner.
-    return str(job_dir).encode() in cmdline
+    # The pid may have been reused by an unrelated process: it must be a runner of this spool.
+    return b"bot.executors.local_runner" in cmdline and str(spool).encode() in cmdline
 
 
 def _record_lost(job_dir: Path, claimed: dict) -> None:

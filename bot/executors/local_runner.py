@@ -42,17 +42,24 @@ def claim(job_dir: Path) -> bool:
     return True
 
 
-def run(job_dir: Path) -> int:
+def run_jobs(job_dir: Path | None) -> int:
+    """Run this job, then, while queued jobs wait for a slot, the next ones in the same process."""
+    # A cancel is the job's `cancel` file; SIGTERM only wakes the runner up to look at it, so a signal
+    # meant for a job that finished an instant ago cannot stop the next one.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    while job_dir is not None:
+        spec = run(job_dir)
+        job_dir = start_next(job_dir, spec) if spec is not None else None
+    return 0
+
+
+def run(job_dir: Path) -> dict[str, Any] | None:
+    """Run one job to its result; returns its spec, or None when another runner has it."""
     if (job_dir / RESULT).exists() or not claim(job_dir):
-        return 0
+        return None
     spec = json.loads((job_dir / SPEC).read_text())
     started = json.loads((job_dir / CLAIM).read_text())["started_at"]
     stop_reason: list[str] = []
-
-    def on_term(signum: int, frame: object) -> None:
-        stop_reason.append("cancelled")
-
-    signal.signal(signal.SIGTERM, on_term)
     env = {**os.environ, **spec["env"]}
     with open(job_dir / OUTPUT, "ab", buffering=0) as log:
         try:
@@ -63,11 +70,11 @@ def run(job_dir: Path) -> int:
             write_json_atomic(job_dir / RESULT, {"state": "FAILED", "exit_code": None, "started_at": started,
                                                  "stopped_at": time.time(),
                                                  "reason": f"cannot start the job: {exc}"})
-            return 0
+            return spec
         deadline = started + float(spec["timeout_s"])
         while proc.poll() is None:
-            if stop_reason or (job_dir / CANCEL).exists():
-                stop_reason[:] = ["cancelled"]
+            if (job_dir / CANCEL).exists():
+                stop_reason.append("cancelled")
                 break
             if time.time() > deadline:
                 stop_reason.append(f"timed out after {int(spec['timeout_s'])} s")
@@ -94,16 +101,16 @@ def run(job_dir: Path) -> int:
         state, reason = "FAILED", f"exit code {code}"
     write_json_atomic(job_dir / RESULT, {"state": state, "exit_code": code, "reason": reason,
                                          "started_at": started, "stopped_at": time.time()})
-    start_next(job_dir, spec)
-    return 0
+    return spec
 
 
-def start_next(job_dir: Path, spec: dict[str, Any]) -> None:
-    """Hand this job's slot to the next queued job at once, instead of at the engine's next poll."""
+def start_next(job_dir: Path, spec: dict[str, Any]) -> Path | None:
+    """Take the next queued job for this runner (and start runners for any other free slots), at once
+    instead of at the engine's next poll."""
     from bot.executors.local import LocalExecutor
 
-    LocalExecutor(job_dir.parent, spec.get("max_parallel"), command=spec["argv"]).pump()
+    return LocalExecutor(job_dir.parent, spec.get("max_parallel"), command=spec["argv"]).pump(take_one=True)
 
 
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1])))
+    sys.exit(run_jobs(Path(sys.argv[1])))
