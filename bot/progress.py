@@ -17,7 +17,7 @@ def event_line(event: Event) -> str | None:
     if event.kind == EventKind.JOB_CHANGED:
         return f"{who}: {str(event.state).lower()}"
     if event.kind == EventKind.JOB_RETRYING:
-        return f"{who}: attempt {event.attempt} failed ({event.reason}); retrying"
+        return f"{who}: attempt {event.attempt} failed, retrying: {event.reason}"
     if event.kind == EventKind.JOB_FAILED:
         return f"{who}: failed after {event.attempt} attempt(s): {event.reason}"
     if event.kind == EventKind.JOB_RETRIED:
@@ -76,8 +76,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
         values = sorted(summary.durations.values())
         lines.append(f"  job time: median {values[len(values) // 2]:.1f} s, longest {values[-1]:.1f} s")
     for failure in summary.failures:
-        lines.append(f"  ✗ {failure.analysis}: {failure.reason or 'unknown reason'} "
-                     f"(after {failure.attempts} attempt{'s' if failure.attempts != 1 else ''})")
+        attempts = f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
+        lines.append(f"  ✗ {failure.analysis} ({attempts}): {failure.reason or 'unknown reason'}")
     cancelled = summary.count(JobState.CANCELLED)
     if cancelled:
         lines.append(f"  {cancelled} cancelled")

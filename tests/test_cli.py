@@ -54,7 +54,7 @@ def test_failures_give_exit_1_and_retry_needs_a_target(batch: dict[str, str]) ->
     (store / "Input/2018-12-05/b7/A02/params.json").write_text(json.dumps({"files": ["gone.txt"]}))
     result = invoke(batch, "run", "2018-12-05", "b7", "--pipeline", "wordcount", "--retries", "0", "--wait")
     assert result.exit_code == 1
-    assert "✗ A02: params.json names \"gone.txt\"" in result.output
+    assert "✗ A02 (1 attempt): params.json names \"gone.txt\"" in result.output
     run_id = result.output.split()[1].rstrip(":")
     assert invoke(batch, "retry", run_id).exit_code == 2
     (store / "Input/2018-12-05/b7/A02/gone.txt").write_text("back\n")
