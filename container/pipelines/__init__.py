@@ -10,6 +10,7 @@ the scientist should read about (exit 1); the message is the last line of the lo
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ PIPELINES: dict[str, str] = {
     "fasta-kmers": "container.pipelines.fasta_kmers",
 }
 DEFAULT_PIPELINE = "cytometry"
+# An analysis folder may carry its own parameters; they override the run's.
+PARAMS_FILE = "params.json"
 
 
 class PipelineError(RuntimeError):
@@ -48,6 +51,20 @@ class PipelineContext:
     analysis: str = ""
     vcpus: float = 1
     memory_mib: int = 2048
+
+
+def read_params_file(input_dir: Path) -> dict[str, Any]:
+    """The analysis folder's params.json as a dict ({} when there is none)."""
+    path = input_dir / PARAMS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ParameterError(f"{PARAMS_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"{PARAMS_FILE} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 def available() -> list[str]:

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import ParameterError, PipelineContext, PipelineError
+from container.pipelines import PARAMS_FILE, ParameterError, PipelineContext, PipelineError, read_params_file
 
-PARAMS_FILE = "params.json"
 RUN_PARAMS = "CYTO_PARAMS"
 OUTPUT_FILE = "wordcount.json"
 KNOWN_PARAMS = frozenset({"files"})
@@ -116,7 +115,7 @@ class Settings:
 
 def read_settings(run_params: Mapping[str, Any], input_dir: Path) -> Settings:
     """Run-level parameters, overridden key by key by the folder's params.json; unknown keys refused."""
-    folder_params = _read_params_file(input_dir / PARAMS_FILE)
+    folder_params = read_params_file(input_dir)
     for source, params in ((RUN_PARAMS, run_params), (PARAMS_FILE, folder_params)):
         unknown = sorted(set(params) - KNOWN_PARAMS)
         if unknown:
@@ -128,18 +127,6 @@ def read_settings(run_params: Mapping[str, Any], input_dir: Path) -> Settings:
         if "files" in params:
             return Settings(_check_names(params["files"], source), source)
     return Settings()
-
-
-def _read_params_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParameterError(f"{PARAMS_FILE} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ParameterError(f"{PARAMS_FILE} must hold a JSON object, not {type(data).__name__}")
-    return data
 
 
 def _check_names(names: Any, source: str) -> list[str]:
