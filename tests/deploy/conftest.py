@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.aws.conftest import aws_env
 from tests.deploy.cfn_moto import REGION, create_stack
 
 GOOD_TOKEN = "xoxb-good-token"
@@ -24,17 +25,7 @@ NARROW_TOKEN = "xoxb-narrow-token"  # valid, but without the commands scope
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """moto in-process, fake credentials only, Batch jobs 'succeed' without Docker."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "MOTO_SIMPLE_BATCH_FAIL_AFTER"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", REGION)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    aws_env(monkeypatch, None, tmp_path, REGION)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     with mock_aws(config={"batch": {"use_docker": False}}):
         yield
