@@ -3,7 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from container.cytometry.stats import Measurer, median, median_rcv, percentile, quantiles
+from container.cytometry.stats import (
+    Measurer,
+    median,
+    median_rcv,
+    percentile,
+    quantiles,
+    sorted_histogram,
+    sorted_percentile,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 100, 1001, 65_537])
@@ -64,3 +72,18 @@ def test_median_and_percentile_equal_numpy() -> None:
             assert median(x) == float(np.median(x))
         for q in ([0.5, 99.5], [1], [0, 100], [15.87, 50, 84.13]):
             assert percentile(x64, q) == [float(v) for v in np.atleast_1d(np.percentile(x64, q))]
+
+
+def test_sorted_percentile_and_histogram_equal_numpy() -> None:
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 5, 1000, 90_001):
+        for x in (rng.normal(3, 1, n), np.round(rng.normal(3, 1, n), 1)):
+            ordered = np.sort(x)
+            for q in ([0.5, 99.5], [1], [0, 100], [15.87, 50, 84.13]):
+                assert sorted_percentile(ordered, q) == [float(v) for v in np.atleast_1d(np.percentile(x, q))]
+            lo, hi = sorted_percentile(ordered, [0.5, 99.5])
+            if hi > lo:
+                counts, edges = sorted_histogram(ordered, 128, lo, hi)
+                want_counts, want_edges = np.histogram(x, bins=128, range=(lo, hi))
+                np.testing.assert_array_equal(counts, want_counts)
+                np.testing.assert_array_equal(edges, want_edges)

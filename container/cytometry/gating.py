@@ -127,10 +127,11 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
     if v.size < MIN_GATING_EVENTS:
         return 0.0, "too few positive FSC events; only non-positive FSC excluded"
     logs = np.log10(v)
-    lo, hi = stats.percentile(logs, [0.5, 99.5])
+    logs.sort()  # one sort serves both the percentiles and the histogram
+    lo, hi = stats.sorted_percentile(logs, [0.5, 99.5])
     if hi - lo < 1e-6:
         return stats.percentile(v, [1])[0], "1st percentile (FSC has no spread)"
-    hist, edges = np.histogram(logs, bins=128, range=(lo, hi))
+    hist, edges = stats.sorted_histogram(logs, 128, lo, hi)
     kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     smooth = np.convolve(hist, kernel / kernel.sum(), mode="same")
     maxima = [

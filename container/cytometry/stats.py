@@ -322,6 +322,23 @@ def percentile(values: np.ndarray, percents: list[float]) -> list[float]:
     n = values.size
     if values.dtype != np.float64 or n == 0 or np.isnan(values).any():
         return [float(x) for x in np.atleast_1d(np.percentile(values, percents))]
+    plan = _percentile_plan(n, percents)
+    a = values.copy()
+    known: dict[int, float] = {}
+    _select(a, 0, n, sorted({i % n for prev, nxt, _ in plan for i in (prev, nxt)}), known)
+    return _lerp(plan, known, n)
+
+
+def sorted_percentile(ordered: np.ndarray, percents: list[float]) -> list[float]:
+    """`percentile` of a sorted, non-empty 1-D float64 array without NaN (the same numbers, no select)."""
+    n = ordered.size
+    plan = _percentile_plan(n, percents)
+    known = {i % n: float(ordered[i % n]) for prev, nxt, _ in plan for i in (prev, nxt)}
+    return _lerp(plan, known, n)
+
+
+def _percentile_plan(n: int, percents: list[float]) -> list[tuple[int, int, float]]:
+    """numpy's virtual index for each percent: (previous rank, next rank, fraction)."""
     plan: list[tuple[int, int, float]] = []
     for p in percents:
         virtual = (n - 1) * (p / 100)
@@ -332,12 +349,27 @@ def percentile(values: np.ndarray, percents: list[float]) -> list[float]:
         if virtual < 0:
             prev = nxt = 0
         plan.append((prev, nxt, virtual - prev))
-    a = values.copy()
-    known: dict[int, float] = {}
-    _select(a, 0, n, sorted({i % n for prev, nxt, _ in plan for i in (prev, nxt)}), known)
+    return plan
+
+
+def _lerp(plan: list[tuple[int, int, float]], known: dict[int, float], n: int) -> list[float]:
+    """numpy's _lerp between the neighbouring order statistics."""
     out = []
     for prev, nxt, t in plan:
         lo, hi = known[prev % n], known[nxt % n]
         diff = hi - lo
         out.append(hi - diff * (1 - t) if t >= 0.5 else lo + diff * t)
     return out
+
+
+def sorted_histogram(ordered: np.ndarray, bins: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """`np.histogram(values, bins, range=(low, high))` of sorted values: the same counts and edges.
+
+    numpy assigns a value to bin i when edges[i] <= value < edges[i + 1] (the last bin also
+    takes value == high) and drops values outside the range; on sorted values those counts are
+    differences of binary-search positions, without numpy's per-value index arithmetic.
+    """
+    edges = np.linspace(low, high, bins + 1)
+    at = np.searchsorted(ordered, edges, side="left")
+    at[-1] = np.searchsorted(ordered, edges[-1], side="right")
+    return np.diff(at), edges
