@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from container.cytometry.qc import _by_slice
 from container.cytometry.stats import (
     Measurer,
     median,
@@ -87,3 +88,17 @@ def test_sorted_percentile_and_histogram_equal_numpy() -> None:
                 want_counts, want_edges = np.histogram(x, bins=128, range=(lo, hi))
                 np.testing.assert_array_equal(counts, want_counts)
                 np.testing.assert_array_equal(edges, want_edges)
+
+
+@pytest.mark.parametrize("order", ["increasing", "shuffled"])
+def test_time_slices_group_as_searchsorted(order: str) -> None:
+    rng = np.random.default_rng(5)
+    t = np.repeat(np.linspace(0, 600, 2001), 3)  # ties, and events exactly on the slice edges
+    if order == "shuffled":
+        rng.shuffle(t)
+    v = rng.normal(size=t.size).astype(np.float32)
+    edges = np.linspace(t.min(), t.max(), 11)
+    grouped, ends = _by_slice(t, v, edges)
+    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, 9)  # the definition
+    np.testing.assert_array_equal(ends, np.cumsum(np.bincount(which, minlength=10)))
+    np.testing.assert_array_equal(grouped, v[np.argsort(which, kind="stable")])

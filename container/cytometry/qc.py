@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -35,14 +36,10 @@ def drift(sample: Sample, gating: Gating, params: Params, key: Channel | None) -
     if not t1 > t0:
         return None
     edges = np.linspace(t0, t1, params.time_slices + 1)
-    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, params.time_slices - 1)
-    # One stable grouping of the events by slice instead of a mask per slice (same values, same medians).
-    counts = np.bincount(which, minlength=params.time_slices)
-    grouped = v[np.argsort(which, kind="stable")]
-    ends = np.cumsum(counts)
+    grouped, ends = _by_slice(t, v, edges)
     medians = [
-        stats.median(grouped[end - count : end]) if count >= MIN_SLICE_EVENTS else None
-        for count, end in zip(counts.tolist(), ends.tolist(), strict=True)
+        stats.median(grouped[start:end]) if end - start >= MIN_SLICE_EVENTS else None
+        for start, end in itertools.pairwise([0, *ends.tolist()])
     ]
     overall = stats.median(v)
     present = [m for m in medians if m is not None]
@@ -55,6 +52,18 @@ def drift(sample: Sample, gating: Gating, params: Params, key: Channel | None) -
         "max_relative_change": change,
         "flagged": bool(change is not None and change > params.drift_threshold),
     }
+
+
+def _by_slice(t: np.ndarray, v: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """v grouped by time slice (stably) and each slice's end; slice i holds edges[i] <= t < edges[i + 1],
+    the last one t == edges[-1] too (np.searchsorted(edges, t, side="right") - 1, clipped)."""
+    slices = edges.size - 1
+    if np.all(t[1:] >= t[:-1]):  # time never decreases (the usual case): the slices are runs already
+        ends = np.searchsorted(t, edges[1:slices], side="left")
+        return v, np.append(ends, t.size)
+    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, slices - 1)
+    ends = np.cumsum(np.bincount(which, minlength=slices))
+    return v[np.argsort(which, kind="stable")], ends
 
 
 def drift_channel(sample: Sample, params: Params, fsc: Channel | None) -> Channel | None:
