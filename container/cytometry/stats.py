@@ -91,27 +91,43 @@ def _subsample_size(n: int) -> int:
     return max(2048, min(SUBSAMPLE, n // 16))
 
 
-def _brackets(sub: np.ndarray, n: int, ranks: list[int]) -> list[tuple[float, float, list[int]]] | None:
-    """(low, high, ranks) value brackets around groups of adjacent ranks; None when NaN gets in the way."""
-    m = sub.size
+Plan = list[tuple[int, int, list[int]]]  # (low, high) subsample positions around each group of ranks
+
+
+def _bracket_plan(n: int, m: int) -> Plan:
+    """Where in a sorted subsample of m events the brackets of a population of n events lie."""
     groups: list[list[int]] = []
-    for r in ranks:
+    for r in _ranks(n, QS):
         if groups and r == groups[-1][-1] + 1:
             groups[-1].append(r)
         else:
             groups.append([r])
-    out = []
+    plan = []
     for group in groups:
         q_lo, q_hi = group[0] / max(n - 1, 1), group[-1] / max(n - 1, 1)
         se = math.sqrt(m * max(q_lo * (1 - q_lo), q_hi * (1 - q_hi), 1.0 / m))
         a = math.floor(q_lo * (m - 1) - MARGIN_SE * se) - 1
         b = math.ceil(q_hi * (m - 1) + MARGIN_SE * se) + 1
-        low = float(sub[a]) if a >= 0 else -math.inf
-        high = float(sub[b]) if b < m else math.inf
+        plan.append((a, b, group))
+    return plan
+
+
+def _brackets(sub: np.ndarray, plan: Plan) -> list[tuple[float, float, list[int]]] | None:
+    """(low, high, ranks) value brackets around groups of adjacent ranks; None when NaN gets in the way."""
+    m = sub.size
+    values = sub[[min(max(i, 0), m - 1) for a, b, _ in plan for i in (a, b)]].tolist()
+    out = []
+    for k, (a, b, group) in enumerate(plan):
+        low = values[2 * k] if a >= 0 else -math.inf
+        high = values[2 * k + 1] if b < m else math.inf
         if math.isnan(low) or math.isnan(high):
             return None
         out.append((low, high, group))
     return out
+
+
+def _size(sample: np.ndarray | slice, total: int) -> int:
+    return len(range(*sample.indices(total))) if isinstance(sample, slice) else sample.size
 
 
 class _Union:
@@ -153,13 +169,14 @@ class Measurer:
         large = [p for p, n in enumerate(counts) if n > SMALL]
         index = {p: (None if masks[p] is None else np.flatnonzero(masks[p])) for p in small}
         samples = {p: self._sample_positions(masks[p], total, counts[p]) for p in large}
+        plans = {p: _bracket_plan(counts[p], _size(samples[p], total)) for p in large}
         out: list[dict[int, tuple[float, float]]] = [{} for _ in masks]
         for j in channels:
             row = events[j]
             for p in small:
                 out[p][j] = _median_rcv(self._gathered(row, index[p], counts[p]))
             if large:
-                found = self._joint(row, [(p, masks[p], counts[p], samples[p]) for p in large])
+                found = self._joint(row, [(p, masks[p], counts[p], samples[p], plans[p]) for p in large])
                 for p in large:
                     known = found.get(p)
                     if known is None:  # a rank outside its bracket: select over the whole population
@@ -201,13 +218,13 @@ class Measurer:
         return candidates[mask[candidates]]
 
     def _joint(
-        self, row: np.ndarray, pops: list[tuple[int, np.ndarray | None, int, np.ndarray | slice]]
+        self, row: np.ndarray, pops: list[tuple[int, np.ndarray | None, int, np.ndarray | slice, Plan]]
     ) -> dict[int, dict[int, float] | None]:
         """Exact order statistics of several large populations of one channel, in one pass."""
         result: dict[int, dict[int, float] | None] = {}
         spans: list[tuple[float, float, int, list[int]]] = []
-        for p, _, n, sample in pops:
-            brackets = _brackets(np.sort(row[sample]), n, _ranks(n, QS))
+        for p, _, _, sample, plan in pops:
+            brackets = _brackets(np.sort(row[sample]), plan)
             if brackets is None:
                 result[p] = None
                 continue
@@ -225,7 +242,7 @@ class Measurer:
             if p not in u.pops:
                 u.pops.append(p)
                 u.below[p] = 0
-        masks = {p: mask for p, mask, _, _ in pops}
+        masks = {p: mask for p, mask, _, _, _ in pops}
         total = row.size
         positions: list[np.ndarray] = []
         b1, b2, b3, hit = self._b1, self._b2, self._b3, self._any
