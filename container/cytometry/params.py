@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import ParameterError
+from container.pipelines import ParameterError, read_params_file
 
-PARAMS_FILE = "params.json"
 ROOT = "all"
 AUTO_GATES = ("cells", "singlets")
 TRANSFORMS = ("logicle", "arcsinh")
@@ -79,17 +78,7 @@ def _gate_json(gate: Gate) -> dict[str, Any]:
 
 def merged(base: Mapping[str, Any], input_dir: Path) -> dict[str, Any]:
     """ctx.params overlaid by the analysis folder's params.json (the folder wins)."""
-    out = dict(base)
-    path = input_dir / PARAMS_FILE
-    if path.is_file():
-        try:
-            folder = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ParameterError(f"{PARAMS_FILE}: not valid JSON ({exc})") from None
-        if not isinstance(folder, dict):
-            raise ParameterError(f"{PARAMS_FILE}: must hold a JSON object, not {type(folder).__name__}")
-        out.update(folder)
-    return out
+    return {**base, **read_params_file(input_dir)}
 
 
 def parse(raw: Mapping[str, Any]) -> Params:
