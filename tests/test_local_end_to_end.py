@@ -128,3 +128,27 @@ def test_local_executor_runs_at_most_n_at_once_and_honours_timeout_and_cancel(tm
     queued.cancel(job, "cancelled by test")
     assert queued.describe([job])[job].state == JobState.CANCELLED
     assert queued.find("never-started") == job and queued.find("other") is None
+
+
+def test_a_job_whose_runner_was_killed_is_reported_lost_not_left_running(tmp_path: Path) -> None:
+    import json as _json
+    import os
+    import signal
+
+    executor = LocalExecutor(tmp_path / "spool", max_parallel=1,
+                             command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    job = executor.submit(spec("victim"))
+    wait_for(executor, job, {JobState.RUNNING})
+    claim = _json.loads((tmp_path / "spool" / job / "claimed.json").read_text())
+    os.killpg(os.getpgid(claim["pid"]), signal.SIGKILL)  # the runner and its job, as a reboot would
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(claim["pid"], 0)
+        except ProcessLookupError:
+            break
+        executor.pump()  # reaps the runner, which was started by this executor
+        time.sleep(0.05)
+    status = executor.describe([job])[job]
+    assert status.state == JobState.FAILED
+    assert status.reason == "the job's process disappeared (killed, or the machine restarted)"
