@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -168,7 +168,7 @@ class Attempt:
     stopped_at: float | None
 
 
-def _run(row: sqlite3.Row) -> Run:
+def _run(row: Mapping[str, Any]) -> Run:
     d = dict(row)
     d["params"] = json.loads(d["params"])
     d["resources"] = json.loads(d["resources"])
@@ -176,13 +176,13 @@ def _run(row: sqlite3.Row) -> Run:
     return Run(**d)
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Mapping[str, Any]) -> Job:
     d = dict(row)
     d["state"] = JobState(d["state"])
     return Job(**d)
 
 
-def _attempt(row: sqlite3.Row) -> Attempt:
+def _attempt(row: Mapping[str, Any]) -> Attempt:
     d = dict(row)
     d["state"] = JobState(d["state"])
     d["resources"] = json.loads(d["resources"]) if d["resources"] else None
@@ -197,12 +197,8 @@ _ATTEMPT_COLUMNS = ", ".join(f"a.{name} AS a_{name}" for name in _ATTEMPT_FIELDS
 
 def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
     """Split a row selected with _JOB_COLUMNS and _ATTEMPT_COLUMNS."""
-    job = {name: row[f"j_{name}"] for name in _JOB_FIELDS}
-    attempt = {name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}
-    job["state"] = JobState(job["state"])
-    attempt["state"] = JobState(attempt["state"])
-    attempt["resources"] = json.loads(attempt["resources"]) if attempt["resources"] else None
-    return Job(**job), Attempt(**attempt)
+    return (_job({name: row[f"j_{name}"] for name in _JOB_FIELDS}),
+            _attempt({name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}))
 
 
 def sqlite_path(url: str) -> str:
@@ -290,18 +286,13 @@ class RunDB:
             else:
                 conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
-    def schema_version(self) -> int:
-        return self._query("SELECT version FROM schema_version")[0][0]
-
     # -- reads --------------------------------------------------------------------------------
     def run(self, run_id: str) -> Run | None:
         rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
         return _run(rows[0]) if rows else None
 
-    def runs(self, limit: int = 50, unfinished_only: bool = False) -> list[Run]:
-        where = "WHERE state IN ('ACTIVE', 'CANCELLING')" if unfinished_only else ""
-        return [_run(r) for r in self._query(
-            f"SELECT * FROM runs {where} ORDER BY created_at DESC, id LIMIT ?", (limit,))]
+    def runs(self, limit: int = 50) -> list[Run]:
+        return [_run(r) for r in self._query("SELECT * FROM runs ORDER BY created_at DESC, id LIMIT ?", (limit,))]
 
     def unfinished_run_ids(self) -> list[str]:
         return [r[0] for r in self._query(

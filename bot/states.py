@@ -18,10 +18,6 @@ class JobState(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    @property
-    def is_active(self) -> bool:
-        return self not in TERMINAL
-
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE = frozenset(JobState) - TERMINAL
@@ -35,27 +31,10 @@ DISPLAY_ORDER = (
     JobState.CANCELLED,
 )
 
-_ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
-                                 JobState.CANCELLED, JobState.PENDING}),
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-                                JobState.PENDING}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING}),
-    # Terminal states leave only through a manual retry, which starts a new attempt.
-    JobState.FAILED: frozenset({JobState.PENDING}),
-    JobState.CANCELLED: frozenset({JobState.PENDING}),
-    JobState.SUCCEEDED: frozenset(),
-}
-
-
 def counts_text(counts: Mapping[JobState, int]) -> str:
     """'3 running, 5 succeeded, 1 failed': the non-zero counts in display order."""
     parts = [f"{counts[s]} {s.value.lower()}" for s in DISPLAY_ORDER if counts.get(s)]
     return ", ".join(parts) or "no analyses"
-
-
-def can_transition(old: JobState, new: JobState) -> bool:
-    return new in _ALLOWED[old]
 
 
 class RunState(StrEnum):
