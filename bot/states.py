@@ -1,9 +1,15 @@
-"""Run and job states, and the transitions the engine allows. Pure code."""
+"""Run, job and attempt states, and the one table of transitions the ledger allows. Pure code.
+
+Every state change the ledger (bot/db.py) makes is a compare-and-set whose guard comes from the
+tables below: an UPDATE names the states it may move from, and a rowcount of 0 means the row had
+already moved on (someone else acted first). Nothing else decides which changes are legal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from typing import TypeVar
 
 
 class JobState(StrEnum):
@@ -31,6 +37,7 @@ DISPLAY_ORDER = (
     JobState.CANCELLED,
 )
 
+
 def counts_text(counts: Mapping[JobState, int]) -> str:
     """'3 running, 5 succeeded, 1 failed': the non-zero counts in display order."""
     parts = [f"{counts[s]} {s.value.lower()}" for s in DISPLAY_ORDER if counts.get(s)]
@@ -46,10 +53,62 @@ class RunState(StrEnum):
 
     @property
     def is_finished(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+        return self in FINISHED_RUN
 
 
-def final_run_state(counts: dict[JobState, int], cancel_requested: bool) -> RunState:
+FINISHED_RUN = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+
+# -- the transition table ------------------------------------------------------------------------
+# An attempt is one try of one analysis at the executor. It moves forward only.
+ATTEMPT_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+# A job is one analysis of a run; its state is its current attempt's, except that it goes back to
+# PENDING when a new attempt starts: automatically after a failure, or when a person retries it.
+JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
+                                JobState.PENDING}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset({JobState.PENDING}),
+    JobState.CANCELLED: frozenset({JobState.PENDING}),
+}
+# A run being cancelled only ever ends cancelled: no retry reopens it until it has stopped. A
+# finished run is reopened only by a person's explicit retry.
+RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    RunState.ACTIVE: frozenset({RunState.CANCELLING, RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
+    RunState.CANCELLING: frozenset({RunState.CANCELLED}),
+    RunState.SUCCEEDED: frozenset({RunState.ACTIVE}),
+    RunState.FAILED: frozenset({RunState.ACTIVE}),
+    RunState.CANCELLED: frozenset({RunState.ACTIVE}),
+}
+
+
+S = TypeVar("S", JobState, RunState)
+
+
+def can_move(table: Mapping[S, frozenset[S]], old: S, new: S) -> bool:
+    return new in table[old]
+
+
+def sources(table: Mapping[S, frozenset[S]], *targets: S) -> tuple[S, ...]:
+    """The states from which every one of `targets` may be reached, in table order."""
+    return tuple(old for old, allowed in table.items() if all(t in allowed for t in targets))
+
+
+def sql_in(states: Iterable[StrEnum]) -> str:
+    """`('A', 'B')` for an SQL guard; the values are this module's own enum values, never user input."""
+    values = [f"'{s.value}'" for s in states]
+    return f"({', '.join(values)})" if values else "(NULL)"
+
+
+def final_run_state(counts: Mapping[JobState, int], cancel_requested: bool) -> RunState:
     """The state of a run whose jobs are all terminal."""
     if cancel_requested or counts.get(JobState.CANCELLED, 0):
         return RunState.CANCELLED
