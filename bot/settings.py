@@ -34,6 +34,7 @@ class Settings:
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str | None = None
     default_pipeline: str = "cytometry"
+    max_memory_mib: int = 65_536  # the out-of-memory rule doubles memory up to this (bot/failure_policy.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +62,8 @@ class Settings:
             slack_app_token=get("SLACK_APP_TOKEN"),
             slack_api_url=get("SLACK_API_URL"),
             default_pipeline=get("CYTO_DEFAULT_PIPELINE", cls.default_pipeline) or cls.default_pipeline,
+            max_memory_mib=int(_number(get("CYTO_MAX_MEMORY_MIB"), "CYTO_MAX_MEMORY_MIB", cls.max_memory_mib,
+                                       128, 1_048_576)),
         )
         settings.validate()
         return settings
@@ -89,7 +92,7 @@ def _number(text: str | None, name: str, default: float, low: float, high: float
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{name}={text!r}: expected a number of seconds") from None
+        raise ConfigError(f"{name}={text!r}: expected a number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={text!r}: expected a number between {low:g} and {high:g}")
     return value

@@ -30,7 +30,7 @@ REQUIRED = (RUN_ID, ATTEMPT, DATE, BATCH, ANALYSIS, PIPELINE, INPUT_URI, OUTPUT_
 # Exit codes of the entrypoint.
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_BAD_PARAMETERS = 2
+EXIT_BAD_PARAMETERS = 2  # bad parameters or unreadable input: never retried automatically
 
 
 class ContractError(ValueError):

@@ -37,7 +37,14 @@ from container.contract import (
     JobEnvironment,
     attempt_log_name,
 )
-from container.pipelines import ParameterError, PipelineContext, PipelineError, UnknownPipeline, load
+from container.pipelines import (
+    InputError,
+    ParameterError,
+    PipelineContext,
+    PipelineError,
+    UnknownPipeline,
+    load,
+)
 from container.staging import StagingError, download_prefix, join_uri, upload_dir, upload_file
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM'd process
@@ -94,7 +101,7 @@ class Outcome:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, ParameterError | ContractError | UnknownPipeline):
+    if isinstance(exc, ParameterError | InputError | ContractError | UnknownPipeline):
         return EXIT_BAD_PARAMETERS
     if isinstance(exc, Terminated):
         return exc.exit_code

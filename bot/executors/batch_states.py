@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.executors import JobStatus
+from bot.failure_policy import bigger_memory, is_out_of_memory
 from bot.states import JobState
 
 STATE_MAP: dict[str, JobState] = {
@@ -93,8 +94,8 @@ def explain(reason: str | None, exit_code: int | None, resources: Mapping[str, A
     text = reason or ""
     memory = int(resources.get("memory_mib") or 0)
     timeout = int(resources.get("timeout_s") or 0)
-    if "OutOfMemoryError" in text or (exit_code == 137 and "memory" in text.lower()):
-        bigger = min(1_048_576, max(memory * 2, 1024))
+    if is_out_of_memory(reason, exit_code):
+        bigger = bigger_memory(memory, 1_048_576)
         at = f" at {memory} MiB" if memory else ""
         return f"killed for memory{at}: retry with --memory {bigger}"
     if "CannotPullContainer" in text:

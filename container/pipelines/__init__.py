@@ -3,8 +3,9 @@
 A pipeline is a module with a `run(ctx: PipelineContext) -> dict` function. It reads its inputs
 from `ctx.input_dir` (the staged analysis folder), writes its outputs into `ctx.output_dir`, logs
 through `ctx.log`, and returns a small JSON-able summary that goes into result.json.
-It raises `ParameterError` for bad parameters (exit 2) and `PipelineError` for any other failure
-the scientist should read about (exit 1); the message is the last line of the log.
+It raises `ParameterError` for bad parameters and `InputError` for input it cannot read (both exit
+2, never retried automatically) and `PipelineError` for any other failure the scientist should read
+about (exit 1); the message is the last line of the log.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class PipelineError(RuntimeError):
 
 class ParameterError(PipelineError):
     """The analysis's parameters are invalid."""
+
+
+class InputError(PipelineError):
+    """The analysis's input cannot be used as it is (no readable file): like a bad parameter, it would
+    fail the same way again, so it exits 2 and is never retried automatically."""
 
 
 class UnknownPipeline(LookupError):

@@ -19,7 +19,7 @@ from typing import Any
 from container.cytometry import analysis, plots, stats
 from container.cytometry import params as params_mod
 from container.cytometry.params import Params
-from container.pipelines import PipelineContext, PipelineError
+from container.pipelines import InputError, PipelineContext, PipelineError
 
 STATS_CSV = "stats.csv"
 QC_JSON = "qc.json"
@@ -117,7 +117,9 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
         },
     )
     if analysed == 0:
-        raise PipelineError(
+        # Every file failed the same deterministic way (unless memory ran out): bad input, exit 2.
+        error = PipelineError if any("MemoryError" in v for v in failed.values()) else InputError
+        raise error(
             f"no FCS file could be analysed ({len(failed)} failed): "
             + "; ".join(f"{k}: {v}" for k, v in failed.items())
         )
