@@ -39,7 +39,7 @@ class Cyto:
         self.store = store or open_store(self.settings.store)
         self.executor = executor or build_executor(self.settings)
         self.db = db or RunDB(self.settings.db)
-        self.engine = Engine(self.store, self.executor, self.db)
+        self.engine = Engine(self.store, self.executor, self.db, max_memory_mib=self.settings.max_memory_mib)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Cyto:

@@ -13,11 +13,20 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bot.states import JobState, RunState
+from bot.states import (
+    ATTEMPT_TRANSITIONS,
+    JOB_TRANSITIONS,
+    RUN_TRANSITIONS,
+    JobState,
+    RunState,
+    can_move,
+    sources,
+    sql_in,
+)
 
 # Append new migrations; never edit one that has shipped. The schema version is len(MIGRATIONS).
 MIGRATIONS: list[str] = [
@@ -104,6 +113,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX slack_failures_message ON slack_failures(run_id, message_ts);
     """,
+    # 3: guarded cancels and the failure policy (bot/states.py, bot/failure_policy.py).
+    """
+    ALTER TABLE runs ADD COLUMN cancel_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN failure_rule TEXT;
+    ALTER TABLE jobs ADD COLUMN memory_retried INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN failure_rule TEXT;
+    ALTER TABLE attempts ADD COLUMN cancel_sent_at REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -130,6 +147,7 @@ class Run:
     slack_channel: str | None
     slack_thread_ts: str | None
     version: int
+    cancel_epoch: int = 0  # how many cancels the run has seen; a retry asked for before a cancel loses
 
     @property
     def label(self) -> str:
@@ -148,6 +166,8 @@ class Job:
     exit_code: int | None
     updated_at: float
     retried_by: str | None
+    failure_rule: str | None = None  # the failure policy's rule for the last failed attempt
+    memory_retried: int = 0  # whether the out-of-memory rule has granted its one retry
 
 
 @dataclass(frozen=True)
@@ -166,6 +186,8 @@ class Attempt:
     submitted_at: float | None
     started_at: float | None
     stopped_at: float | None
+    failure_rule: str | None = None
+    cancel_sent_at: float | None = None
 
 
 def _run(row: Mapping[str, Any]) -> Run:
@@ -341,6 +363,7 @@ class RunDB:
         return [_job_and_attempt(row) for row in rows]
 
     # -- writes -------------------------------------------------------------------------------
+    # Each write is a compare-and-set whose guard comes from the transition tables in bot/states.py.
     def set_slack_thread(self, run_id: str, channel: str, thread_ts: str) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE runs SET slack_channel = ?, slack_thread_ts = ? WHERE id = ?",
@@ -374,14 +397,17 @@ class RunDB:
     def claim_pending(self, run_id: str, token: str, now: float, stale: Sequence[str],
                       limit: int) -> list[tuple[Job, Attempt]]:
         """Claim up to `limit` attempts waiting to be submitted: unclaimed ones, and ones whose claim
-        is held by a token in `stale` (a process that died). Returns (job, attempt-before-claim)."""
+        is held by a token in `stale` (a process that died, or a pass of this process that ended
+        without recording). Returns (job, attempt-before-claim); a claimed-before attempt may already be
+        with the executor, so the caller looks it up by name before submitting it."""
         with self.transaction() as conn:
             stale_sql = f" OR a.claim_token IN ({','.join('?' * len(stale))})" if stale else ""
             rows = conn.execute(
                 f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
                     FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
-                    WHERE j.run_id = ? AND j.state = 'PENDING' AND a.executor_job_id IS NULL
-                      AND (a.claim_token IS NULL{stale_sql})
+                    JOIN runs r ON r.id = j.run_id
+                    WHERE j.run_id = ? AND r.state = 'ACTIVE' AND j.state = 'PENDING' AND a.state = 'PENDING'
+                      AND a.executor_job_id IS NULL AND (a.claim_token IS NULL{stale_sql})
                     ORDER BY j.id LIMIT ?""", [run_id, *stale, limit]).fetchall()
             claimed = [_job_and_attempt(row) for row in rows]
             conn.executemany("UPDATE attempts SET claim_token = ?, claimed_at = ? WHERE job_id = ? AND attempt = ?",
@@ -389,126 +415,251 @@ class RunDB:
         return claimed
 
     def claim_tokens(self, run_id: str) -> list[str]:
+        """Tokens holding a claim that is not resolved yet: on an attempt waiting to be submitted, or on
+        one cancelled while it was being submitted (its job may exist at the executor)."""
         return [r[0] for r in self._query(
-            """SELECT DISTINCT a.claim_token FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
-               WHERE j.run_id = ? AND j.state = 'PENDING' AND a.executor_job_id IS NULL
-                 AND a.claim_token IS NOT NULL""", (run_id,))]
+            """SELECT DISTINCT a.claim_token FROM jobs j JOIN attempts a ON a.job_id = j.id
+               WHERE j.run_id = ? AND a.claim_token IS NOT NULL AND a.executor_job_id IS NULL
+                 AND a.state IN ('PENDING', 'CANCELLED')""", (run_id,))]
 
     def record_submitted(self, run_id: str, submitted: Sequence[tuple[int, int, str]], token: str,
-                         now: float) -> int:
-        """Record executor job ids for claimed attempts: (job_id, attempt, executor_job_id)."""
-        changed = 0
+                         now: float) -> tuple[int, list[tuple[int, int, str]]]:
+        """Record executor job ids for claimed attempts: (job_id, attempt, executor_job_id).
+
+        Only an attempt still PENDING under this claim is recorded. Returns how many were, and the
+        ones that lost the race (cancelled meanwhile, or the claim taken over): their executor jobs
+        are not the ledger's and the caller must stop them."""
+        changed, lost = 0, []
+        attempt_from = sql_in(sources(ATTEMPT_TRANSITIONS, JobState.QUEUED))
+        job_from = sql_in(sources(JOB_TRANSITIONS, JobState.QUEUED))
         with self.transaction() as conn:
             for job_id, attempt, executor_job_id in submitted:
                 cur = conn.execute(
-                    """UPDATE attempts SET executor_job_id = ?, state = 'QUEUED', submitted_at = ?
-                       WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL""",
+                    f"""UPDATE attempts SET executor_job_id = ?, state = 'QUEUED', submitted_at = ?
+                        WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL
+                          AND state IN {attempt_from}""",
                     (executor_job_id, now, job_id, attempt, token))
-                if cur.rowcount:
-                    conn.execute("""UPDATE jobs SET state = 'QUEUED', updated_at = ?
-                                    WHERE id = ? AND attempt = ? AND state = 'PENDING'""", (now, job_id, attempt))
-                    changed += 1
+                if not cur.rowcount:
+                    lost.append((job_id, attempt, executor_job_id))
+                    continue
+                conn.execute(f"""UPDATE jobs SET state = 'QUEUED', updated_at = ?
+                                 WHERE id = ? AND attempt = ? AND state IN {job_from}""", (now, job_id, attempt))
+                changed += 1
             if changed:
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
-        return changed
+        return changed, lost
 
     def record_submit_failed(self, run_id: str, job_id: int, attempt: int, token: str, reason: str,
-                             now: float) -> None:
+                             now: float, rule: str | None = None) -> bool:
+        """A claimed attempt could not be submitted: it and its job fail with the reason."""
+        attempt_from = sql_in(sources(ATTEMPT_TRANSITIONS, JobState.FAILED))
+        job_from = sql_in(sources(JOB_TRANSITIONS, JobState.FAILED))
         with self.transaction() as conn:
             cur = conn.execute(
-                """UPDATE attempts SET state = 'FAILED', reason = ?, stopped_at = ?
-                   WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL""",
-                (reason, now, job_id, attempt, token))
-            if cur.rowcount:
-                conn.execute("""UPDATE jobs SET state = 'FAILED', reason = ?, updated_at = ?
-                                WHERE id = ? AND attempt = ?""", (reason, now, job_id, attempt))
-                conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
+                f"""UPDATE attempts SET state = 'FAILED', reason = ?, stopped_at = ?, failure_rule = ?
+                    WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL
+                      AND state = 'PENDING' AND state IN {attempt_from}""",
+                (reason, now, rule, job_id, attempt, token))
+            if not cur.rowcount:
+                return False
+            conn.execute(f"""UPDATE jobs SET state = 'FAILED', reason = ?, failure_rule = ?, updated_at = ?
+                             WHERE id = ? AND attempt = ? AND state = 'PENDING' AND state IN {job_from}""",
+                         (reason, rule, now, job_id, attempt))
+            conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
+        return True
+
+    def record_orphan(self, job_id: int, attempt: int, executor_job_id: str) -> bool:
+        """Note the executor job of an attempt that was cancelled while it was being submitted: the
+        intent to stop it, recorded before the executor is asked to."""
+        with self.transaction() as conn:
+            cur = conn.execute("""UPDATE attempts SET executor_job_id = ?
+                                  WHERE job_id = ? AND attempt = ? AND state = 'CANCELLED'
+                                    AND executor_job_id IS NULL""", (executor_job_id, job_id, attempt))
+        return bool(cur.rowcount)
+
+    def clear_claim(self, job_id: int, attempt: int, token: str) -> None:
+        """Resolve the claim on a cancelled attempt that never reached the executor."""
+        with self.transaction() as conn:
+            conn.execute("""UPDATE attempts SET claim_token = NULL
+                            WHERE job_id = ? AND attempt = ? AND claim_token = ? AND state = 'CANCELLED'
+                              AND executor_job_id IS NULL""", (job_id, attempt, token))
+
+    def mark_cancel_sent(self, pairs: Sequence[tuple[int, int]], now: float) -> None:
+        with self.transaction() as conn:
+            conn.executemany("UPDATE attempts SET cancel_sent_at = ? WHERE job_id = ? AND attempt = ?",
+                             [(now, job_id, attempt) for job_id, attempt in pairs])
+
+    def unresolved_claims(self, run_id: str) -> list[tuple[Job, Attempt]]:
+        """Attempts cancelled while claimed for submission whose claim is not resolved yet."""
+        rows = self._query(
+            f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
+                FROM jobs j JOIN attempts a ON a.job_id = j.id
+                WHERE j.run_id = ? AND a.state = 'CANCELLED' AND a.claim_token IS NOT NULL
+                  AND a.executor_job_id IS NULL""", (run_id,))
+        return [_job_and_attempt(row) for row in rows]
+
+    def cancels_to_send(self, run_ids: Sequence[str]) -> list[tuple[Job, Attempt]]:
+        """Attempts of cancelling runs that an executor holds and that were not yet told to stop."""
+        if not run_ids:
+            return []
+        rows = self._query(
+            f"""SELECT {_JOB_COLUMNS}, {_ATTEMPT_COLUMNS}
+                FROM jobs j JOIN attempts a ON a.job_id = j.id
+                JOIN runs r ON r.id = j.run_id
+                WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND r.state = 'CANCELLING'
+                  AND a.executor_job_id IS NOT NULL AND a.cancel_sent_at IS NULL
+                  AND a.state IN ('QUEUED', 'RUNNING')""", list(run_ids))
+        return [_job_and_attempt(row) for row in rows]
 
     def apply_transitions(self, transitions: Sequence[Transition], now: float) -> list[Transition]:
-        """Apply attempt/job state changes; each is compare-and-set on the attempt's old state.
-        Returns the transitions that took effect."""
+        """Apply observed attempt/job state changes. Each is compare-and-set on the attempt's old state
+        and allowed only as the transition table says. An automatic retry of a run that is no longer
+        ACTIVE (a cancel came in meanwhile) ends the job cancelled instead. Returns what took effect."""
         applied = []
         with self.transaction() as conn:
             for t in transitions:
+                if not can_move(ATTEMPT_TRANSITIONS, t.old_state, t.attempt_state):
+                    continue
+                if t.retrying and conn.execute("SELECT state FROM runs WHERE id = ?",
+                                               (t.run_id,)).fetchone()[0] != RunState.ACTIVE:
+                    t = replace(t, job_state=JobState.CANCELLED, next_job_name=None, next_resources=None,
+                                failure_rule="not retried: the run is being cancelled")
+                job_from = sql_in(sources(JOB_TRANSITIONS, t.job_state))
                 cur = conn.execute(
-                    """UPDATE attempts SET state = ?, reason = ?, exit_code = ?,
+                    """UPDATE attempts SET state = ?, reason = ?, exit_code = ?, failure_rule = ?,
                            log_ref = COALESCE(?, log_ref), started_at = COALESCE(?, started_at), stopped_at = ?
                        WHERE job_id = ? AND attempt = ? AND state = ?""",
-                    (t.attempt_state.value, t.reason, t.exit_code, t.log_ref, t.started_at, t.stopped_at,
-                     t.job_id, t.attempt, t.old_state.value))
+                    (t.attempt_state.value, t.reason, t.exit_code, t.failure_rule, t.log_ref, t.started_at,
+                     t.stopped_at, t.job_id, t.attempt, t.old_state.value))
                 if not cur.rowcount:
                     continue
                 if t.next_job_name is not None:
-                    conn.execute("""UPDATE jobs SET state = 'PENDING', attempt = ?, reason = ?, exit_code = ?,
-                                        updated_at = ? WHERE id = ? AND attempt = ?""",
-                                 (t.attempt + 1, t.reason, t.exit_code, now, t.job_id, t.attempt))
+                    conn.execute(f"""UPDATE jobs SET state = 'PENDING', attempt = ?, reason = ?, exit_code = ?,
+                                         failure_rule = ?, updated_at = ?,
+                                         max_attempts = MAX(max_attempts, ?),
+                                         memory_retried = memory_retried + ?
+                                     WHERE id = ? AND attempt = ? AND state IN {job_from}""",
+                                 (t.attempt + 1, t.reason, t.exit_code, t.failure_rule, now,
+                                  t.attempt + 1, int(bool(t.next_resources)), t.job_id, t.attempt))
+                    previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
+                                            (t.job_id, t.attempt)).fetchone()[0]
+                    resources = {**(json.loads(previous) if previous else {}), **(t.next_resources or {})}
                     conn.execute("""INSERT INTO attempts (job_id, attempt, job_name, resources, state)
-                                    SELECT job_id, ?, ?, resources, 'PENDING' FROM attempts
-                                    WHERE job_id = ? AND attempt = ?""",
-                                 (t.attempt + 1, t.next_job_name, t.job_id, t.attempt))
+                                    VALUES (?, ?, ?, ?, 'PENDING')""",
+                                 (t.job_id, t.attempt + 1, t.next_job_name,
+                                  json.dumps(resources) if resources else None))
                 else:
-                    conn.execute("""UPDATE jobs SET state = ?, reason = ?, exit_code = ?, updated_at = ?
-                                    WHERE id = ? AND attempt = ?""",
-                                 (t.job_state.value, t.reason, t.exit_code, now, t.job_id, t.attempt))
+                    conn.execute(f"""UPDATE jobs SET state = ?, reason = ?, exit_code = ?,
+                                         failure_rule = COALESCE(?, failure_rule), updated_at = ?
+                                     WHERE id = ? AND attempt = ? AND state IN {job_from}""",
+                                 (t.job_state.value, t.reason, t.exit_code, t.failure_rule, now, t.job_id,
+                                  t.attempt))
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (t.run_id,))
                 applied.append(t)
         return applied
 
     def retry_job(self, job: Job, job_name: str, by: str, resources: dict[str, Any] | None,
-                  now: float, reopen_run: bool = True) -> bool:
-        """Start a new attempt of a FAILED or CANCELLED job. Compare-and-set on (state, attempt),
-        so a double click or a duplicate delivery retries once."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                """UPDATE jobs SET state = 'PENDING', attempt = attempt + 1, retried_by = ?, reason = NULL,
-                       exit_code = NULL, max_attempts = attempt + 1, updated_at = ?
-                   WHERE id = ? AND attempt = ? AND state IN ('FAILED', 'CANCELLED')""",
-                (by, now, job.id, job.attempt))
-            if not cur.rowcount:
-                return False
-            previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
-                                    (job.id, job.attempt)).fetchone()
-            conn.execute("""INSERT INTO attempts (job_id, attempt, job_name, resources, state)
-                            VALUES (?, ?, ?, ?, 'PENDING')""",
-                         (job.id, job.attempt + 1, job_name,
-                          json.dumps(resources) if resources else (previous[0] if previous else None)))
-            if reopen_run:
-                conn.execute("""UPDATE runs SET state = 'ACTIVE', finished_at = NULL, cancel_requested_by = NULL
-                                WHERE id = ?""", (job.run_id,))
-            conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (job.run_id,))
+                  now: float, cancel_epoch: int) -> bool:
+        """A person's retry: a new attempt of a FAILED or CANCELLED job. Compare-and-set on the job's
+        (state, attempt) and on the run: a run being cancelled is never reopened, and neither is one
+        cancelled after the retry was asked for (`cancel_epoch` is what the asker saw). A finished run
+        is reopened; that is the explicit new action. Returns False when any guard fails."""
+        run_from = sql_in((RunState.ACTIVE, *sources(RUN_TRANSITIONS, RunState.ACTIVE)))
+        job_from = sql_in(sources(JOB_TRANSITIONS, JobState.PENDING))
+        try:
+            with self.transaction() as conn:
+                cur = conn.execute(
+                    f"""UPDATE runs SET finished_at = NULL, version = version + 1,
+                            cancel_requested_by = CASE WHEN state = 'ACTIVE' THEN cancel_requested_by END,
+                            state = 'ACTIVE'
+                        WHERE id = ? AND state IN {run_from} AND cancel_epoch = ?""", (job.run_id, cancel_epoch))
+                if not cur.rowcount:
+                    raise _Refused
+                cur = conn.execute(
+                    f"""UPDATE jobs SET state = 'PENDING', attempt = attempt + 1, retried_by = ?, reason = NULL,
+                            exit_code = NULL, failure_rule = NULL, max_attempts = attempt + 1, updated_at = ?
+                        WHERE id = ? AND attempt = ? AND state IN ('FAILED', 'CANCELLED')
+                          AND state IN {job_from}""",
+                    (by, now, job.id, job.attempt))
+                if not cur.rowcount:
+                    raise _Refused
+                previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
+                                        (job.id, job.attempt)).fetchone()
+                merged = {**(json.loads(previous[0]) if previous and previous[0] else {}), **(resources or {})}
+                conn.execute("""INSERT INTO attempts (job_id, attempt, job_name, resources, state)
+                                VALUES (?, ?, ?, ?, 'PENDING')""",
+                             (job.id, job.attempt + 1, job_name, json.dumps(merged) if merged else None))
+        except _Refused:
+            return False
         return True
 
     def request_cancel(self, run_id: str, by: str, now: float) -> bool:
-        """Mark an unfinished run as cancelling and cancel its not-yet-submitted jobs. Acts once."""
+        """Mark an unfinished run as cancelling and cancel its not-yet-submitted attempts, claimed ones
+        included (their claimer finds out when it records, and stops what it submitted). Acts once."""
+        run_from = sql_in(sources(RUN_TRANSITIONS, RunState.CANCELLING))
+        job_from = sql_in(sources(JOB_TRANSITIONS, JobState.CANCELLED))
         with self.transaction() as conn:
-            cur = conn.execute("""UPDATE runs SET state = 'CANCELLING', cancel_requested_by = ?,
-                                      version = version + 1
-                                  WHERE id = ? AND state = 'ACTIVE'""", (by, run_id))
+            cur = conn.execute(f"""UPDATE runs SET state = 'CANCELLING', cancel_requested_by = ?,
+                                       cancel_epoch = cancel_epoch + 1, version = version + 1
+                                   WHERE id = ? AND state IN {run_from}""", (by, run_id))
             if not cur.rowcount:
                 return False
             pending = conn.execute(
                 """SELECT j.id, j.attempt FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
-                   WHERE j.run_id = ? AND j.state = 'PENDING' AND a.executor_job_id IS NULL""",
-                (run_id,)).fetchall()
-            for job_id, attempt in pending:
-                conn.execute("""UPDATE attempts SET state = 'CANCELLED', reason = 'cancelled', stopped_at = ?
-                                WHERE job_id = ? AND attempt = ?""", (now, job_id, attempt))
-                conn.execute("""UPDATE jobs SET state = 'CANCELLED', reason = 'cancelled', updated_at = ?
-                                WHERE id = ?""", (now, job_id))
+                   WHERE j.run_id = ? AND j.state = 'PENDING' AND a.state = 'PENDING'
+                     AND a.executor_job_id IS NULL""", (run_id,)).fetchall()
+            conn.executemany("""UPDATE attempts SET state = 'CANCELLED', reason = 'cancelled', stopped_at = ?
+                                WHERE job_id = ? AND attempt = ? AND state = 'PENDING'""",
+                             [(now, job_id, attempt) for job_id, attempt in pending])
+            conn.executemany(f"""UPDATE jobs SET state = 'CANCELLED', reason = 'cancelled', updated_at = ?
+                                 WHERE id = ? AND attempt = ? AND state IN {job_from}""",
+                             [(now, job_id, attempt) for job_id, attempt in pending])
         return True
 
     def finish_run(self, run_id: str, state: RunState, now: float) -> bool:
-        """Close a run whose jobs are all terminal; acts once."""
+        """Close a run whose jobs are all terminal and whose claims are all resolved; acts once."""
+        run_from = sql_in(sources(RUN_TRANSITIONS, state))
         with self.transaction() as conn:
-            active = conn.execute(
-                "SELECT COUNT(*) FROM jobs WHERE run_id = ? AND state IN ('PENDING', 'QUEUED', 'RUNNING')",
-                (run_id,)).fetchone()[0]
-            if active:
+            busy = conn.execute(
+                """SELECT EXISTS (SELECT 1 FROM jobs WHERE run_id = ? AND state IN ('PENDING', 'QUEUED', 'RUNNING'))
+                       OR EXISTS (SELECT 1 FROM jobs j JOIN attempts a ON a.job_id = j.id
+                                  WHERE j.run_id = ? AND a.claim_token IS NOT NULL AND a.executor_job_id IS NULL
+                                    AND a.state = 'CANCELLED')""", (run_id, run_id)).fetchone()[0]
+            if busy:
                 return False
-            cur = conn.execute("""UPDATE runs SET state = ?, finished_at = ?, version = version + 1
-                                  WHERE id = ? AND state IN ('ACTIVE', 'CANCELLING')""",
-                               (state.value, now, run_id))
+            cur = conn.execute(f"""UPDATE runs SET state = ?, finished_at = ?, version = version + 1
+                                   WHERE id = ? AND state IN {run_from}""", (state.value, now, run_id))
             return bool(cur.rowcount)
+
+    def repair_job_states(self, run_ids: Sequence[str], now: float) -> list[tuple[str, str, str, str]]:
+        """The invariant: an unfinished job is in its current attempt's state. Where a crash or a bug left
+        them apart, the job takes the attempt's state. Returns (run, analysis, old, new) per repair."""
+        if not run_ids:
+            return []
+        repaired = []
+        with self.transaction() as conn:
+            rows = conn.execute(
+                f"""SELECT j.id, j.run_id, j.analysis, j.attempt, j.state, a.state, r.state
+                    FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
+                    JOIN runs r ON r.id = j.run_id
+                    WHERE j.run_id IN ({','.join('?' * len(run_ids))})
+                      AND j.state IN ('PENDING', 'QUEUED', 'RUNNING') AND j.state != a.state""",
+                list(run_ids)).fetchall()
+            for job_id, run_id, analysis, attempt, job_state, attempt_state, run_state in rows:
+                new = JobState(attempt_state)
+                if run_state != RunState.ACTIVE and new in (JobState.PENDING, JobState.FAILED):
+                    new = JobState.CANCELLED
+                    conn.execute("""UPDATE attempts SET state = 'CANCELLED', reason = 'cancelled', stopped_at = ?
+                                    WHERE job_id = ? AND attempt = ? AND state = 'PENDING'""", (now, job_id, attempt))
+                conn.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND attempt = ? AND state = ?",
+                             (new.value, now, job_id, attempt, job_state))
+                conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
+                repaired.append((run_id, analysis, job_state, new.value))
+        return repaired
+
+
+class _Refused(Exception):
+    """Rolls a compare-and-set transaction back when one of its guards fails."""
 
 
 @dataclass(frozen=True)
@@ -528,6 +679,8 @@ class Transition:
     started_at: float | None = None
     stopped_at: float | None = None
     next_job_name: str | None = None  # set when the failure is retried automatically
+    next_resources: dict[str, Any] | None = None  # the retry's resource overrides (more memory)
+    failure_rule: str | None = None  # the failure policy's rule, for a failed attempt
 
     @property
     def retrying(self) -> bool:

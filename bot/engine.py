@@ -7,10 +7,12 @@ subscribe to its events; none of them contains run logic.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bot import catalog
-from bot.db import Attempt, Job, Run, RunDB, Transition
+from bot import catalog, failure_policy
+from bot.db import Attempt, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
 from bot.layout import BatchRef, LayoutError
@@ -34,6 +36,10 @@ SUBMIT_CHUNK = 100
 _GENERIC_REASON = re.compile(r"^(exit code -?\d+)?$")
 # A job the executor has never heard of this long after submission is reported lost.
 LOST_AFTER_S = 300.0
+# Recording a submission is retried this many times (a locked database) before the claim is left for
+# the next pass, which looks the jobs up by name instead of submitting them again.
+RECORD_TRIES = 3
+log = logging.getLogger("cyto.engine")
 
 
 class EngineError(RuntimeError):
@@ -92,6 +98,7 @@ class Failure:
     attempts: int
     reason: str | None
     exit_code: int | None
+    rule: str | None = None  # the failure policy's rule that applied (bot/failure_policy.py)
 
 
 @dataclass(frozen=True)
@@ -128,15 +135,20 @@ class LogExcerpt:
 
 class Engine:
     def __init__(self, store: Store, executor: Executor, db: RunDB, *,
-                 clock: Callable[[], float] = time.time, default_retries: int = 2) -> None:
+                 clock: Callable[[], float] = time.time, default_retries: int = 2,
+                 max_memory_mib: int = failure_policy.DEFAULT_MAX_MEMORY_MIB) -> None:
         self.store = store
         self.executor = executor
         self.db = db
         self.clock = clock
         self.default_retries = default_retries
+        self.max_memory_mib = max_memory_mib
         self._listeners: list[Listener] = []
-        # Identifies this process's claims on attempts it is submitting (see _stale_tokens).
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Claims on attempts being submitted are `host:pid:nonce:pass`; a claim is live only while the
+        # submission pass that took it runs (see _stale_tokens).
+        self._token_prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._live_tokens: set[str] = set()
+        self._tokens_lock = threading.Lock()
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -193,37 +205,41 @@ class Engine:
     def submit_pending(self, run_id: str) -> int:
         """Submit every attempt of the run that is recorded but not yet with the executor.
 
-        An attempt is claimed (compare-and-set) before it is submitted. A claim left by a process that
-        died may have reached the executor already, so those attempts are looked up by their
-        deterministic job name first and only submitted when the executor has never seen them."""
+        An attempt is claimed (compare-and-set) before it is submitted, and every claim is resolved in
+        the same pass: recorded as submitted, failed with the reason, or, when even recording fails,
+        left to the next pass, which looks the job up by its deterministic name before submitting.
+        An attempt cancelled while it was being submitted has its executor job stopped at once."""
         run = self.get_run(run_id)
+        self._resolve_cancelled_claims(run_id)
         if run.state != RunState.ACTIVE:
             return 0
-        stale = self._stale_tokens(run_id)
+        token = self._open_claim()
         submitted = 0
-        workers = max(1, int(getattr(self.executor, "submit_concurrency", 1)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            mapper = pool.map if workers > 1 else map
-            while True:
-                claimed = self.db.claim_pending(run_id, self.token, self.clock(), stale, SUBMIT_CHUNK)
-                if not claimed:
-                    break
-                results = list(mapper(lambda pair: self._submit_one(run, *pair), claimed))
-                ok = [(job.id, job.attempt, job_id) for (job, _), (job_id, _) in zip(claimed, results, strict=True)
-                      if job_id]
-                submitted += self.db.record_submitted(run_id, ok, self.token, self.clock())
-                for (job, _), (job_id, error) in zip(claimed, results, strict=True):
-                    if not job_id:
-                        self.db.record_submit_failed(run_id, job.id, job.attempt, self.token, error or "",
-                                                     self.clock())
-                        self._publish([Event(EventKind.JOB_FAILED, run_id, job.analysis, JobState.FAILED,
-                                             job.attempt, error)])
+        try:
+            workers = max(1, int(getattr(self.executor, "submit_concurrency", 1)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                mapper = pool.map if workers > 1 else map
+                stale = self._stale_tokens(run_id)
+                while True:
+                    claimed = self.db.claim_pending(run_id, token, self.clock(), stale, SUBMIT_CHUNK)
+                    if not claimed:
+                        break
+                    stale = []
+                    results = list(mapper(lambda pair: self._submit_one(run, *pair), claimed))
+                    recorded = self._record_chunk(run_id, token, claimed, results)
+                    if recorded is None:
+                        break  # the ledger cannot be written now: the next pass looks these up by name
+                    submitted += recorded
+        finally:
+            self._close_claim(token)
         flush = getattr(self.executor, "flush", None)
         if submitted and callable(flush):
             flush()
         return submitted
 
     def _submit_one(self, run: Run, job: Job, before: Attempt) -> tuple[str | None, str | None]:
+        """(executor job id, None), or (None, why it cannot be submitted). Never raises: one bad
+        analysis must not stop its chunk-mates."""
         try:
             if before.claim_token is not None:
                 found = self.executor.find(before.job_name)
@@ -232,14 +248,101 @@ class Engine:
             return self.executor.submit(self.job_spec(run, job, before)), None
         except ExecutorError as exc:
             return None, f"could not submit: {exc}"
+        except (StoreError, LayoutError) as exc:
+            return None, str(exc)
+        except Exception as exc:  # a bug must fail this attempt with its reason, not strand the claim
+            log.exception("submitting %s of run %s failed", job.analysis, run.id)
+            return None, f"could not submit: {type(exc).__name__}: {exc}"
+
+    def _record_chunk(self, run_id: str, token: str, claimed: Sequence[tuple[Job, Attempt]],
+                      results: Sequence[tuple[str | None, str | None]]) -> int | None:
+        """Record a submitted chunk; returns how many were recorded, or None when the ledger refused."""
+        ok = [(job.id, job.attempt, job_id) for (job, _), (job_id, _) in zip(claimed, results, strict=True) if job_id]
+        for tries_left in range(RECORD_TRIES - 1, -1, -1):
+            try:
+                recorded, lost = self.db.record_submitted(run_id, ok, token, self.clock())
+                break
+            except DatabaseError as exc:
+                if not tries_left:
+                    log.error("run %s: could not record %d submitted job(s) (%s); the next poll finds them "
+                              "by name", run_id, len(ok), exc)
+                    return None
+                time.sleep(0.2)
+        self._stop_lost(run_id, lost)
+        for (job, _), (job_id, error) in zip(claimed, results, strict=True):
+            if job_id:
+                continue
+            reason = error or "could not submit"
+            rule = "not retried automatically: the analysis cannot be submitted as it is"
+            if self.db.record_submit_failed(run_id, job.id, job.attempt, token, reason, self.clock(), rule):
+                self._publish([Event(EventKind.JOB_FAILED, run_id, job.analysis, JobState.FAILED, job.attempt,
+                                     reason)])
+        return recorded
+
+    def _stop_lost(self, run_id: str, lost: Sequence[tuple[int, int, str]]) -> None:
+        """Executor jobs whose attempt was cancelled (or taken over) while they were being submitted are
+        not the ledger's: record the intent to stop each, stop it, record that it was."""
+        for job_id, number, executor_job_id in lost:
+            current = self.db.attempt(job_id, number)
+            if current is None or current.executor_job_id == executor_job_id:
+                continue  # the ledger holds this very job (another pass recorded it)
+            if not self.db.record_orphan(job_id, number, executor_job_id):
+                log.warning("run %s: executor job %s duplicates one the ledger holds; stopping it",
+                            run_id, executor_job_id)
+            self._send_cancel(executor_job_id, "cancelled before it started: the run was cancelled")
+            self.db.mark_cancel_sent([(job_id, number)], self.clock())
+
+    def _resolve_cancelled_claims(self, run_id: str) -> None:
+        """Claims on attempts cancelled while being submitted, whose claimer is gone: its job may exist
+        at the executor. Look it up by name and stop it, or clear the claim."""
+        unresolved = self.db.unresolved_claims(run_id)
+        if not unresolved:
+            return
+        stale = set(self._stale_tokens(run_id))
+        for job, attempt in unresolved:
+            if attempt.claim_token not in stale:
+                continue  # its claimer is still at work and resolves it itself
+            try:
+                found = self.executor.find(attempt.job_name)
+            except ExecutorError as exc:
+                log.warning("run %s: cannot look up %s (%s); trying again next poll", run_id, attempt.job_name, exc)
+                continue
+            if found:
+                self._stop_lost(run_id, [(job.id, attempt.attempt, found)])
+            else:
+                self.db.clear_claim(job.id, attempt.attempt, attempt.claim_token or "")
+
+    def _send_cancel(self, executor_job_id: str, reason: str) -> bool:
+        try:
+            self.executor.cancel(executor_job_id, reason)
+        except ExecutorError as exc:
+            log.warning("could not stop executor job %s (%s); trying again next poll", executor_job_id, exc)
+            return False
+        return True
+
+    def _open_claim(self) -> str:
+        with self._tokens_lock:
+            token = f"{self._token_prefix}:{secrets.token_hex(3)}"
+            self._live_tokens.add(token)
+        return token
+
+    def _close_claim(self, token: str) -> None:
+        with self._tokens_lock:
+            self._live_tokens.discard(token)
 
     def _stale_tokens(self, run_id: str) -> list[str]:
-        """Claims held by processes that no longer exist: a dead pid on this host, or another host
-        (a replaced container); a live process on this host is still submitting them."""
+        """Claims whose pass is over: held by a process that no longer exists (a dead pid on this host,
+        or another host: a replaced container), or by a pass of this process that ended without
+        recording them. A live process on this host is still submitting its own."""
         host = socket.gethostname()
+        with self._tokens_lock:
+            live = set(self._live_tokens)
         stale = []
         for token in self.db.claim_tokens(run_id):
-            if token == self.token:
+            if token in live:
+                continue
+            if token.startswith(self._token_prefix + ":"):
+                stale.append(token)
                 continue
             token_host, _, rest = token.partition(":")
             pid = rest.partition(":")[0]
@@ -261,16 +364,18 @@ class Engine:
 
     # -- polling ------------------------------------------------------------------------------
     def poll(self) -> list[Event]:
-        """One poll cycle over every unfinished run: submit what waits, describe what runs, record
-        transitions, start automatic retries, close finished runs. Returns the events published."""
+        """One poll cycle over every unfinished run: submit what waits, stop what a cancel left running,
+        describe what runs, record transitions, start automatic retries, check the ledger's invariant,
+        close finished runs. Returns the events published."""
         events: list[Event] = []
         run_ids = self.db.unfinished_run_ids()
         for run_id in run_ids:
             self.submit_pending(run_id)
+        self._send_pending_cancels(run_ids)
         active = self.db.active_attempts(run_ids)
         statuses = self.executor.describe([a.executor_job_id for _, a in active if a.executor_job_id]) \
             if active else {}
-        cancelling = {r for r in run_ids if self.get_run(r).state == RunState.CANCELLING}
+        runs = {r: self.get_run(r) for r in {job.run_id for job, _ in active}}
         now = self.clock()
         transitions = []
         for job, attempt in active:
@@ -284,16 +389,32 @@ class Engine:
             if status.state == JobState.FAILED and status.exit_code not in (None, 0) and \
                     _GENERIC_REASON.match(status.reason or ""):
                 status = self._with_log_reason(status)
-            t = plan_transition(job, attempt, status, job.run_id in cancelling)
+            run = runs[job.run_id]
+            memory = int((attempt.resources or {}).get("memory_mib") or run.resources.get("memory_mib")
+                         or Resources().memory_mib)
+            t = plan_transition(job, attempt, status, run.state == RunState.CANCELLING, self.max_memory_mib, memory)
             if t is not None:
                 transitions.append(t)
         for t in self.db.apply_transitions(transitions, now):
             events.append(_event_for(t))
+        for run_id, analysis, old, new in self.db.repair_job_states(run_ids, now):
+            log.warning("run %s: %s was %s while its attempt was not; repaired to %s", run_id, analysis, old, new)
         for run_id in run_ids:
             self.submit_pending(run_id)  # automatic retries recorded above
             events.extend(self._finish_if_done(run_id))
         self._publish(events)
         return events
+
+    def _send_pending_cancels(self, run_ids: Sequence[str]) -> None:
+        """A cancel is recorded (the run CANCELLING) before the executor is told; whatever was not told
+        yet (a crash in between, an executor error) is told now."""
+        sent = [(job.id, attempt.attempt) for job, attempt in self.db.cancels_to_send(run_ids)
+                if self._send_cancel(attempt.executor_job_id or "", f"cancelled by {self._cancelled_by(job.run_id)}")]
+        if sent:
+            self.db.mark_cancel_sent(sent, self.clock())
+
+    def _cancelled_by(self, run_id: str) -> str:
+        return self.get_run(run_id).cancel_requested_by or "someone"
 
     def _with_log_reason(self, status: JobStatus) -> JobStatus:
         """Replace a bare "exit code N" with the job's own last `ERROR:` line, which says why."""
@@ -332,7 +453,8 @@ class Engine:
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
               memory_mib: int | None = None, submit: bool = True) -> list[str]:
         """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None.
-        Returns the analyses retried; an analysis someone else already retried is left out."""
+        Returns the analyses retried; an analysis someone else already retried is left out. A run
+        being cancelled is never reopened; a retry after a cancel has finished is a new action."""
         run = self.get_run(run_id)
         if run.state == RunState.CANCELLING:
             raise EngineError(f"run {run_id} is being cancelled; wait for it to stop, then retry")
@@ -353,20 +475,24 @@ class Engine:
             resources = {"memory_mib": memory_mib}
         retried = [job.analysis for job in jobs
                    if self.db.retry_job(job, job_name(run_id, job.analysis, job.attempt + 1), by, resources,
-                                        self.clock())]
+                                        self.clock(), run.cancel_epoch)]
+        if jobs and not retried and self.get_run(run_id).cancel_epoch != run.cancel_epoch:
+            raise EngineError(f"run {run_id} was cancelled while the retry was being made; nothing was retried")
         self._publish([Event(EventKind.JOB_RETRIED, run_id, a, JobState.PENDING, by=by) for a in retried])
         if retried and submit:
             self.submit_pending(run_id)
         return retried
 
     def cancel(self, run_id: str, *, by: str = "someone") -> bool:
-        """Cancel an unfinished run: queued jobs are dropped and running ones stopped. Acts once."""
+        """Cancel an unfinished run: queued jobs are dropped and running ones stopped. Acts once.
+
+        The cancel is recorded first (the run CANCELLING, attempts not yet submitted CANCELLED);
+        then the executor is told to stop each job it holds, and each stop is recorded as sent.
+        Attempts being submitted at this moment are stopped by their submitter when it records."""
         self.get_run(run_id)
         if not self.db.request_cancel(run_id, by, self.clock()):
             return False
-        for _, attempt in self.db.active_attempts([run_id]):
-            if attempt.executor_job_id:
-                self.executor.cancel(attempt.executor_job_id, f"cancelled by {by}")
+        self._send_pending_cancels([run_id])
         self._publish([Event(EventKind.RUN_CANCELLING, run_id, by=by)])
         self._publish(self._finish_if_done(run_id))
         return True
@@ -385,7 +511,8 @@ class Engine:
         counts = Counter(job.state for job in jobs)
         durations = {job.analysis: attempt.stopped_at - attempt.started_at for job, attempt in pairs
                      if attempt.started_at and attempt.stopped_at}
-        failures = [Failure(j.analysis, j.attempt, j.reason, j.exit_code) for j in jobs if j.state == JobState.FAILED]
+        failures = [Failure(j.analysis, j.attempt, j.reason, j.exit_code, j.failure_rule) for j in jobs
+                    if j.state == JobState.FAILED]
         reasons = Counter(f.reason or "unknown" for f in failures)
         end = run.finished_at or self.clock()
         return RunSummary(run, {s: counts.get(s, 0) for s in DISPLAY_ORDER}, len(jobs), end - run.created_at,
@@ -426,8 +553,11 @@ class Engine:
         return LogExcerpt(analysis, number, excerpt, source, self.store.uri_for(log_key), explanation)
 
 
-def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: bool) -> Transition | None:
-    """What an observed executor status means for an attempt and its job. Pure."""
+def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: bool,
+                    max_memory_mib: int = failure_policy.DEFAULT_MAX_MEMORY_MIB,
+                    memory_mib: int | None = None) -> Transition | None:
+    """What an observed executor status means for an attempt and its job. Pure.
+    A failure is retried or not as bot/failure_policy.py decides; the rule is recorded with it."""
     new = status.state
     if new == attempt.state and new in (JobState.QUEUED, JobState.RUNNING):
         return None
@@ -439,10 +569,17 @@ def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: b
     if new == JobState.CANCELLED or cancelling:
         return Transition(attempt_state=new, job_state=JobState.CANCELLED,
                           **{**common, "reason": status.reason or "cancelled"})
-    if attempt.attempt < job.max_attempts:
+    memory = memory_mib or int((attempt.resources or {}).get("memory_mib") or Resources().memory_mib)
+    decision = failure_policy.decide(attempt=attempt.attempt, max_attempts=job.max_attempts,
+                                     exit_code=status.exit_code, reason=status.reason, memory_mib=memory,
+                                     memory_retried=bool(job.memory_retried), max_memory_mib=max_memory_mib)
+    if decision.retry:
         return Transition(attempt_state=JobState.FAILED, job_state=JobState.PENDING,
-                          next_job_name=job_name(job.run_id, job.analysis, attempt.attempt + 1), **common)
-    return Transition(attempt_state=JobState.FAILED, job_state=JobState.FAILED, **common)
+                          next_job_name=job_name(job.run_id, job.analysis, attempt.attempt + 1),
+                          next_resources={"memory_mib": decision.memory_mib} if decision.memory_mib else None,
+                          failure_rule=decision.rule, **common)
+    return Transition(attempt_state=JobState.FAILED, job_state=JobState.FAILED, failure_rule=decision.rule,
+                      **common)
 
 
 def last_error_line(log: str, max_chars: int = 300) -> str | None:

@@ -3,7 +3,8 @@ End-to-end tests use the real local executor instead."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from bot.executors import JobSpec, JobStatus
 from bot.states import JobState
@@ -12,7 +13,9 @@ from bot.states import JobState
 class ScriptedExecutor:
     name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, on_submit: Callable[[int], None] | None = None) -> None:
+        self.on_submit = on_submit  # called with the number of submissions so far, before each returns
+        self._lock = threading.RLock()
         self.specs: dict[str, JobSpec] = {}
         self.states: dict[str, JobStatus] = {}
         self.submit_calls: list[str] = []
@@ -21,30 +24,50 @@ class ScriptedExecutor:
         self.logs: dict[str, str] = {}
 
     def submit(self, spec: JobSpec) -> str:
-        self.submit_calls.append(spec.name)
-        job_id = f"id-{spec.name}"
-        self.specs[job_id] = spec
-        self.states[job_id] = JobStatus(job_id, JobState.QUEUED)
+        with self._lock:
+            self.submit_calls.append(spec.name)
+            job_id = f"id-{spec.name}"
+            self.specs[job_id] = spec
+            self.states[job_id] = JobStatus(job_id, JobState.QUEUED)
+            count = len(self.submit_calls)
+        if self.on_submit is not None:
+            self.on_submit(count)
         return job_id
 
     def find(self, job_name: str) -> str | None:
         job_id = f"id-{job_name}"
-        return job_id if job_id in self.states else None
+        with self._lock:
+            return job_id if job_id in self.states else None
 
     def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        self.describe_calls.append(len(job_ids))
-        return {i: self.states[i] for i in job_ids if i in self.states}
+        with self._lock:
+            self.describe_calls.append(len(job_ids))
+            return {i: self.states[i] for i in job_ids if i in self.states}
 
     def cancel(self, job_id: str, reason: str) -> None:
-        self.cancelled.append(job_id)
-        self.states[job_id] = JobStatus(job_id, JobState.CANCELLED, reason=reason)
+        with self._lock:
+            self.cancelled.append(job_id)
+            if job_id in self.states and not self.states[job_id].state.is_terminal:
+                self.states[job_id] = JobStatus(job_id, JobState.CANCELLED, reason=reason)
 
     def read_log(self, status: JobStatus) -> str | None:
         return self.logs.get(status.job_id)
 
     # -- test controls ----------------------------------------------------------------------
     def job_ids(self, analysis: str) -> list[str]:
-        return [i for i, s in self.specs.items() if s.env.analysis == analysis]
+        with self._lock:
+            return [i for i, s in self.specs.items() if s.env.analysis == analysis]
+
+    def live(self) -> set[str]:
+        """Jobs the executor still holds (queued or running)."""
+        with self._lock:
+            return {i for i, s in self.states.items() if not s.state.is_terminal}
+
+    def finish_all(self, state: JobState = JobState.SUCCEEDED) -> None:
+        with self._lock:
+            for job_id in self.live():
+                self.states[job_id] = JobStatus(job_id, state, exit_code=0 if state == JobState.SUCCEEDED else 1,
+                                                started_at=1.0, stopped_at=2.0)
 
     def latest(self, analysis: str) -> str:
         return max(self.job_ids(analysis), key=lambda i: self.specs[i].env.attempt)

@@ -71,19 +71,19 @@ def test_failure_is_retried_automatically_then_reported(setup) -> None:
     executor.set("A01", JobState.SUCCEEDED, exit_code=0)
     executor.set("A02", JobState.SUCCEEDED, exit_code=0)
     for attempt in (1, 2, 3):
-        executor.set("A03", JobState.FAILED, exit_code=2, log="working\nERROR: bad gate\n")
+        executor.set("A03", JobState.FAILED, exit_code=1, log="working\nERROR: bad gate\n")
         engine.poll()
         assert len(executor.job_ids("A03")) == min(attempt + 1, 3)
     job = db.job(run.id, "A03")
     assert job.state == JobState.FAILED and job.attempt == 3
-    assert job.reason == "bad gate (exit code 2)"
+    assert job.reason == "bad gate (exit code 1)"
     assert [a.state for a in db.attempts(job.id)] == [JobState.FAILED] * 3
     kinds = [e.kind for e in events if e.analysis == "A03"]
     assert kinds.count(EventKind.JOB_RETRYING) == 2 and kinds.count(EventKind.JOB_FAILED) == 1
     assert engine.get_run(run.id).state == RunState.FAILED
     summary = engine.summary(run.id)
     assert summary.count(JobState.SUCCEEDED) == 2 and summary.failures[0].analysis == "A03"
-    assert summary.reasons == {"bad gate (exit code 2)": 1}
+    assert summary.reasons == {"bad gate (exit code 1)": 1}
 
 
 def test_manual_retry_reopens_the_run_and_acts_once(setup) -> None:

@@ -18,6 +18,10 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if path != self.root and self.root not in path.parents:
+            link = next((p for p in _ancestors(self.root / key, self.root) if p.is_symlink()), None)
+            if link is not None:
+                raise StoreError(f"{link.relative_to(self.root).as_posix()} is a link outside the store "
+                                 f"(to {path}); copy the files into the store instead")
             raise StoreError(f"key {key!r} points outside the store")
         return path
 
@@ -78,3 +82,12 @@ class LocalStore:
             raise StoreError(f"store {self.root} is not a folder (CYTO_STORE)")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise StoreError(f"store folder {self.root} is not readable (CYTO_STORE)")
+
+
+def _ancestors(path: Path, root: Path) -> list[Path]:
+    """`path` and its parents below `root`, outermost first."""
+    chain = []
+    while path != root and root in path.parents:
+        chain.append(path)
+        path = path.parent
+    return chain[::-1]
