@@ -78,6 +78,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     for failure in summary.failures:
         attempts = f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
         lines.append(f"  ✗ {failure.analysis} ({attempts}): {failure.reason or 'unknown reason'}")
+        if failure.rule:
+            lines.append(f"    {failure.rule}")
     cancelled = summary.count(JobState.CANCELLED)
     if cancelled:
         lines.append(f"  {cancelled} cancelled")

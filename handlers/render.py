@@ -81,6 +81,7 @@ class FailureEntry:
     memory_mib: int | None = None
     out_of_memory: bool = False
     retried_by: str | None = None
+    rule: str | None = None  # the failure policy's rule: why it was (not) retried automatically
 
 
 # -- small pieces ------------------------------------------------------------------------------
@@ -252,6 +253,8 @@ def _detailed_blocks(run: Run, entry: FailureEntry, index: int) -> list[Block]:
     section = SectionBlock(block_id=f"f{index}", text=MarkdownTextObject(
         text=f"{head}\n{body}" if body else f"{head}\n_(no log captured)_"))
     notes = [f"Full log: `{escape(entry.full_log)}`"]
+    if entry.rule:
+        notes.append(escape(entry.rule[:1].upper() + entry.rule[1:]))
     if entry.explanation:
         notes.append(escape(entry.explanation))
     if entry.out_of_memory and entry.memory_mib:

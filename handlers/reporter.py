@@ -99,6 +99,8 @@ class Reporter:
     def _complete(self, run: Run, entry: FailureEntry) -> FailureEntry:
         """Add the log excerpt (for detailed entries), where the full log is and the memory hint."""
         memory = self._memory_of(run, entry)
+        job = self.engine.db.job(run.id, entry.analysis)
+        rule = job.failure_rule if job else None
         try:
             excerpt = self.engine.log_excerpt(run.id, entry.analysis, entry.attempt) if entry.detailed else None
         except (EngineError, StoreError) as exc:
@@ -108,11 +110,12 @@ class Reporter:
             text = excerpt.excerpt.text if excerpt.excerpt else None
             return FailureEntry(
                 entry.analysis, entry.attempt, entry.reason, entry.exit_code, excerpt.full_log, True, text,
-                excerpt.explanation, memory, render.is_memory_death(entry.reason, entry.exit_code, text))
+                excerpt.explanation, memory, render.is_memory_death(entry.reason, entry.exit_code, text),
+                rule=rule)
         ref = BatchRef(run.date, run.batch).analysis(entry.analysis)
         return FailureEntry(entry.analysis, entry.attempt, entry.reason, entry.exit_code,
                             self.engine.store.uri_for(ref.logs_prefix), entry.detailed, None, None, memory,
-                            render.is_memory_death(entry.reason, entry.exit_code, None))
+                            render.is_memory_death(entry.reason, entry.exit_code, None), rule=rule)
 
     def _memory_of(self, run: Run, entry: FailureEntry) -> int | None:
         job = self.engine.db.job(run.id, entry.analysis)

@@ -44,15 +44,17 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
         f"Output/{DATE}/{BATCH}/{a}/wordcount.json" for a in ("A01", "A02", "A04", "A05")]
     job = cyto.db.job(run.id, "A03")
     attempts = cyto.db.attempts(job.id)
-    assert [(a.state, a.exit_code) for a in attempts] == [(JobState.FAILED, 2)] * 2
+    # Bad input (exit 2) would fail the same way again: not retried automatically, whatever --retries says.
+    assert [(a.state, a.exit_code) for a in attempts] == [(JobState.FAILED, 2)]
     assert all('names "missing.txt"' in a.reason and a.reason.endswith("(exit code 2)") for a in attempts)
     assert all(a.log_ref and a.log_ref.startswith("cyto-job/default/") for a in attempts)
-    assert aws.calls("batch:submitjob") == 6  # five analyses and one automatic retry
+    assert "not retried automatically" in (job.failure_rule or "")
+    assert aws.calls("batch:submitjob") == 5
     tags = boto3.client("batch").describe_jobs(jobs=[attempts[0].executor_job_id])["jobs"][0]["tags"]
     assert tags["cyto:requested-by"] == "ana" and tags["cyto:analysis"] == "A03"
 
     excerpt = cyto.logs(run.id, "A03")
-    assert excerpt.source == "batch" and excerpt.attempt == 2
+    assert excerpt.source == "batch" and excerpt.attempt == 1
     assert 'names "missing.txt", which is not in the analysis folder' in excerpt.excerpt.text
     assert excerpt.explanation is None  # the analysis failed on its own: no Batch words to add
 
@@ -62,7 +64,7 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
     summary = cyto.engine.wait(run.id, interval=0.1, timeout=60)
     assert summary.count(JobState.SUCCEEDED) == 5 and summary.run.state == RunState.SUCCEEDED
     assert f"Output/{DATE}/{BATCH}/A03/wordcount.json" in outputs(batch_setup.bucket)
-    assert aws.calls("batch:submitjob") == 7
+    assert aws.calls("batch:submitjob") == 6
 
 
 def test_restart_mid_run_submits_nothing_twice(aws: Aws, shim: EntrypointShim, batch_setup: BatchSetup,
@@ -157,11 +159,11 @@ def test_cli_run_logs_retry_cancel(aws: Aws, shim: EntrypointShim, batch_setup: 
     run_id = re.search(r"run (\w+):", result.output).group(1)
     assert len([k for k in outputs(batch_setup.bucket) if k.endswith("wordcount.json")]) == 4
     logs = runner.invoke(cli.cli, ["logs", run_id, "A02"])
-    assert logs.exit_code == 0 and "attempt 2" in logs.output and 'names "missing.txt"' in logs.output
+    assert logs.exit_code == 0 and "attempt 1" in logs.output and 'names "missing.txt"' in logs.output
     boto3.client("s3").delete_object(Bucket=batch_setup.bucket, Key=f"Input/{DATE}/{BATCH}/A02/params.json")
     retried = runner.invoke(cli.cli, ["retry", run_id, "A02", "--wait"])
     assert retried.exit_code == 0, retried.output
-    assert aws.calls("batch:submitjob") == 7
+    assert aws.calls("batch:submitjob") == 6
 
     shim.hold.set()
     started = runner.invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount"])

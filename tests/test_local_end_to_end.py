@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.api import Cyto
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
+from bot.progress import summary_lines
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
 
@@ -42,7 +43,7 @@ def gnu_wc(path: Path) -> tuple[int, int, int]:
     return int(out[0]), int(out[1]), int(out[2])
 
 
-def test_batch_outputs_equal_wc_and_the_failure_is_retried_then_reported(cyto: Cyto) -> None:
+def test_batch_outputs_equal_wc_and_bad_input_is_reported_without_retries(cyto: Cyto) -> None:
     store_root = Path(cyto.store.uri)
     write_batch(store_root)
     plan = cyto.plan(DATE, BATCH, pipeline="wordcount", retries=2)
@@ -61,13 +62,14 @@ def test_batch_outputs_equal_wc_and_the_failure_is_retried_then_reported(cyto: C
 
     broken = cyto.db.job(run.id, "A05-broken")
     attempts = cyto.db.attempts(broken.id)
-    assert [a.state for a in attempts] == [JobState.FAILED] * 3
+    # Bad input (exit 2) would fail the same way again: reported at once, not retried (--retries 2).
+    assert [a.state for a in attempts] == [JobState.FAILED]
     assert all(a.exit_code == 2 for a in attempts)
     assert "missing.txt" in broken.reason
-    for n in (1, 2, 3):
-        assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / f"attempt-{n}.log").exists()
+    assert broken.failure_rule.startswith("bad input or parameters (exit code 2): not retried automatically")
+    assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / "attempt-1.log").exists()
     excerpt = cyto.logs(run.id, "A05-broken")
-    assert excerpt.attempt == 3
+    assert excerpt.attempt == 1
     assert excerpt.excerpt is not None and "missing.txt" in excerpt.excerpt.text.splitlines()[-1]
 
     # The scientist adds the missing file and retries: the run succeeds.
@@ -152,3 +154,55 @@ def test_a_job_whose_runner_was_killed_is_reported_lost_not_left_running(tmp_pat
     status = executor.describe([job])[job]
     assert status.state == JobState.FAILED
     assert status.reason == "the job's process disappeared (killed, or the machine restarted)"
+
+
+FLAKY_JOB = """
+import os, sys
+attempt, analysis = os.environ["CYTO_ATTEMPT"], os.environ["CYTO_ANALYSIS"]
+print(f"{analysis} attempt {attempt} with {os.environ['CYTO_MEMORY_MIB']} MiB", flush=True)
+if attempt == "1" and analysis == "A01-flaky":
+    print("ERROR: the network share went away", flush=True)
+    sys.exit(1)
+if analysis == "A02-hungry" and os.environ["CYTO_MEMORY_MIB"] == "1024":
+    print("ERROR: MemoryError: cannot allocate 3 GiB", flush=True)
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "container.entrypoint"])
+"""
+
+
+def test_automatic_retries_follow_the_failure_policy_on_real_processes(cyto_env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """A transient failure is retried as --retries says; running out of memory is retried once with
+    twice the memory even with --retries 0; each rule is recorded where people read it."""
+    script = tmp_path / "flaky_job.py"
+    script.write_text(FLAKY_JOB)
+    cyto = Cyto.from_env({**cyto_env, "CYTO_LOCAL_COMMAND": f"{sys.executable} {script}"})
+    store_root = Path(cyto.store.uri)
+    for name in ("A01-flaky", "A02-hungry", "A03-fine"):
+        folder = store_root / "Input" / DATE / BATCH / name
+        folder.mkdir(parents=True)
+        (folder / "x.txt").write_text("one two\n")
+
+    flaky = cyto.engine.start_run(cyto.plan(DATE, BATCH, pipeline="wordcount", retries=1), "tester")
+    summary = cyto.engine.wait(flaky.id, interval=0.1, timeout=120)
+    job = cyto.db.job(flaky.id, "A01-flaky")
+    assert job.state == JobState.SUCCEEDED and job.attempt == 2
+    first = cyto.db.attempts(job.id)[0]
+    assert first.failure_rule == "retried automatically (1 of 1 automatic retry, --retries)"
+    assert "the network share went away" in (first.reason or "")
+
+    hungry = cyto.db.job(flaky.id, "A02-hungry")  # 2048 MiB by default: not hungry in this run
+    assert hungry.state == JobState.SUCCEEDED and hungry.attempt == 1
+    assert summary.run.state == RunState.SUCCEEDED
+
+    small = cyto.engine.start_run(cyto.plan(DATE, BATCH, pipeline="wordcount", retries=0, memory_mib=1024), "tester")
+    summary = cyto.engine.wait(small.id, interval=0.1, timeout=120)
+    hungry = cyto.db.job(small.id, "A02-hungry")
+    assert hungry.state == JobState.SUCCEEDED and hungry.attempt == 2
+    assert cyto.db.attempts(hungry.id)[1].resources == {"memory_mib": 2048}
+    assert "out of memory at 1024 MiB: retried once automatically with 2048 MiB" in (hungry.failure_rule or "")
+    flaky_again = cyto.db.job(small.id, "A01-flaky")
+    assert flaky_again.state == JobState.FAILED
+    assert flaky_again.failure_rule == "not retried automatically (--retries 0)"
+    assert any("not retried automatically (--retries 0)" in line
+               for line in summary_lines(summary))

@@ -67,7 +67,9 @@ def jobs_table_html(jobs: Sequence[Job], durations: Mapping[str, float]) -> str:
             f'<td style="color:{STATE_COLOURS[job.state]}"><b>{job.state.value.lower()}</b></td>'
             f"<td>{job.attempt}/{job.max_attempts}</td>"
             f"<td>{'' if seconds is None else f'{seconds:.1f} s'}</td>"
-            f"<td>{escape(job.reason or '')}</td></tr>")
+            f"<td>{escape(job.reason or '')}"
+            + (f"<br><small>{escape(job.failure_rule)}</small>" if job.failure_rule else "")
+            + "</td></tr>")
     more = len(ordered) - MAX_TABLE_ROWS
     if more > 0:
         rows.append(f'<tr><td colspan="5">… and {more} more analyses</td></tr>')

@@ -88,10 +88,11 @@ def test_failure_reply_with_excerpt_then_retry_click_succeeds_and_edits_the_repl
     root_ts = served.bot.engine.get_run(run_id).slack_thread_ts
     [reply] = failure_replies(served, root_ts)
     text = json.dumps(reply.blocks)
-    assert "A02" in text and "exit code 2" in text and "after 2 attempts" in text
+    assert "A02" in text and "exit code 2" in text and "after 1 attempt" in text
+    assert "Bad input or parameters (exit code 2): not retried automatically" in text, "which rule applied"
     section = next(b for b in reply.blocks if b["type"] == "section" and "A02" in b["text"]["text"])
     assert "```" in section["text"]["text"] and "missing.fcs" in section["text"]["text"], "excerpt in a code block"
-    assert f"{store}/Logs/2018-12-05/batch-7/A02/attempt-2.log" in text, "where the full log is"
+    assert f"{store}/Logs/2018-12-05/batch-7/A02/attempt-1.log" in text, "where the full log is"
     [retry] = [b for b in buttons(reply) if b["text"]["text"] == "Retry"]
     assert "Retry with 2× memory" not in text, "not a memory death"
     assert "Retry all failed" in json.dumps(root_updates(served, root_ts)[-1].blocks)
@@ -99,7 +100,7 @@ def test_failure_reply_with_excerpt_then_retry_click_succeeds_and_edits_the_repl
     fix_analysis(store, "batch-7", "A02")
     status, _ = served.click(reply.ts, retry)
     assert status == 200
-    job = wait_for(lambda: (j := served.bot.engine.db.job(run_id, "A02")) and j.attempt == 3 and j)
+    job = wait_for(lambda: (j := served.bot.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
     assert job.retried_by == USER
     edit = wait_for(lambda: [c for c in served.stand_in.calls_to("chat.update")
                              if c.params["ts"] == reply.ts], what="failure reply edited")[-1]
