@@ -23,6 +23,10 @@ from container.pipelines import (
 
 # Parallel GETs when a batch has many params.json files (S3 answers each in tens of milliseconds).
 READ_WORKERS = 16
+# A listing page (1,000 keys) takes S3 about as long as five GETs, and READ_WORKERS GETs run at
+# once: above about 1000 / (16 * 5) = 12 objects per analysis, asking for each params.json is faster.
+LIST_PAGE = 1000
+LIST_OBJECTS_PER_ANALYSIS = 12
 # Analyses named after the first problem, so one line says how widespread it is.
 _MORE_NAMED = 3
 
@@ -47,24 +51,49 @@ def check_parameters(store: Store, ref: BatchRef, analyses: Sequence[str], pipel
 
 
 def read_params_files(store: Store, ref: BatchRef, analyses: Sequence[str]) -> dict[str, bytes]:
-    """The params.json of each analysis that has one, in analysis order.
-
-    One listing of the batch finds them (a page holds 1,000 keys, so this is cheaper than asking
-    for every analysis's file), and only those are read, in parallel."""
-    wanted = {f"{ref.input_prefix}{name}/{PARAMS_FILE}": name for name in analyses}
-    keys = [info.key for info in store.list_objects(ref.input_prefix) if info.key in wanted]
+    """The params.json of each analysis that has one, in analysis order, read in parallel."""
+    listed, unlisted = find_params_files(store, ref, analyses)
+    keys = [*listed.values(), *(f"{ref.input_prefix}{name}/{PARAMS_FILE}" for name in unlisted)]
     if not keys:
         return {}
     with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(keys))) as pool:
         contents = list(pool.map(lambda key: _read(store, key), keys))
-    found = {wanted[key]: data for key, data in zip(keys, contents, strict=True) if data is not None}
+    found = {key.removeprefix(ref.input_prefix).partition("/")[0]: data
+             for key, data in zip(keys, contents, strict=True) if data is not None}
     return {name: found[name] for name in analyses if name in found}
+
+
+def find_params_files(store: Store, ref: BatchRef, analyses: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """(analysis -> key of its params.json, analyses still to ask for theirs).
+
+    One listing of the batch finds them while it is cheap: a page holds 1,000 keys, so with a few
+    files per analysis it costs far fewer requests than asking for every analysis's file. When the
+    analyses turn out to hold many files each (a plate of 96 FCS files), listing on would cost more
+    than asking directly, so the listing stops and the analyses it has not passed yet are returned
+    to be asked for one by one (in parallel)."""
+    wanted = set(analyses)
+    listed: dict[str, str] = {}
+    passed: set[str] = set()
+    current = None
+    # A store lists one analysis's objects together (a common key prefix), so an analysis is
+    # passed once the listing has moved on to the next one.
+    for seen, info in enumerate(store.list_objects(ref.input_prefix), start=1):
+        name, _, rest = info.key.removeprefix(ref.input_prefix).partition("/")
+        if name != current:
+            if current is not None:
+                passed.add(current)
+            current = name
+        if rest == PARAMS_FILE and name in wanted:
+            listed[name] = info.key
+        if seen >= LIST_PAGE and seen > LIST_OBJECTS_PER_ANALYSIS * len(passed):
+            return listed, [a for a in analyses if a not in passed and a not in listed]
+    return listed, []
 
 
 def _read(store: Store, key: str) -> bytes | None:
     try:
         return store.read_bytes(key)
-    except ObjectNotFound:  # removed since the listing: the job will not see it either
+    except ObjectNotFound:  # an analysis without one (or it was removed since the listing)
         return None
 
 

@@ -14,8 +14,11 @@ from click.testing import CliRunner
 from bot.api import Cyto
 from bot.cli import cli
 from bot.engine import BadParameters
+from bot.layout import BatchRef
+from bot.parameters import LIST_OBJECTS_PER_ANALYSIS, LIST_PAGE, find_params_files
 from bot.settings import Settings
 from container import pipelines
+from tests.aws.batch_setup import seed_objects
 from tests.aws.conftest import Aws
 
 pytest_plugins = ["tests.aws.conftest"]
@@ -131,6 +134,27 @@ def test_the_engine_raises_bad_parameters_for_every_front_end(batch: dict[str, s
     assert cyto.runs() == []
 
 
+def test_analyses_with_many_files_are_asked_for_their_params_json_instead_of_listed_on(
+        cyto_env: dict[str, str]) -> None:
+    store = Path(cyto_env["CYTO_STORE"])
+    files = 3 * LIST_OBJECTS_PER_ANALYSIS  # a plate's worth of FCS files per analysis
+    for i in range(1, 101):
+        folder = store / "Input" / DATE / BATCH / f"A{i:03d}"
+        folder.mkdir(parents=True)
+        for f in range(files):
+            (folder / f"well-{f:02d}.fcs").write_bytes(b"")
+    params_json(cyto_env, "A002", {"transform": "arcsinh"})
+    params_json(cyto_env, "A090", {"transfrom": "arcsinh"})
+    cyto = Cyto.from_env(cyto_env)
+    names = [f"A{i:03d}" for i in range(1, 101)]
+    listed, asked = find_params_files(cyto.store, BatchRef(DATE, BATCH), names)
+    assert listed == {"A002": f"Input/{DATE}/{BATCH}/A002/params.json"}
+    # The listing stopped after LIST_PAGE objects: 27 whole analyses of 36 (A002: 37) objects.
+    assert LIST_PAGE == 1000 and asked == names[27:]
+    with pytest.raises(BadParameters, match=r"^A090/params\.json: unknown parameter 'transfrom'"):
+        cyto.plan(DATE, BATCH)
+
+
 # -- on S3 (moto over HTTP) ----------------------------------------------------------------------
 
 
@@ -160,4 +184,20 @@ def test_on_s3_only_the_params_json_that_exist_are_read(aws: Aws, s3_cyto: Cyto)
         s3_cyto.plan(DATE, BATCH)
     assert str(caught.value) == ("A041/params.json: unknown parameter 'transfrom' (did you mean 'transform'?) "
                                  "(parameter problems in A099 too)")
+    assert s3_cyto.runs() == []
+
+
+def test_on_s3_a_batch_of_many_files_per_analysis_costs_one_listing_page_then_parallel_gets(
+        aws: Aws, s3_cyto: Cyto) -> None:
+    prefix = f"lab/Input/{DATE}/{BATCH}"
+    files = 3 * LIST_OBJECTS_PER_ANALYSIS
+    seed_objects("lab-bucket", [f"{prefix}/A{i:03d}/well-{f:02d}.fcs" for i in range(1, 81) for f in range(files)])
+    s3_cyto.store.write_bytes(f"Input/{DATE}/{BATCH}/A003/params.json", b'{"transform": "arcsinh"}')
+    s3_cyto.store.write_bytes(f"Input/{DATE}/{BATCH}/A070/params.json", b'{"transfrom": "arcsinh"}')
+    aws.middleware.reset()
+    with pytest.raises(BadParameters, match=r"^A070/params\.json: unknown parameter 'transfrom'"):
+        s3_cyto.plan(DATE, BATCH)
+    assert aws.calls("s3:ListObjectsV2") == 1 + 1  # the batch's analyses, then one page of its objects
+    # A003's as listed; the 1,000 objects of the page cover 27 whole analyses, the other 53 are asked for.
+    assert LIST_PAGE == 1000 and aws.calls("s3:GET") == 1 + 53
     assert s3_cyto.runs() == []

@@ -6,11 +6,11 @@ Every other parameter is the script's own and passes through untouched. It is ca
 
     Rscript --vanilla <script> <input_dir> <output_dir>
 
-with the same two folders in `CYTO_INPUT_DIR` and `CYTO_OUTPUT_DIR` and the run's parameters as
-JSON in `CYTO_PARAMS`. Its working directory is the (staged) input folder, so relative reads work;
-only what it writes into the output folder is kept. R's output goes into the job's log line by
-line, and when R fails the error lines R printed (`Error in ...`, `Execution halted`) become the
-failure message.
+with the same two folders in `CYTO_INPUT_DIR` and `CYTO_OUTPUT_DIR` and the run's parameters (the
+analysis's params.json merged over them) as JSON in `CYTO_PARAMS`. Its working directory is the
+(staged) input folder, so relative reads work; only what it writes into the output folder is kept.
+R's output goes into the job's log line by line, and when R fails the error lines R printed
+(`Error in ...`, `Execution halted`) become the failure message.
 
 `run_rscript` is shared with the other R-backed pipelines (fasta-kmers).
 """
