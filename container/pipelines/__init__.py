@@ -125,7 +125,8 @@ def unknown_parameters(unknown: Iterable[str], known: Iterable[str]) -> Paramete
     """The error for keys a pipeline does not take, with a did-you-mean for each close spelling."""
     known = sorted(known)
     names = sorted(unknown)
-    parts, unmatched = [], False
+    parts: list[str] = []
+    unmatched = False
     for name in names:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
