@@ -26,9 +26,11 @@ from bot.db import Attempt, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
 from bot.layout import BatchRef, LayoutError
+from bot.parameters import check_parameters
 from bot.states import ACTIVE, DISPLAY_ORDER, JobState, RunState, final_run_state
 from bot.store import ObjectNotFound, Store, StoreError
 from container.contract import JobEnvironment, attempt_log_name
+from container.pipelines import ParameterError
 from container.pipelines import available as available_pipelines
 
 SUBMIT_CHUNK = 100
@@ -48,6 +50,10 @@ class EngineError(RuntimeError):
 
 class NotFound(EngineError):
     pass
+
+
+class BadParameters(EngineError):
+    """The pipeline's own parameter check refused the run's parameters or an analysis's params.json."""
 
 
 class AlreadyRetried(EngineError):
@@ -169,6 +175,10 @@ class Engine:
         resources = resources or Resources(retries=self.default_retries)
         validate_resources(resources)
         ref, analyses = catalog.resolve_batch(self.store, date, batch)
+        try:
+            check_parameters(self.store, ref, analyses, pipeline, params or {})
+        except ParameterError as exc:
+            raise BadParameters(str(exc)) from None
         self.check_executor()
         return Plan(ref, analyses, pipeline, resources, dict(params or {}))
 

@@ -129,6 +129,32 @@ def test_bad_parameters_show_message_next_to_them(cyto: Cyto, text: str, message
     assert form.errors == {} and not form.run_button.disabled
 
 
+def test_parameters_the_pipeline_refuses_keep_run_disabled_with_the_message_on_the_field(cyto: Cyto) -> None:
+    form = valid_form(cyto)
+    form.params.value = '{"file": ["a.txt"]}'
+    assert form.errors == {"params": "unknown parameter 'file' (did you mean 'files'?)"}
+    assert "did you mean" in form.messages["params"].value and form.run_button.disabled
+    form.run_button.click()
+    assert form.last_run is None and cyto.runs() == []
+    form.pipeline.value = "cytometry"  # the same text, checked by that pipeline's own check
+    assert form.errors["params"].startswith("unknown parameter 'file'; known: ")
+    form.pipeline.value = "wordcount"
+    form.params.value = '{"files": ["a.txt"]}'
+    assert form.errors == {} and not form.run_button.disabled
+
+
+def test_an_analysis_params_json_the_pipeline_refuses_is_named_on_the_parameters_field(
+        cyto: Cyto, store: Path) -> None:
+    form = valid_form(cyto)
+    write(store / "Input" / DATE / "batch-7" / "A2" / "params.json", '{"flies": ["b.txt"]}')
+    form.validate()
+    assert form.errors == {"params": "A2/params.json: unknown parameter 'flies' (did you mean 'files'?)"}
+    assert form.run_button.disabled and form.preview.value == ""
+    write(store / "Input" / DATE / "batch-7" / "A2" / "params.json", '{"files": ["b.txt"]}')
+    form.validate()
+    assert form.errors == {} and not form.run_button.disabled
+
+
 def test_date_that_does_not_exist_is_explained_next_to_the_date(cyto: Cyto) -> None:
     form = LaunchForm(cyto, date="2019-01-01", batch="batch-7")
     assert set(form.errors) == {"date"}

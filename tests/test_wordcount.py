@@ -166,8 +166,8 @@ def test_a_named_file_that_is_missing(tmp_path: Path, folder: Path) -> None:
 @pytest.mark.parametrize(
     ("params_json", "run_params", "message"),
     [
-        (b'{"file": ["a.txt"]}', {}, "params.json: unknown parameter 'file'"),
-        (None, {"colour": "red"}, "CYTO_PARAMS: unknown parameter 'colour'"),
+        (b'{"file": ["a.txt"]}', {}, r"^params\.json: unknown parameter 'file' \(did you mean 'files'\?\)$"),
+        (None, {"colour": "red"}, "^unknown parameter 'colour'; known: files$"),
         (b'{"files": "a.txt"}', {}, "'files' must be a list"),
         (b'{"files": []}', {}, "'files' is empty"),
         (b"{not json", {}, "params.json is not valid JSON"),

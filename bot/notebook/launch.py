@@ -16,7 +16,7 @@ import ipywidgets as widgets
 from bot.api import Cyto
 from bot.catalog import UnknownBatch
 from bot.db import Run
-from bot.engine import EngineError, Plan, validate_resources, with_overrides
+from bot.engine import BadParameters, EngineError, Plan, validate_resources, with_overrides
 from bot.executors import Resources
 from bot.layout import LayoutError, is_date, nearest_dates, parse_date
 from bot.notebook.render import message_html, preview_html
@@ -199,6 +199,8 @@ class LaunchForm:
                 errors["batch" if date in self.cyto.dates() else "date"] = str(exc)
             except LayoutError as exc:
                 errors["batch" if is_date(date) else "date"] = str(exc)
+            except BadParameters as exc:
+                errors["params"] = str(exc)
             except EngineError as exc:
                 errors["pipeline" if pipeline not in available_pipelines() else FORM] = str(exc)
             except StoreError as exc:

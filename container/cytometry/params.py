@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import ParameterError, read_params_file
+from container.pipelines import ParameterError, read_params_file, unknown_parameters
 
 ROOT = "all"
 AUTO_GATES = ("cells", "singlets")
@@ -85,7 +85,7 @@ def parse(raw: Mapping[str, Any]) -> Params:
     known = set(Params.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+        raise unknown_parameters(unknown, known)
     d = Params()
     transform = _choice(raw, "transform", TRANSFORMS, d.transform)
     params = Params(

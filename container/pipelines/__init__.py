@@ -6,18 +6,25 @@ through `ctx.log`, and returns a small JSON-able summary that goes into result.j
 It raises `ParameterError` for bad parameters and `InputError` for input it cannot read (both exit
 2, never retried automatically) and `PipelineError` for any other failure the scientist should read
 about (exit 1); the message is the last line of the log.
+
+A pipeline also has a parameter check (`PARAMETER_CHECKS`): a pure function of the parameters,
+cheap to import (no numpy, no matplotlib), that raises `ParameterError` or returns the parsed
+parameters. The job calls it through `checked_params`; the bot calls it at plan time through
+`check_with_folder` on the run's parameters and on each analysis's params.json, so a typo is
+refused before anything is submitted, with the message the job would have given.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 # name -> module path; modules are imported on demand so a job only loads what it runs.
 PIPELINES: dict[str, str] = {
@@ -27,6 +34,13 @@ PIPELINES: dict[str, str] = {
     "fasta-kmers": "container.pipelines.fasta_kmers",
 }
 DEFAULT_PIPELINE = "cytometry"
+# name -> "module:function" of the pipeline's parameter check (see the module docstring).
+PARAMETER_CHECKS: dict[str, str] = {
+    "wordcount": "container.pipelines.wordcount:check_params",
+    "cytometry": "container.cytometry.params:parse",
+    "r-script": "container.pipelines.rscript:check_params",
+    "fasta-kmers": "container.pipelines.fasta_kmers:check_params",
+}
 # An analysis folder may carry its own parameters; they override the run's.
 PARAMS_FILE = "params.json"
 
@@ -59,18 +73,75 @@ class PipelineContext:
     memory_mib: int = 2048
 
 
+T = TypeVar("T")
+ParameterCheck = Callable[[Mapping[str, Any]], T]
+
+
 def read_params_file(input_dir: Path) -> dict[str, Any]:
     """The analysis folder's params.json as a dict ({} when there is none)."""
     path = input_dir / PARAMS_FILE
     if not path.is_file():
         return {}
+    return parse_params_file(path.read_bytes())
+
+
+def parse_params_file(data: bytes, source: str = PARAMS_FILE) -> dict[str, Any]:
+    """The content of a params.json as a dict; `source` names the file in the message."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        parsed = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParameterError(f"{PARAMS_FILE} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ParameterError(f"{PARAMS_FILE} must hold a JSON object, not {type(data).__name__}")
-    return data
+        raise ParameterError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ParameterError(f"{source} must hold a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+def check_with_folder(
+    check: ParameterCheck[T], run_params: Mapping[str, Any], folder_params: Mapping[str, Any],
+    source: str = PARAMS_FILE,
+) -> T:
+    """Check the run's parameters on their own, then with the folder's params.json merged over them
+    key by key (the folder wins); a problem of the merged set names `source`. Returns what the
+    check returns for the parameters the analysis runs with."""
+    result = check(run_params)
+    if not folder_params:
+        return result
+    try:
+        return check({**run_params, **folder_params})
+    except ParameterError as exc:
+        raise ParameterError(f"{source}: {exc}") from None
+
+
+def checked_params(check: ParameterCheck[T], run_params: Mapping[str, Any], input_dir: Path) -> T:
+    """What a job calls: its parameter check on CYTO_PARAMS and the staged folder's params.json."""
+    return check_with_folder(check, run_params, read_params_file(input_dir))
+
+
+def parameter_check(name: str) -> ParameterCheck[Any] | None:
+    """The pipeline's parameter check, imported without the pipeline itself (None if it has none)."""
+    target = PARAMETER_CHECKS.get(name)
+    if target is None:
+        return None
+    module_path, _, function = target.partition(":")
+    check: ParameterCheck[Any] = getattr(importlib.import_module(module_path), function)
+    return check
+
+
+def unknown_parameters(unknown: Iterable[str], known: Iterable[str]) -> ParameterError:
+    """The error for keys a pipeline does not take, with a did-you-mean for each close spelling."""
+    known = sorted(known)
+    names = sorted(unknown)
+    parts: list[str] = []
+    unmatched = False
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+        unmatched = unmatched or not close
+    noun = "parameter" if len(names) == 1 else "parameters"
+    message = f"unknown {noun} {', '.join(parts)}"
+    if unmatched:
+        message += f"; known: {', '.join(known)}" if known else "; this pipeline takes no parameters"
+    return ParameterError(message)
 
 
 def available() -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 from container.cytometry import analysis, plots, stats
 from container.cytometry import params as params_mod
 from container.cytometry.params import Params
-from container.pipelines import InputError, PipelineContext, PipelineError
+from container.pipelines import InputError, PipelineContext, PipelineError, checked_params
 
 STATS_CSV = "stats.csv"
 QC_JSON = "qc.json"
@@ -47,7 +47,7 @@ METHOD_NOTES = {
 
 
 def run(ctx: PipelineContext) -> dict[str, Any]:
-    params = params_mod.parse(params_mod.merged(ctx.params, ctx.input_dir))
+    params = checked_params(params_mod.parse, ctx.params, ctx.input_dir)
     files = sorted(p for p in ctx.input_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".fcs")
     if not files:
         raise PipelineError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())

@@ -1,7 +1,8 @@
 """The `fasta-kmers` pipeline: sequences, residues and k-mer counts of one FASTA chunk, in R.
 
 Input: the analysis folder's `*.fa`, `*.fasta` and `*.fna` files (any case, sub-folders too).
-Parameter: `k`, an integer from 1 to 12 (default 4), checked here before R starts.
+Parameter: `k`, an integer from 1 to 12 (default 4), checked by `check_params` before R starts
+(and by the bot before the run is submitted); any other key is refused.
 Outputs:
     kmers.tsv    `kmer<TAB>count`, header line first, one row per k-mer that occurs, sorted by k-mer
     summary.tsv  `sequences<TAB>residues<TAB>k`, header line and one row
@@ -19,20 +20,22 @@ Counting rules (fasta_kmers.R does the work):
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import ParameterError, PipelineContext, PipelineError
+from container.pipelines import ParameterError, PipelineContext, PipelineError, checked_params, unknown_parameters
 from container.pipelines.rscript import run_rscript
 
 R_SCRIPT = Path(__file__).with_name("fasta_kmers.R")
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 DEFAULT_K = 4
 MIN_K, MAX_K = 1, 12
+KNOWN_PARAMS = frozenset({"k"})
 
 
 def run(ctx: PipelineContext) -> dict[str, Any]:
-    k = parse_k(ctx.params)
+    k = checked_params(check_params, ctx.params, ctx.input_dir)
     files = find_fasta_files(ctx.input_dir)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     ctx.log.info("counting %d-mers in %d FASTA file(s)", k, len(files))
@@ -47,7 +50,15 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     return {**summary, "distinct_kmers": _count_rows(ctx.output_dir / "kmers.tsv"), "files": len(files)}
 
 
-def parse_k(params: Any) -> int:
+def check_params(params: Mapping[str, Any]) -> int:
+    """The fasta-kmers parameter check (pure; the bot runs it at plan time too): `k`, nothing else."""
+    unknown = set(params) - KNOWN_PARAMS
+    if unknown:
+        raise unknown_parameters(unknown, KNOWN_PARAMS)
+    return parse_k(params)
+
+
+def parse_k(params: Mapping[str, Any]) -> int:
     """`k` from the run's parameters: an integer 1..12 (a string of digits is accepted too)."""
     value = params.get("k", DEFAULT_K)
     if isinstance(value, str) and value.strip().isdigit():

@@ -1,15 +1,16 @@
 """The `r-script` pipeline: run the analysis's own R script with `Rscript --vanilla`.
 
-The script is `analysis.R` in the analysis folder, or the file named by the `script` parameter.
-It is called as
+The script is `analysis.R` in the analysis folder, or the file named by the `script` parameter
+(a relative path inside the folder; `check_params` checks its form, the job that the file exists).
+Every other parameter is the script's own and passes through untouched. It is called as
 
     Rscript --vanilla <script> <input_dir> <output_dir>
 
-with the same two folders in `CYTO_INPUT_DIR` and `CYTO_OUTPUT_DIR` and the run's parameters as
-JSON in `CYTO_PARAMS`. Its working directory is the (staged) input folder, so relative reads work;
-only what it writes into the output folder is kept. R's output goes into the job's log line by
-line, and when R fails the error lines R printed (`Error in ...`, `Execution halted`) become the
-failure message.
+with the same two folders in `CYTO_INPUT_DIR` and `CYTO_OUTPUT_DIR` and the run's parameters (the
+analysis's params.json merged over them) as JSON in `CYTO_PARAMS`. Its working directory is the
+(staged) input folder, so relative reads work; only what it writes into the output folder is kept.
+R's output goes into the job's log line by line, and when R fails the error lines R printed
+(`Error in ...`, `Execution halted`) become the failure message.
 
 `run_rscript` is shared with the other R-backed pipelines (fasta-kmers).
 """
@@ -23,10 +24,10 @@ import shutil
 import subprocess
 from collections import deque
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from container.pipelines import ParameterError, PipelineContext, PipelineError
+from container.pipelines import ParameterError, PipelineContext, PipelineError, checked_params
 
 DEFAULT_SCRIPT = "analysis.R"
 _TAIL_LINES = 40
@@ -35,7 +36,8 @@ _MAX_ERROR_CHARS = 1500
 
 
 def run(ctx: PipelineContext) -> dict[str, Any]:
-    script = find_script(ctx.input_dir, ctx.params)
+    params = checked_params(check_params, ctx.params, ctx.input_dir)
+    script = find_script(ctx.input_dir, params)
     before = _files_under(ctx.input_dir)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     run_rscript(
@@ -43,7 +45,7 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
         [str(ctx.input_dir), str(ctx.output_dir)],
         log=ctx.log,
         cwd=ctx.input_dir,
-        env=r_environment(ctx),
+        env=r_environment(ctx, params),
         label=script.name,
     )
     _warn_about_stray_outputs(ctx, before)
@@ -52,11 +54,23 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     return {"script": script.relative_to(ctx.input_dir.resolve()).as_posix(), "output_files": len(outputs)}
 
 
-def find_script(input_dir: Path, params: Mapping[str, Any]) -> Path:
-    """The R script to run, or ParameterError naming what was looked for and what exists."""
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The r-script parameter check (pure; the bot runs it at plan time too): `script`, when given,
+    must be a relative path to a file inside the analysis folder. Returns the parameters."""
     name = params.get("script", DEFAULT_SCRIPT)
     if not isinstance(name, str) or not name.strip():
         raise ParameterError(f"parameter 'script' must be a file name such as {DEFAULT_SCRIPT!r}, got {name!r}")
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or name.endswith(("/", "\\")) or name != name.strip():
+        raise ParameterError(f"parameter 'script' ({name!r}) must name a file inside the analysis folder, "
+                             f"such as {DEFAULT_SCRIPT!r} or 'scripts/gate.R'")
+    return dict(params)
+
+
+def find_script(input_dir: Path, params: Mapping[str, Any]) -> Path:
+    """The R script to run, or ParameterError naming what was looked for and what exists."""
+    check_params(params)
+    name = params.get("script", DEFAULT_SCRIPT)
     root = input_dir.resolve()
     path = (root / name).resolve()
     if root not in path.parents:
@@ -66,11 +80,11 @@ def find_script(input_dir: Path, params: Mapping[str, Any]) -> Path:
     raise ParameterError(f"no R script {name!r} in the analysis folder; {_describe_folder(root)}")
 
 
-def r_environment(ctx: PipelineContext) -> dict[str, str]:
+def r_environment(ctx: PipelineContext, params: Mapping[str, Any]) -> dict[str, str]:
     return {
         "CYTO_INPUT_DIR": str(ctx.input_dir),
         "CYTO_OUTPUT_DIR": str(ctx.output_dir),
-        "CYTO_PARAMS": json.dumps(dict(ctx.params), sort_keys=True),
+        "CYTO_PARAMS": json.dumps(dict(params), sort_keys=True),
     }
 
 

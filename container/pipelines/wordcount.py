@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import PARAMS_FILE, ParameterError, PipelineContext, PipelineError, read_params_file
+from container.pipelines import (
+    PARAMS_FILE,
+    ParameterError,
+    PipelineContext,
+    PipelineError,
+    check_with_folder,
+    read_params_file,
+    unknown_parameters,
+)
 
 RUN_PARAMS = "CYTO_PARAMS"
 OUTPUT_FILE = "wordcount.json"
@@ -113,27 +121,28 @@ class Settings:
     files_source: str = ""  # where `files` came from, to name it in messages
 
 
+def check_params(params: Mapping[str, Any]) -> Settings:
+    """The wordcount parameter check (pure; the bot runs it at plan time too)."""
+    unknown = set(params) - KNOWN_PARAMS
+    if unknown:
+        raise unknown_parameters(unknown, KNOWN_PARAMS)
+    if "files" not in params:
+        return Settings()
+    return Settings(_check_names(params["files"]))
+
+
 def read_settings(run_params: Mapping[str, Any], input_dir: Path) -> Settings:
     """Run-level parameters, overridden key by key by the folder's params.json; unknown keys refused."""
     folder_params = read_params_file(input_dir)
-    for source, params in ((RUN_PARAMS, run_params), (PARAMS_FILE, folder_params)):
-        unknown = sorted(set(params) - KNOWN_PARAMS)
-        if unknown:
-            raise ParameterError(
-                f"{source}: unknown parameter {unknown[0]!r} for wordcount "
-                f"(known: {', '.join(sorted(KNOWN_PARAMS))})"
-            )
-    for source, params in ((PARAMS_FILE, folder_params), (RUN_PARAMS, run_params)):
-        if "files" in params:
-            return Settings(_check_names(params["files"], source), source)
-    return Settings()
+    settings = check_with_folder(check_params, run_params, folder_params)
+    return replace(settings, files_source=PARAMS_FILE if "files" in folder_params else RUN_PARAMS)
 
 
-def _check_names(names: Any, source: str) -> list[str]:
+def _check_names(names: Any) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
-        raise ParameterError(f"{source}: 'files' must be a list of file names, got {names!r}")
+        raise ParameterError(f"'files' must be a list of file names, got {names!r}")
     if not names:
-        raise ParameterError(f"{source}: 'files' is empty; name at least one file or leave it out")
+        raise ParameterError("'files' is empty; name at least one file or leave it out")
     return list(dict.fromkeys(names))
 
 
