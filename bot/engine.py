@@ -38,6 +38,7 @@ SUBMIT_CHUNK = 100
 _GENERIC_REASON = re.compile(r"^(exit code -?\d+)?$")
 # A job the executor has never heard of this long after submission is reported lost.
 LOST_AFTER_S = 300.0
+_SKIPPED = "skipped: the run was cancelled"
 # Recording a submission is retried this many times (a locked database) before the claim is left for
 # the next pass, which looks the jobs up by name instead of submitting them again.
 RECORD_TRIES = 3
@@ -155,6 +156,8 @@ class Engine:
         self._token_prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._live_tokens: set[str] = set()
         self._tokens_lock = threading.Lock()
+        # Runs this process has cancelled: its own submission passes stop submitting them at once.
+        self._cancelled_here: set[str] = set()
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -250,6 +253,8 @@ class Engine:
     def _submit_one(self, run: Run, job: Job, before: Attempt) -> tuple[str | None, str | None]:
         """(executor job id, None), or (None, why it cannot be submitted). Never raises: one bad
         analysis must not stop its chunk-mates."""
+        if run.id in self._cancelled_here:
+            return None, _SKIPPED
         try:
             if before.claim_token is not None:
                 found = self.executor.find(before.job_name)
@@ -280,7 +285,9 @@ class Engine:
                 time.sleep(0.2)
         self._stop_lost(run_id, lost)
         for (job, _), (job_id, error) in zip(claimed, results, strict=True):
-            if job_id:
+            if error is _SKIPPED:
+                self.db.clear_claim(job.id, job.attempt, token)  # cancelled before it was submitted
+            if job_id or error is _SKIPPED:
                 continue
             reason = error or "could not submit"
             rule = "not retried automatically: the analysis cannot be submitted as it is"
@@ -444,6 +451,7 @@ class Engine:
             return []
         state = final_run_state(counts, run.state == RunState.CANCELLING)
         if self.db.finish_run(run_id, state, self.clock()):
+            self._cancelled_here.discard(run_id)
             return [Event(EventKind.RUN_FINISHED, run_id, state=state.value)]
         return []
 
@@ -502,6 +510,7 @@ class Engine:
         self.get_run(run_id)
         if not self.db.request_cancel(run_id, by, self.clock()):
             return False
+        self._cancelled_here.add(run_id)
         self._send_pending_cancels([run_id])
         self._publish([Event(EventKind.RUN_CANCELLING, run_id, by=by)])
         self._publish(self._finish_if_done(run_id))
