@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flowutils import transforms as fu_transforms
 
-from container.pipelines import ParameterError, PipelineError, cytometry
+from container.pipelines import InputError, ParameterError, cytometry
 from tests.fcs_data import SCATTER_CHANNELS, context, fcsparser_files, scatter_events, write_fcs
 
 
@@ -138,10 +138,10 @@ def test_flags_fire(tmp_path: Path) -> None:
 def test_no_fcs_files_and_nothing_readable_are_pipeline_errors(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("hi")
-    with pytest.raises(PipelineError, match="no FCS files"):
+    with pytest.raises(InputError, match="no FCS files"):  # bad input: exit 2, never retried
         run(tmp_path / "in", tmp_path / "out")
     (tmp_path / "in" / "x.fcs").write_bytes(b"FCS3.0  nonsense")
-    with pytest.raises(PipelineError, match=r"x\.fcs: "):
+    with pytest.raises(InputError, match=r"x\.fcs: "):
         run(tmp_path / "in", tmp_path / "out")
     assert json.loads((tmp_path / "out" / "qc.json").read_text())["files"]["x.fcs"]["status"] == "failed"
 

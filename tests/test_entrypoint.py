@@ -221,10 +221,10 @@ def test_unknown_pipeline_exits_2(store: LocalStore) -> None:
     assert json.loads(store.output("result.json").read_text())["status"] == "failed"
 
 
-def test_nothing_to_count_exits_1_with_the_reason_and_no_traceback(store: LocalStore) -> None:
+def test_nothing_to_count_is_bad_input_exit_2_with_the_reason_and_no_traceback(store: LocalStore) -> None:
     store.put("params.json", b"{}")
     job = run_job(store.env())
-    assert job.code == 1
+    assert job.code == 2  # an empty analysis folder would fail the same way again
     assert job.last_line == "ERROR: nothing to count: the analysis folder has no files"
     assert "Traceback" not in store.log()  # an expected failure says why in its ERROR line
 
@@ -422,3 +422,12 @@ def test_job_sees_thread_limits_from_its_vcpus(store: LocalStore, tmp_path: Path
     seen = json.loads(store.output("threads.json").read_text())
     assert seen["OPENBLAS_NUM_THREADS"] == "2" and seen["MKL_NUM_THREADS"] == "2"
     assert seen["OMP_NUM_THREADS"] == "3"
+
+
+def test_an_unreadable_fcs_file_is_bad_input_exit_2(store: LocalStore) -> None:
+    """Issue 12: a garbage FCS file failed with exit 1 and was retried twice; it is bad input."""
+    store.put("plate/A01.fcs", b"FCS3.0  this is not a real FCS file at all")
+    job = run_job({**store.env(), "CYTO_PIPELINE": "cytometry"})
+    assert job.code == 2
+    assert job.last_line.startswith("ERROR: no FCS file could be analysed (1 failed): plate/A01.fcs: ")
+    assert "Traceback" not in store.log()

@@ -50,7 +50,7 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     params = checked_params(params_mod.parse, ctx.params, ctx.input_dir)
     files = sorted(p for p in ctx.input_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".fcs")
     if not files:
-        raise PipelineError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
+        raise InputError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, Any]] = []
