@@ -110,7 +110,7 @@ class Commands:
         plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
                              memory_mib=request.memory_mib, retries=request.retries)
         # Recorded but not submitted until the thread exists, so every message has a home.
-        run = bot.engine.start_run(plan, requested_by=user, submit=False)
+        run = bot.engine.start_run(plan, requested_by=user, submit=False, allow_concurrent=request.allow_concurrent)
         try:
             posted = bot.client.chat_postMessage(channel=channel, **render.started_message(run, len(plan.analyses))
                                                  .payload())
