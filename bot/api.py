@@ -64,7 +64,7 @@ class Cyto:
     def run(self, date: str, batch: str, *, requested_by: str = "notebook", allow_concurrent: bool = False,
             **options: Any) -> Run:
         """Start a run. Refused (BatchInUse) while another run of the batch is unfinished, unless
-        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}@{run}/ folder."""
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
         return self.engine.start_run(self.plan(date, batch, **options), requested_by,
                                      allow_concurrent=allow_concurrent)
 

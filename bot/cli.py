@@ -143,7 +143,7 @@ def report(summary: RunSummary) -> int:
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
 @click.option("--allow-concurrent", is_flag=True,
               help="Start even while another run of the batch is unfinished; this run then writes to its own "
-                   "Output/DATE/BATCH@RUN/ folder.")
+                   "Output/DATE/BATCH.run-RUN/ folder.")
 @friendly_errors
 def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory_mib: int | None,
         storage_gib: int | None, timeout_s: int | None, retries: int | None, param_pairs: tuple[str, ...],

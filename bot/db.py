@@ -143,7 +143,7 @@ class Run:
     slack_channel: str | None
     slack_thread_ts: str | None
     version: int
-    # Started alongside another unfinished run of the batch: outputs go to Output/{date}/{batch}@{run}/.
+    # Started alongside another unfinished run of the batch: outputs go to Output/{date}/{batch}.run-{run}/.
     outputs_scoped: bool = False
 
     @property

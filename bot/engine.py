@@ -186,7 +186,7 @@ class Engine:
         """Record the run and the intent to submit each analysis, then submit them.
 
         Refused (BatchInUse, nothing recorded) while another run of the batch is unfinished, unless
-        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}@{run}/ folder."""
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
         now = self.clock()
         for _ in range(10):
             run = Run(id=new_run_id(), date=plan.ref.date, batch=plan.ref.batch, pipeline=plan.pipeline,

@@ -2,12 +2,12 @@
 
     Input/{YYYY-MM-DD}/{batch}/{analysis}/...                     what the lab drops in
     Output/{YYYY-MM-DD}/{batch}/{analysis}/...                    what a job writes (one run's results, whole)
-    Output/{YYYY-MM-DD}/{batch}@{run}/{analysis}/...              ... of a run started alongside another
+    Output/{YYYY-MM-DD}/{batch}.run-{run}/{analysis}/...              ... of a run started alongside another
     Logs/{YYYY-MM-DD}/{batch}/{analysis}/{run}/attempt-{N}.log    a copy of each attempt's log
 
 Files belong to a run: logs are always run-scoped; outputs go to the batch's Output folder unless
 the run was started (with --allow-concurrent) while another run of the batch was unfinished, and
-then to its own `{batch}@{run}` folder, so two runs never write the same place.
+then to its own `{batch}.run-{run}` folder, so two runs never write the same place.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class BatchRef:
     @property
     def output_prefix(self) -> str:
         if self.output_run is not None:
-            return f"{OUTPUT}/{self.date}/{self.batch}@{self.output_run}/"
+            return f"{OUTPUT}/{self.date}/{self.batch}.run-{self.output_run}/"
         return f"{OUTPUT}/{self.date}/{self.batch}/"
 
     @property

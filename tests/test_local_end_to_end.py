@@ -57,7 +57,7 @@ def test_batch_outputs_equal_wc_and_the_failure_is_retried_then_reported(cyto: C
         for name in files:
             assert counted[name] == gnu_wc(store_root / "Input" / DATE / BATCH / analysis / name), name
         assert (store_root / "Output" / DATE / BATCH / analysis / "result.json").exists()
-        assert (store_root / "Logs" / DATE / BATCH / analysis / "attempt-1.log").exists()
+        assert (store_root / "Logs" / DATE / BATCH / analysis / run.id / "attempt-1.log").exists()
 
     broken = cyto.db.job(run.id, "A05-broken")
     attempts = cyto.db.attempts(broken.id)
@@ -65,7 +65,7 @@ def test_batch_outputs_equal_wc_and_the_failure_is_retried_then_reported(cyto: C
     assert all(a.exit_code == 2 for a in attempts)
     assert "missing.txt" in broken.reason
     for n in (1, 2, 3):
-        assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / f"attempt-{n}.log").exists()
+        assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / run.id / f"attempt-{n}.log").exists()
     excerpt = cyto.logs(run.id, "A05-broken")
     assert excerpt.attempt == 3
     assert excerpt.excerpt is not None and "missing.txt" in excerpt.excerpt.text.splitlines()[-1]
