@@ -1,9 +1,9 @@
 """Storage layout rules: where a batch's inputs, outputs and logs live. Pure code, no I/O.
 
-    Input/{YYYY-MM-DD}/{batch}/{analysis}/...                     what the lab drops in
-    Output/{YYYY-MM-DD}/{batch}/{analysis}/...                    what a job writes (one run's results, whole)
-    Output/{YYYY-MM-DD}/{batch}.run-{run}/{analysis}/...              ... of a run started alongside another
-    Logs/{YYYY-MM-DD}/{batch}/{analysis}/{run}/attempt-{N}.log    a copy of each attempt's log
+    Input/{YYYY-MM-DD}/{batch}/{analysis}/...                   what the lab drops in
+    Output/{YYYY-MM-DD}/{batch}/{analysis}/...                  what a job writes (one run's results, whole)
+    Output/{YYYY-MM-DD}/{batch}.run-{run}/{analysis}/...        ... of a run started alongside another
+    Logs/{YYYY-MM-DD}/{batch}/{analysis}/{run}/attempt-{N}.log  a copy of each attempt's log
 
 Files belong to a run: logs are always run-scoped; outputs go to the batch's Output folder unless
 the run was started (with --allow-concurrent) while another run of the batch was unfinished, and

@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.db import Run
-from bot.engine import RunSummary
+from bot.engine import RunSummary, run_layout
 from bot.states import DISPLAY_ORDER, JobState, RunState
 
 MAX_BLOCKS = 50
@@ -194,8 +194,12 @@ def root_message(summary: RunSummary) -> SlackMessage:
 def started_message(run: Run, total: int) -> SlackMessage:
     """The root message as first posted, before the run has a summary."""
     headline = f"{mention(run.requested_by)} started *{escape(run.label)}*: {total} analyses"
+    details = resources_line(run)
+    if run.outputs_scoped:
+        details += (f"\nAnother run of this batch is unfinished: this one writes its own "
+                    f"`{escape(run_layout(run).output_prefix)}`")
     return SlackMessage(headline, (
-        SectionBlock(block_id="headline", text=MarkdownTextObject(text=f"{headline}\n{resources_line(run)}")),
+        SectionBlock(block_id="headline", text=MarkdownTextObject(text=f"{headline}\n{details}")),
         SectionBlock(block_id="progress", text=MarkdownTextObject(
             text=f"{progress_bar(0, total)}\n⏳ {total} pending\n⏱ Submitting")),
     ))

@@ -67,6 +67,8 @@ def test_second_run_of_an_active_batch_is_refused_then_allowed_with_its_own_outp
 
     second = served.bot.engine.get_run(start(served, f"run 2018-12-05 {BATCH} --allow-concurrent", 1))
     assert second.id != first_id and second.outputs_scoped
+    root = served.stand_in.calls_to("chat.postMessage")[-1]
+    assert f"this one writes its own `Output/2018-12-05/{BATCH}.run-{second.id}/`" in json.dumps(root.blocks)
     served.drive(first_id)
     served.drive(second.id)
     for run_id, folder in ((first_id, BATCH), (second.id, f"{BATCH}.run-{second.id}")):
