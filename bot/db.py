@@ -217,8 +217,8 @@ def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
             _attempt({name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}))
 
 
-_ACTIVE_RUN_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('ACTIVE', 'CANCELLING')
-                     ORDER BY created_at DESC, id LIMIT 1"""
+_ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('ACTIVE', 'CANCELLING')
+                      ORDER BY created_at DESC, id"""
 
 
 def sqlite_path(url: str) -> str:
@@ -314,9 +314,13 @@ class RunDB:
     def runs(self, limit: int = 50) -> list[Run]:
         return [_run(r) for r in self._query("SELECT * FROM runs ORDER BY created_at DESC, id LIMIT ?", (limit,))]
 
+    def active_runs(self, date: str, batch: str) -> list[Run]:
+        """The unfinished (ACTIVE or CANCELLING) runs of a batch, newest first."""
+        return [_run(r) for r in self._query(_ACTIVE_RUNS_SQL, (date, batch))]
+
     def active_run(self, date: str, batch: str) -> Run | None:
-        """The newest unfinished (ACTIVE or CANCELLING) run of a batch, if any."""
-        rows = self._query(_ACTIVE_RUN_SQL, (date, batch))
+        """The newest unfinished run of a batch, if any."""
+        rows = self._query(_ACTIVE_RUNS_SQL + " LIMIT 1", (date, batch))
         return _run(rows[0]) if rows else None
 
     def unfinished_run_ids(self) -> list[str]:
@@ -377,7 +381,7 @@ class RunDB:
         Returns False when the run id is taken. Raises BatchBusy when another run of the batch is
         unfinished, unless `allow_concurrent`; then the new run's outputs are scoped to it."""
         with self.transaction() as conn:
-            active = conn.execute(_ACTIVE_RUN_SQL, (run.date, run.batch)).fetchone()
+            active = conn.execute(_ACTIVE_RUNS_SQL + " LIMIT 1", (run.date, run.batch)).fetchone()
             if active is not None and not allow_concurrent:
                 raise BatchBusy(_run(active))
             try:

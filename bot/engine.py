@@ -44,15 +44,17 @@ class NotFound(EngineError):
     pass
 
 
+CONCURRENT_HINT = "cancel it or pass --allow-concurrent to run both, each writing its own Output folder"
+
+
 class BatchInUse(EngineError):
     """Another run of the batch is unfinished; a second one needs `allow_concurrent`."""
 
-    def __init__(self, active: Run, done: int, total: int) -> None:
+    def __init__(self, active: Run, done: int, total: int, hint: str = CONCURRENT_HINT) -> None:
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(active.created_at))
         super().__init__(
             f"run {active.id} of {active.label} is still {active.state.value.lower()} (started by "
-            f"{active.requested_by} at {started}, {done}/{total} done); cancel it or pass --allow-concurrent "
-            f"to run both, each writing its own Output folder")
+            f"{active.requested_by} at {started}, {done}/{total} done); {hint}")
         self.active = active
 
 
@@ -199,9 +201,7 @@ class Engine:
                 created = self.db.create_run(run, plan.analyses, plan.resources.retries + 1, names, now,
                                              allow_concurrent=allow_concurrent)
             except BatchBusy as busy:
-                counts = self.db.counts(busy.active.id)
-                done = sum(counts.get(s, 0) for s in JobState if s not in ACTIVE)
-                raise BatchInUse(busy.active, done, sum(counts.values())) from None
+                raise self._in_use(busy.active) from None
             if created:
                 break
         else:  # pragma: no cover - 10 collisions of 24 random bits
@@ -210,6 +210,20 @@ class Engine:
         if submit:
             self.submit_pending(run.id)
         return self.get_run(run.id)
+
+    def _in_use(self, active: Run, hint: str = CONCURRENT_HINT) -> BatchInUse:
+        counts = self.db.counts(active.id)
+        done = sum(counts.get(s, 0) for s in JobState if s not in ACTIVE)
+        return BatchInUse(active, done, sum(counts.values()), hint)
+
+    def _refuse_shared_output(self, run: Run) -> None:
+        """A retry must not write an Output folder that another unfinished run is writing (a finished
+        run retried after a newer run of its batch started)."""
+        mine = run_layout(run).output_prefix
+        for other in self.db.active_runs(run.date, run.batch):
+            if other.id != run.id and run_layout(other).output_prefix == mine:
+                raise self._in_use(other, f"it writes the same Output folder as run {run.id}: retry after "
+                                          "it has finished, or cancel it")
 
     # -- submission ---------------------------------------------------------------------------
     def submit_pending(self, run_id: str) -> int:
@@ -359,6 +373,7 @@ class Engine:
         run = self.get_run(run_id)
         if run.state == RunState.CANCELLING:
             raise EngineError(f"run {run_id} is being cancelled; wait for it to stop, then retry")
+        self._refuse_shared_output(run)
         if analysis is not None:
             job = self.db.job(run_id, analysis)
             if job is None:

@@ -112,6 +112,21 @@ def test_an_allowed_concurrent_run_writes_its_own_output_folder(engine: Engine) 
     assert not third.outputs_scoped, "alone again: the batch's own Output folder"
 
 
+def test_a_finished_run_is_not_retried_into_the_folder_a_newer_active_run_writes(engine: Engine) -> None:
+    first = start(engine)
+    finish(engine, JobState.FAILED)
+    second = start(engine, by="bob")  # the batch's own folder again
+    with pytest.raises(BatchInUse, match=f"run {second.id} of {DATE}/{BATCH} is still active .*it writes the "
+                                         f"same Output folder as run {first.id}: retry after it has finished"):
+        engine.retry(first.id, "A01", by="alice")
+    assert engine.db.job(first.id, "A01").attempt == 1, "nothing retried"
+
+    third = start(engine, allow_concurrent=True)  # its own folder: retrying it is fine
+    finish(engine, JobState.FAILED)
+    assert engine.retry(third.id, "A01", by="alice") == ["A01"]
+    assert engine.retry(second.id, "A01", by="alice") == ["A01"], "no other run writes its folder now"
+
+
 def test_allow_concurrent_alone_uses_the_batch_folder(engine: Engine) -> None:
     run = start(engine, allow_concurrent=True)
     assert not run.outputs_scoped
