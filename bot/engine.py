@@ -45,6 +45,7 @@ class NotFound(EngineError):
 
 
 CONCURRENT_HINT = "cancel it or pass --allow-concurrent to run both, each writing its own Output folder"
+STOPPING_HINT = "wait for it to stop or pass --allow-concurrent to run both, each writing its own Output folder"
 
 
 class BatchInUse(EngineError):
@@ -211,7 +212,9 @@ class Engine:
             self.submit_pending(run.id)
         return self.get_run(run.id)
 
-    def _in_use(self, active: Run, hint: str = CONCURRENT_HINT) -> BatchInUse:
+    def _in_use(self, active: Run, hint: str | None = None) -> BatchInUse:
+        if hint is None:
+            hint = STOPPING_HINT if active.state == RunState.CANCELLING else CONCURRENT_HINT
         counts = self.db.counts(active.id)
         done = sum(counts.get(s, 0) for s in JobState if s not in ACTIVE)
         return BatchInUse(active, done, sum(counts.values()), hint)

@@ -18,6 +18,9 @@ from bot.cli import cli
 from bot.db import RunDB
 from bot.engine import BatchInUse, Engine
 from bot.executors import JobStatus, Resources
+from bot.executors.batch import submit_request
+from bot.executors.local import LocalExecutor
+from bot.executors.local_runner import SPEC
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from container.staging import join_uri, upload_file
@@ -91,7 +94,8 @@ def test_a_second_unfinished_run_is_refused_naming_the_active_one(engine: Engine
 
     engine.cancel(first.id, by="U123")  # cancelling, its jobs still running: still unfinished
     assert engine.get_run(first.id).state == RunState.CANCELLING
-    with pytest.raises(BatchInUse, match=f"run {first.id} of {DATE}/{BATCH} is still cancelling"):
+    with pytest.raises(BatchInUse, match=f"run {first.id} of {DATE}/{BATCH} is still cancelling .* wait for it "
+                                         "to stop or pass --allow-concurrent"):
         start(engine)
 
 
@@ -131,6 +135,22 @@ def test_allow_concurrent_alone_uses_the_batch_folder(engine: Engine) -> None:
     run = start(engine, allow_concurrent=True)
     assert not run.outputs_scoped
     assert env_of(engine, run.id, "A02")["CYTO_OUTPUT_URI"] == engine.store.uri_for(f"Output/{DATE}/{BATCH}/A02/")
+
+
+def test_both_executors_give_a_job_the_same_run_scoped_environment(engine: Engine, tmp_path: Path) -> None:
+    start(engine)
+    run = start(engine, allow_concurrent=True)
+    executor = engine.executor
+    assert isinstance(executor, ScriptedExecutor)
+    [spec] = [s for s in executor.specs.values() if s.env.run_id == run.id and s.env.analysis == "A01"]
+
+    local = LocalExecutor(tmp_path / "spool", 1)
+    local_env = json.loads((tmp_path / "spool" / local.submit(spec) / SPEC).read_text())["env"]
+    batch = submit_request(spec, "queue", "definition", 1)["containerOverrides"]["environment"]
+    assert local_env == {e["name"]: e["value"] for e in batch} == spec.env.to_env()
+    assert local_env["CYTO_OUTPUT_URI"] == engine.store.uri_for(f"Output/{DATE}/{BATCH}.run-{run.id}/A01/")
+    assert local_env["CYTO_LOGS_URI"] == engine.store.uri_for(f"Logs/{DATE}/{BATCH}/A01/{run.id}/")
+    assert (local_env["CYTO_RUN_ID"], local_env["CYTO_ATTEMPT"]) == (run.id, "1")
 
 
 # -- end to end: local executor, real entrypoint ---------------------------------------------------
