@@ -501,5 +501,5 @@ def test_output_folder_replaced_whole_on_s3(moto_endpoint: str, tmp_path: Path) 
     result = json.loads(s3.get_object(Bucket="lab", Key=f"Output/{FOLDER}/result.json")["Body"].read())
     assert (result["run_id"], result["attempt"]) == ("run-a", 2)
     assert [f["path"] for f in result["outputs"]] == ["stats.csv"]
-    logs = s3.list_objects_v2(Bucket="lab", Prefix="Logs/")["Contents"]
+    logs = s3.list_objects_v2(Bucket="lab", Prefix=f"Logs/{FOLDER}/run-a/")["Contents"]
     assert sorted(o["Key"] for o in logs) == [f"Logs/{FOLDER}/run-a/attempt-{n}.log" for n in (1, 2)]
