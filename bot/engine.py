@@ -56,7 +56,7 @@ class BatchInUse(EngineError):
         super().__init__(
             f"run {active.id} of {active.label} is still {active.state.value.lower()} (started by "
             f"{active.requested_by} at {started}, {done}/{total} done); {hint}")
-        self.active = active
+        self.active, self.done, self.total, self.started = active, done, total, started
 
 
 class AlreadyRetried(EngineError):

@@ -337,6 +337,15 @@ def status_message(summary: RunSummary) -> SlackMessage:
     return SlackMessage(root.text, tuple(blocks))
 
 
+def batch_in_use(active: Run, done: int, total: int, started: str) -> str:
+    """The answer to a `/cyto run` of a batch that another run is still working on."""
+    still = "being cancelled" if active.state == RunState.CANCELLING else "still running"
+    return (f"⚠️ Run `{active.id}` of *{escape(active.label)}* is {still} (started by "
+            f"{mention(active.requested_by)} at {started}, {done}/{total} done), so nothing was started. "
+            f"Cancel it (`/cyto cancel {active.id}`), or add `--allow-concurrent` to run both, each writing "
+            "its own Output folder.")
+
+
 def text_message(text: str) -> SlackMessage:
     sections = _pack(text.splitlines(), MAX_SECTION_CHARS)[:MAX_BLOCKS]
     return SlackMessage(text[:3000], tuple(SectionBlock(text=MarkdownTextObject(text=s)) for s in sections))

@@ -60,8 +60,10 @@ def test_second_run_of_an_active_batch_is_refused_then_allowed_with_its_own_outp
     served.command(f"run 2018-12-05 {BATCH}")
     [answer] = wait_for(lambda: responds(served), what="ephemeral refusal")
     assert served.stand_in.calls_to("respond")[0].params["response_type"] == "ephemeral"
-    assert answer.startswith(f"⚠️ run {first_id} of 2018-12-05/{BATCH} is still active (started by {USER} at ")
-    assert "cancel it or pass --allow-concurrent" in answer
+    assert answer.startswith(f"⚠️ Run `{first_id}` of *2018-12-05/{BATCH}* is still running (started by <@{USER}> "
+                             "at ")
+    assert "0/2 done), so nothing was started" in answer
+    assert f"Cancel it (`/cyto cancel {first_id}`), or add `--allow-concurrent` to run both" in answer
     assert [r.id for r in served.bot.engine.db.runs(5)] == [first_id], "nothing recorded"
     assert served.stand_in.count("chat.postMessage") == posts, "nothing posted"
 
