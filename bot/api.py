@@ -61,8 +61,12 @@ class Cyto:
         return self.engine.plan(date, batch, pipeline or self.settings.default_pipeline, resources, params)
 
     # -- runs ---------------------------------------------------------------------------------
-    def run(self, date: str, batch: str, *, requested_by: str = "notebook", **options: Any) -> Run:
-        return self.engine.start_run(self.plan(date, batch, **options), requested_by)
+    def run(self, date: str, batch: str, *, requested_by: str = "notebook", allow_concurrent: bool = False,
+            **options: Any) -> Run:
+        """Start a run. Refused (BatchInUse) while another run of the batch is unfinished, unless
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
+        return self.engine.start_run(self.plan(date, batch, **options), requested_by,
+                                     allow_concurrent=allow_concurrent)
 
     def runs(self, limit: int = 20) -> list[Run]:
         return self.db.runs(limit)

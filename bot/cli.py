@@ -141,20 +141,29 @@ def report(summary: RunSummary) -> int:
 @click.argument("batch")
 @resource_options
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+@click.option("--allow-concurrent", is_flag=True,
+              help="Start even while another run of the batch is unfinished; this run then writes to its own "
+                   "Output/DATE/BATCH.run-RUN/ folder.")
 @friendly_errors
 def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory_mib: int | None,
         storage_gib: int | None, timeout_s: int | None, retries: int | None, param_pairs: tuple[str, ...],
-        params_json: str | None, wait: bool) -> None:
+        params_json: str | None, wait: bool, allow_concurrent: bool) -> None:
     """Submit one job per analysis of Input/DATE/BATCH/.
+
+    Refused (exit 2, nothing recorded) while another run of the batch is unfinished, unless
+    --allow-concurrent.
 
     Example: cyto run 2018-12-05 batch-7 --pipeline wordcount --memory 4096 --wait
     """
     cyto = open_session()
     plan = cyto.plan(date, batch, pipeline=pipeline, vcpus=vcpus, memory_mib=memory_mib, storage_gib=storage_gib,
                      timeout_s=timeout_s, retries=retries, params=parse_params(param_pairs, params_json))
-    started = cyto.engine.start_run(plan, requested_by=_whoami())
+    started = cyto.engine.start_run(plan, requested_by=_whoami(), allow_concurrent=allow_concurrent)
     click.echo(f"run {started.id}: {len(plan.analyses)} analyses of {plan.ref.label} submitted "
                f"({plan.pipeline}, {plan.resources.vcpus:g} vCPU, {plan.resources.memory_mib} MiB)")
+    if started.outputs_scoped:
+        click.echo(f"another run of {plan.ref.label} is unfinished: this run writes to "
+                   f"{cyto.engine.output_uri(started)}")
     if wait:
         sys.exit(report(follow(cyto, started.id)))
 
@@ -346,7 +355,7 @@ def split_fasta(fasta_file: str, chunks: int, date: str, batch_name: str) -> Non
 def merge(run_id: str) -> None:
     """Sum the k-mer tables of a finished fasta-kmers run into Output/DATE/BATCH/merged/."""
     from bot import fasta
-    from bot.layout import BatchRef
+    from bot.engine import run_layout
 
     cyto = open_session()
     cyto.poll()
@@ -358,7 +367,7 @@ def merge(run_id: str) -> None:
         missing = [j.analysis for j in cyto.db.jobs(run_id) if j.state != JobState.SUCCEEDED]
         raise UsageFailure(f"run {run_id} has {len(missing)} chunk(s) without a result "
                            f"({', '.join(missing[:5])}); retry them first")
-    ref = BatchRef(run_.date, run_.batch)
+    ref = run_layout(run_)
     analyses = [j.analysis for j in cyto.db.jobs(run_id)]
     if "merged" in analyses:
         raise UsageFailure(f"batch {ref.label} has an analysis named 'merged'; its output would be overwritten")

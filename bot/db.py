@@ -121,12 +121,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE attempts ADD COLUMN failure_rule TEXT;
     ALTER TABLE attempts ADD COLUMN cancel_sent_at REAL;
     """,
+    # 4: a run started while another run of its batch was unfinished keeps its outputs apart.
+    """
+    ALTER TABLE runs ADD COLUMN outputs_scoped INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_batch ON runs(date, batch, state);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class DatabaseError(RuntimeError):
     """The run database cannot be used; the message names the file and the fix."""
+
+
+class BatchBusy(Exception):
+    """A run was refused because another run of the same batch is unfinished (`active`)."""
+
+    def __init__(self, active: Run) -> None:
+        super().__init__(f"run {active.id} of {active.label} is still active")
+        self.active = active
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,8 @@ class Run:
     slack_thread_ts: str | None
     version: int
     cancel_epoch: int = 0  # how many cancels the run has seen; a retry asked for before a cancel loses
+    # Started alongside another unfinished run of the batch: outputs go to Output/{date}/{batch}.run-{run}/.
+    outputs_scoped: bool = False
 
     @property
     def label(self) -> str:
@@ -195,6 +210,7 @@ def _run(row: Mapping[str, Any]) -> Run:
     d["params"] = json.loads(d["params"])
     d["resources"] = json.loads(d["resources"])
     d["state"] = RunState(d["state"])
+    d["outputs_scoped"] = bool(d["outputs_scoped"])
     return Run(**d)
 
 
@@ -221,6 +237,10 @@ def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
     """Split a row selected with _JOB_COLUMNS and _ATTEMPT_COLUMNS."""
     return (_job({name: row[f"j_{name}"] for name in _JOB_FIELDS}),
             _attempt({name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}))
+
+
+_ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('ACTIVE', 'CANCELLING')
+                      ORDER BY created_at DESC, id"""
 
 
 def sqlite_path(url: str) -> str:
@@ -316,6 +336,15 @@ class RunDB:
     def runs(self, limit: int = 50) -> list[Run]:
         return [_run(r) for r in self._query("SELECT * FROM runs ORDER BY created_at DESC, id LIMIT ?", (limit,))]
 
+    def active_runs(self, date: str, batch: str) -> list[Run]:
+        """The unfinished (ACTIVE or CANCELLING) runs of a batch, newest first."""
+        return [_run(r) for r in self._query(_ACTIVE_RUNS_SQL, (date, batch))]
+
+    def active_run(self, date: str, batch: str) -> Run | None:
+        """The newest unfinished run of a batch, if any."""
+        rows = self._query(_ACTIVE_RUNS_SQL + " LIMIT 1", (date, batch))
+        return _run(rows[0]) if rows else None
+
     def unfinished_run_ids(self) -> list[str]:
         return [r[0] for r in self._query(
             "SELECT id FROM runs WHERE state IN ('ACTIVE', 'CANCELLING') ORDER BY created_at")]
@@ -370,18 +399,22 @@ class RunDB:
                          (channel, thread_ts, run_id))
 
     def create_run(self, run: Run, analyses: Sequence[str], max_attempts: int,
-                   job_names: Sequence[str], now: float) -> bool:
+                   job_names: Sequence[str], now: float, *, allow_concurrent: bool = False) -> bool:
         """Record a run, one job per analysis and each job's first attempt (the intent to submit).
-        Returns False when the run id is taken."""
+        Returns False when the run id is taken. Raises BatchBusy when another run of the batch is
+        unfinished, unless `allow_concurrent`; then the new run's outputs are scoped to it."""
         with self.transaction() as conn:
+            active = conn.execute(_ACTIVE_RUNS_SQL + " LIMIT 1", (run.date, run.batch)).fetchone()
+            if active is not None and not allow_concurrent:
+                raise BatchBusy(_run(active))
             try:
                 conn.execute(
                     """INSERT INTO runs (id, date, batch, pipeline, params, resources, executor, store,
-                       requested_by, state, created_at, slack_channel, slack_thread_ts)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       requested_by, state, created_at, slack_channel, slack_thread_ts, outputs_scoped)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (run.id, run.date, run.batch, run.pipeline, json.dumps(run.params),
                      json.dumps(run.resources), run.executor, run.store, run.requested_by, run.state.value,
-                     run.created_at, run.slack_channel, run.slack_thread_ts))
+                     run.created_at, run.slack_channel, run.slack_thread_ts, int(active is not None)))
             except sqlite3.IntegrityError:
                 return False
             first_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]

@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 
 
 class StagingError(RuntimeError):
@@ -186,6 +188,93 @@ def upload_file(source: Path, uri: str) -> str:
     else:
         _copy_file(source, location.path)
     return uri
+
+
+def replace_prefix(source: Path, prefix_uri: str, last: str) -> tuple[list[str], list[str]]:
+    """Make the folder `prefix_uri` hold exactly the files under `source`; return (URIs written,
+    relative paths removed).
+
+    `last` (a file directly in `source`, e.g. result.json) is removed from the folder first and
+    uploaded last, so while the folder is being replaced it has no `last` and, once `last` is back,
+    everything beside it came from `source`: files an earlier run or attempt left are deleted.
+    """
+    delete_under(prefix_uri, [last])
+    files = {path.relative_to(source).as_posix(): path for path in _walk_files(source)}
+    written = [upload_file(path, join_uri(prefix_uri, relative))
+               for relative, path in files.items() if relative != last]
+    stale = [relative for relative in list_under(prefix_uri) if relative not in files]
+    delete_under(prefix_uri, stale)
+    if last in files:
+        written.append(upload_file(files[last], join_uri(prefix_uri, last)))
+    return written, stale
+
+
+def list_under(prefix_uri: str) -> list[str]:
+    """The files under the folder `prefix_uri`, as sorted paths relative to it ([] when it is absent)."""
+    location = parse_uri(prefix_uri)
+    if isinstance(location, S3Location):
+        prefix = location.folder_prefix
+        keys = _list_s3_keys(_s3_client(), prefix_uri, location.bucket, prefix)
+        return sorted(key[len(prefix):] for key in keys if not key.endswith("/"))
+    if not location.path.is_dir():
+        return []
+    return sorted(path.relative_to(location.path).as_posix() for path in _walk_files(location.path))
+
+
+def delete_under(prefix_uri: str, relatives: Sequence[str]) -> None:
+    """Delete these files (paths relative to the folder `prefix_uri`); a missing one is not an error."""
+    if not relatives:
+        return
+    location = parse_uri(prefix_uri)
+    if isinstance(location, S3Location):
+        _delete_s3(prefix_uri, location, relatives)
+        return
+    root = location.path
+    for relative in relatives:
+        target = _deletable(root, relative)
+        try:
+            target.unlink(missing_ok=True)
+            _remove_empty_parents(target.parent, root)
+        except OSError as exc:
+            raise StagingError(f"cannot remove {target}: {exc.strerror or exc}") from exc
+
+
+def _delete_s3(prefix_uri: str, location: S3Location, relatives: Sequence[str]) -> None:
+    client = _s3_client()
+    keys = [location.folder_prefix + relative for relative in relatives]
+    for start in range(0, len(keys), S3_DELETE_BATCH):
+        chunk = keys[start:start + S3_DELETE_BATCH]
+        with _s3_errors(prefix_uri):
+            response = client.delete_objects(Bucket=location.bucket, Delete={
+                "Objects": [{"Key": key} for key in chunk], "Quiet": True})
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StagingError(f"s3://{location.bucket}/{first.get('Key')}: could not delete "
+                               f"({first.get('Code')}: {first.get('Message')}); {len(errors)} object(s) left")
+
+
+def _deletable(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing a path that leaves `root`; the last part is not resolved, so a
+    symlink is removed itself, never what it points to."""
+    parts = relative.split("/")
+    target = root / relative
+    if relative.startswith("/") or ".." in parts or not relative.strip("/") or \
+            not target.parent.resolve().is_relative_to(root.resolve()):
+        raise StagingError(f"refusing to remove {relative!r}: it is outside {root}")
+    return target
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `root` while they are empty."""
+    root = root.resolve()
+    folder = folder.resolve()
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone): stop here
+        folder = folder.parent
 
 
 # -- helpers ----------------------------------------------------------------------------------

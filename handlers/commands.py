@@ -11,6 +11,7 @@ from bot.layout import LayoutError, parse_date
 USAGE = """\
 *`/cyto` commands*
 • `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]` — run every analysis of a batch
+   add `--allow-concurrent` to start it while another run of the batch is unfinished (it writes its own Output folder)
 • `/cyto status [RUN]` — progress of a run (the newest when RUN is left out)
 • `/cyto retry RUN [ANALYSIS]` — retry one failed analysis, or every failed one
 • `/cyto cancel RUN` — stop a run
@@ -19,6 +20,7 @@ USAGE = """\
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
 RUN_OPTIONS = ("pipeline", "vcpus", "memory", "retries")
+RUN_FLAGS = ("--allow-concurrent",)
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 
 
@@ -39,6 +41,7 @@ class RunRequest:
     vcpus: float | None = None
     memory_mib: int | None = None
     retries: int | None = None
+    allow_concurrent: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,12 @@ def parse(text: str) -> Request:
 
 
 def _parse_run(args: list[str]) -> RunRequest:
-    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]"
+    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N] [--allow-concurrent]"
+    flags = {_flag(a) for a in args if _flag(a)}
+    for flag in flags:
+        if flag not in RUN_FLAGS:
+            raise UsageError(f"unknown flag `{flag}`; the only flag is {', '.join(RUN_FLAGS)}: `{form}`")
+    args = [a for a in args if not _flag(a)]
     positional = [a for a in args if "=" not in a]
     options = [a for a in args if "=" in a]
     if len(positional) < 2:
@@ -119,7 +127,16 @@ def _parse_run(args: list[str]) -> RunRequest:
         vcpus=_number(values["vcpus"], "vcpus") if "vcpus" in values else None,
         memory_mib=parse_memory(values["memory"]) if "memory" in values else None,
         retries=_whole(values["retries"], "retries") if "retries" in values else None,
+        allow_concurrent="--allow-concurrent" in flags,
     )
+
+
+def _flag(word: str) -> str | None:
+    """`--name` as written, or as a Slack client's autocorrect leaves it (`—name`); None otherwise."""
+    for dash in ("--", "\u2014", "\u2013"):
+        if word.startswith(dash) and "=" not in word and len(word) > len(dash):
+            return "--" + word[len(dash):].lower()
+    return None
 
 
 def parse_memory(text: str) -> int:

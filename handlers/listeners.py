@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import catalog
 from bot.db import DatabaseError
-from bot.engine import EngineError
+from bot.engine import BatchInUse, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.store import StoreError
@@ -110,7 +110,12 @@ class Commands:
         plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
                              memory_mib=request.memory_mib, retries=request.retries)
         # Recorded but not submitted until the thread exists, so every message has a home.
-        run = bot.engine.start_run(plan, requested_by=user, submit=False)
+        try:
+            run = bot.engine.start_run(plan, requested_by=user, submit=False,
+                                       allow_concurrent=request.allow_concurrent)
+        except BatchInUse as exc:
+            ephemeral(respond, render.batch_in_use(exc.active, exc.done, exc.total, exc.started))
+            return
         try:
             posted = bot.client.chat_postMessage(channel=channel, **render.started_message(run, len(plan.analyses))
                                                  .payload())
