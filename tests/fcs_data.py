@@ -143,3 +143,21 @@ def fcsparser_files_or_skip() -> list[Path]:
         if os.environ.get("CI", "").lower() == "true":
             raise
         pytest.skip(f"fcsparser test data unavailable (pip download failed): {exc}")
+
+
+STAINED_CHANNELS = ("FSC-A", "FSC-H", "SSC-A", "FITC-A", "PE-A", "APC-A", "Time")
+
+
+def stained_events(n: int, seed: int = 0) -> np.ndarray:
+    """Scatter as `scatter_events`, plus CD4 (FITC), CD8 (PE) and a bright APC marker, in data units.
+
+    About 45% of cells are CD4+ (FITC ~8,000, PE ~150), 25% CD8+ (FITC ~150, PE ~6,000), the rest
+    double negative; 10% are APC bright (~30,000); compensated-looking spread around 0 for negatives.
+    """
+    rng = np.random.default_rng(seed)
+    scatter = scatter_events(n, seed=seed)
+    kind = rng.choice(3, size=n, p=[0.45, 0.25, 0.30])
+    fitc = np.where(kind == 0, rng.lognormal(np.log(8_000), 0.35, n), rng.normal(150, 120, n))
+    pe = np.where(kind == 1, rng.lognormal(np.log(6_000), 0.35, n), rng.normal(150, 120, n))
+    apc = np.where(rng.random(n) < 0.1, rng.lognormal(np.log(30_000), 0.3, n), rng.normal(200, 150, n))
+    return np.column_stack([scatter[:, :3], fitc, pe, apc, scatter[:, 5]])

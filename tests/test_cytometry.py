@@ -63,7 +63,7 @@ def test_known_events_give_exact_counts_and_medians(tmp_path: Path) -> None:
         assert float(root[f"{ch}_median"]) == pytest.approx(med, rel=1e-7)
         assert float(root[f"{ch}_rCV"]) == pytest.approx(100 * 0.5 * (p84 - p16) / med, rel=1e-6)
     assert "Time_median" not in root
-    mid = (fl1 >= 1000) & (fl1 <= 3000)
+    mid = (fl1 >= 1000) & (fl1 < 3000)
     box = mid & (fsc > 50_000) & (fsc < 110_000) & (ssc > 30_000) & (ssc < 50_000)
     assert int(row(rows, "a.fcs", "mid")["events"]) == mid.sum()
     assert int(row(rows, "a.fcs", "box")["events"]) == box.sum()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flowutils import gating as fu_gating
 
-from container.cytometry import stats
+from container.cytometry import stats, units
 from container.cytometry.fcs import Channel, Sample
 from container.cytometry.params import ROOT, Gate, Params
 from container.cytometry.transforms import Scale
@@ -47,8 +47,8 @@ class Shape:
     kind: str  # "rectangle" | "polygon" | "band"
     x: Channel
     y: Channel | None
-    x_scaled: bool
-    y_scaled: bool
+    x_unit: str  # "linear" | "decades" | "transformed" (see units.py); coordinates are in it
+    y_unit: str | None
     rect: tuple[float | None, float | None, float | None, float | None] | None = None
     vertices: tuple[tuple[float, float], ...] | None = None
     band: tuple[float, float] | None = None
@@ -70,6 +70,8 @@ class Gating:
     missing_channels: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     method: dict[str, object] = field(default_factory=dict)
+    empty_gates: list[str] = field(default_factory=list)  # gated populations holding 0 events
+    gates_outside_data: list[str] = field(default_factory=list)  # regions no event of the file can reach
 
     def get(self, name: str) -> Population | None:
         return next((p for p in self.populations if p.name == name), None)
@@ -180,6 +182,11 @@ def gate(sample: Sample, params: Params, scale: Scale) -> Gating:
         _auto(sample, params, result, want_singlets="singlets" in wanted)
     for g in params.gates:
         _user(sample, scale, g, result)
+    for pop in result.populations[1:]:
+        if pop.count == 0:
+            result.empty_gates.append(pop.name)
+            if pop.name not in result.gates_outside_data:
+                result.notes.append(f"gate {pop.name!r} holds 0 events")
     return result
 
 
@@ -199,7 +206,7 @@ def _auto(sample: Sample, params: Params, result: Gating, want_singlets: bool) -
     cells = (fsc >= np.float32(cut)) & (fsc < np.float32(fsc_a.top))
     cells &= side > 0
     cells &= side < np.float32(ssc.top)
-    shape = Shape("rectangle", fsc_a, ssc, False, False, rect=(cut, fsc_a.top, 0.0, ssc.top))
+    shape = Shape("rectangle", fsc_a, ssc, "linear", "linear", rect=(cut, fsc_a.top, 0.0, ssc.top))
     result.populations.append(Population("cells", ROOT, cells, int(np.count_nonzero(cells)), shape, True))
     result.method["cells"] = {"fsc": fsc_a.name, "ssc": ssc.name, "fsc_cut": cut, "method": how}
     if not want_singlets:
@@ -217,7 +224,7 @@ def _auto(sample: Sample, params: Params, result: Gating, want_singlets: bool) -
     lo, hi = singlet_band(height[idx][keep] / area_s[keep], params.singlet_tolerance)
     singlets = cells & (height >= fsc * np.float32(lo))
     singlets &= height <= fsc * np.float32(hi)
-    shape = Shape("band", fsc_a, fsc_h, False, False, band=(lo, hi))
+    shape = Shape("band", fsc_a, fsc_h, "linear", "linear", band=(lo, hi))
     count = int(np.count_nonzero(singlets))
     result.populations.append(Population("singlets", "cells", singlets, count, shape, True))
     result.method["singlets"] = {"fsc_area": fsc_a.name, "fsc_height": fsc_h.name, "ratio_band": [lo, hi]}
@@ -236,40 +243,68 @@ def _user(sample: Sample, scale: Scale, g: Gate, result: Gating) -> None:
         result.notes.append(f"gate {g.name!r} skipped: parent {g.parent!r} could not be gated")
         return
     assert x is not None
-    x_scaled = g.scale == "transformed" and scale.applies(x)
-    y_scaled = y is not None and g.scale == "transformed" and scale.applies(y)
+    x_unit = units.effective(g.x_unit, x, scale)
+    y_unit = units.effective(g.y_unit, y, scale) if y is not None and g.y_unit is not None else None
+    if not g.scale_named and "transformed" in (x_unit, y_unit):
+        axes = [ch.name for ch, u in ((x, x_unit), (y, y_unit)) if ch is not None and u == "transformed"]
+        result.notes.append(
+            f"gate {g.name!r} names no scale: its {', '.join(axes)} coordinates were read in the "
+            f"{scale.kind} unit (the old default); add \"scale\": \"linear\" to give data units"
+        )
     if g.type == "rectangle":
-        mask = _rectangle(sample, scale, g, x, y, parent)
         x0, x1 = g.x_bounds or (None, None)
         y0, y1 = g.y_bounds or (None, None)
-        shape = Shape("rectangle", x, y, x_scaled, y_scaled, rect=(x0, x1, y0, y1))
+        extent = [(x, x_unit, x0, x1)] + ([(y, y_unit or "linear", y0, y1)] if y is not None else [])
+        mask = _rectangle(sample, scale, extent, parent)
+        shape = Shape("rectangle", x, y, x_unit, y_unit, rect=(x0, x1, y0, y1))
     else:
-        assert y is not None and g.vertices is not None
-        mask = _polygon(sample, scale, g.vertices, x, y, x_scaled, y_scaled, parent)
-        shape = Shape("polygon", x, y, x_scaled, y_scaled, vertices=g.vertices)
-    result.populations.append(Population(g.name, g.parent, mask, int(np.count_nonzero(mask)), shape))
+        assert y is not None and y_unit is not None and g.vertices is not None
+        verts = np.asarray(g.vertices, dtype=np.float64)
+        extent = [
+            (x, x_unit, float(verts[:, 0].min()), float(verts[:, 0].max())),
+            (y, y_unit, float(verts[:, 1].min()), float(verts[:, 1].max())),
+        ]
+        mask = _polygon(sample, scale, g.vertices, extent, parent)
+        shape = Shape("polygon", x, y, x_unit, y_unit, vertices=g.vertices)
+    count = int(np.count_nonzero(mask))
+    result.populations.append(Population(g.name, g.parent, mask, count, shape))
+    _check_reach(sample, scale, g.name, extent, result)
 
 
-def _linear_bound(scale: Scale, ch: Channel, value: float | None, transformed: bool) -> float | None:
-    # The scales are monotonic, so a bound maps to linear units and the data stays untouched.
-    if value is None or not transformed or not scale.applies(ch):
-        return value
-    return float(scale.inverse(np.array([value], dtype=np.float64), ch)[0])
+Extent = list[tuple[Channel, str, float | None, float | None]]  # per axis: channel, unit, low, high
 
 
-def _rectangle(sample: Sample, scale: Scale, g: Gate, x: Channel, y: Channel | None, parent: Population) -> np.ndarray:
-    mask = np.ones(sample.n_events, dtype=bool) if parent.mask is None else parent.mask.copy()
-    transformed = g.scale == "transformed"
-    for ch, bounds in ((x, g.x_bounds), (y, g.y_bounds)):
-        if ch is None or bounds is None:
-            continue
+def _data_range(scale: Scale, ch: Channel, unit: str, lo: float | None, hi: float | None) -> tuple[float, float]:
+    low = -math.inf if lo is None else units.to_data(lo, ch, unit, scale)
+    high = math.inf if hi is None else units.to_data(hi, ch, unit, scale)
+    return low, high
+
+
+def _check_reach(sample: Sample, scale: Scale, name: str, extent: Extent, result: Gating) -> None:
+    """A QC warning for a region that no event of the file can reach (a gate in the wrong units)."""
+    for ch, unit, lo, hi in extent:
+        low, high = _data_range(scale, ch, unit, lo, hi)
         values = sample.events[ch.index]
-        lo = _linear_bound(scale, ch, bounds[0], transformed)
-        hi = _linear_bound(scale, ch, bounds[1], transformed)
+        vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if low > vmax or high <= vmin:
+            result.gates_outside_data.append(name)
+            result.notes.append(
+                f"gate {name!r} lies outside the data: on {ch.name} it spans {low:.4g} to {high:.4g} in data "
+                f"units, the file's events span {vmin:.4g} to {vmax:.4g} (top of scale {ch.top:.4g}); "
+                "check the gate's scale and units"
+            )
+            break
+
+
+def _rectangle(sample: Sample, scale: Scale, extent: Extent, parent: Population) -> np.ndarray:
+    mask = np.ones(sample.n_events, dtype=bool) if parent.mask is None else parent.mask.copy()
+    for ch, unit, lo, hi in extent:
+        values = sample.events[ch.index]
+        low, high = _data_range(scale, ch, unit, lo, hi)
         if lo is not None:
-            mask &= values >= np.float32(lo)
+            mask &= values >= np.float32(low)
         if hi is not None:
-            mask &= values <= np.float32(hi)
+            mask &= values < np.float32(high)  # half-open, as GatingML 2.0 and FlowKit
     return mask
 
 
@@ -277,24 +312,21 @@ def _polygon(
     sample: Sample,
     scale: Scale,
     vertices: tuple[tuple[float, float], ...],
-    x: Channel,
-    y: Channel,
-    x_scaled: bool,
-    y_scaled: bool,
+    extent: Extent,
     parent: Population,
 ) -> np.ndarray:
     verts = np.asarray(vertices, dtype=np.float64)
+    (x, x_unit, _, _), (y, y_unit, _, _) = extent
     xs, ys = sample.events[x.index], sample.events[y.index]
-    # Bounding box first, in linear units: only the events inside it need the exact test.
+    # Bounding box first, in data units: only the events inside it need the exact test.
     box = np.ones(sample.n_events, dtype=bool) if parent.mask is None else parent.mask.copy()
-    for ch, values, col, scaled in ((x, xs, 0, x_scaled), (y, ys, 1, y_scaled)):
-        lo = _linear_bound(scale, ch, float(verts[:, col].min()), scaled)
-        hi = _linear_bound(scale, ch, float(verts[:, col].max()), scaled)
-        box &= values >= np.float32(lo)
-        box &= values <= np.float32(hi)
+    for (ch, unit, lo, hi), values in zip(extent, (xs, ys), strict=True):
+        low, high = _data_range(scale, ch, unit, lo, hi)
+        box &= values >= np.float32(low)
+        box &= values <= np.float32(high)
     idx = np.flatnonzero(box)
-    px = scale.forward(xs[idx], x) if x_scaled else xs[idx]
-    py = scale.forward(ys[idx], y) if y_scaled else ys[idx]
+    px = units.to_axis(xs[idx], x, x_unit, scale)
+    py = units.to_axis(ys[idx], y, y_unit, scale)
     points = np.column_stack([px, py]).astype(np.float64)
     inside = fu_gating.points_in_polygon(verts, points) if idx.size else np.zeros(0, dtype=bool)
     mask = np.zeros(sample.n_events, dtype=bool)

@@ -31,9 +31,10 @@ METHOD_NOTES = {
     "FlowData.as_array() (bit masks, $TIMESTEP, $PnE log amplification, $PnG gain), stored as float32",
     "compensation": "the file's $SPILLOVER/SPILL/$COMP matrix applied to the channels it names "
     "(observed = true x S); statistics are on compensated, linear values",
-    "transform": "fluorescence channels are transformed for gating and plots only; gate coordinates on "
-    "fluorescence channels are in the transformed scale unless a gate sets scale: linear; scatter and "
-    "time channels are always linear",
+    "transform": "fluorescence channels are transformed for plots only; a gate's coordinates are in the "
+    "unit its scale names (linear: data units, decades: log10 of data units, transformed: this scale on "
+    "fluorescence and linear on scatter and time, the meaning of a gate without a scale); rectangle "
+    "bounds are half-open, min <= x < max",
     "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells "
     "(fallback: 1st percentile); saturated events and SSC <= 0 excluded",
     "singlets_gate": "FSC-H/FSC-A ratio within singlet_tolerance robust SDs (1.4826 MAD) of its median; "
