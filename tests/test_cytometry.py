@@ -69,6 +69,11 @@ def test_known_events_give_exact_counts_and_medians(tmp_path: Path) -> None:
     assert int(row(rows, "a.fcs", "box")["events"]) == box.sum()
     assert float(row(rows, "a.fcs", "box")["pct_of_parent"]) == pytest.approx(100 * box.sum() / mid.sum())
     assert float(row(rows, "a.fcs", "box")["SSC-A_median"]) == pytest.approx(np.median(ssc[box]), rel=1e-7)
+    box_row = row(rows, "a.fcs", "box")
+    assert float(box_row["pct_of_total"]) == pytest.approx(100 * box.sum() / 20_000)
+    assert float(box_row["FL1-A_mean"]) == pytest.approx(fl1[box].mean(), rel=1e-8)
+    assert float(box_row["FL1-A_geomean"]) == pytest.approx(np.exp(np.log(fl1[box]).mean()), rel=1e-8)
+    assert float(box_row["FL1-A_CV"]) == pytest.approx(100 * fl1[box].std(ddof=1) / fl1[box].mean(), rel=1e-7)
     pos = fu_transforms.logicle(fl1.copy(), None, t=262143, m=4.5, w=0.5, a=0) >= 0.6
     assert abs(int(row(rows, "a.fcs", "pos")["events"]) - pos.sum()) <= 1  # float32 rounding at the edge
     assert qc["a.fcs"]["status"] == "ok" and (tmp_path / "out" / "a.png").stat().st_size > 1000
@@ -205,7 +210,12 @@ def test_real_instrument_files(tmp_path: Path) -> None:
     assert summary["files_analysed"] == len(files) - 2 == 14  # blank HEADER offsets read from TEXT
     with (tmp_path / "out" / "stats.csv").open(newline="") as fh:
         table = list(csv.reader(fh))
-    assert table[0][:5] == ["file", "population", "parent", "events", "pct_of_parent"]
+    assert table[0][:6] == ["file", "population", "parent", "events", "pct_of_parent", "pct_of_total"]
+    stat_columns = table[0][6:]
+    assert len(stat_columns) % 5 == 0
+    for k in range(0, len(stat_columns), 5):
+        channel = stat_columns[k].removesuffix("_median")
+        assert stat_columns[k : k + 5] == [f"{channel}_{s}" for s in ("median", "mean", "geomean", "CV", "rCV")]
     assert all(len(r) == len(table[0]) for r in table)
     analysed = {k: v for k, v in qc.items() if v["status"] == "ok"}
     for name, entry in analysed.items():

@@ -35,8 +35,12 @@ def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | No
     gates = gating.gate(sample, params, scale)
     channels = [ch for ch in sample.channels if ch.kind != "time"]
     rows = []
-    measured = measurer.measure(sample.events, [ch.index for ch in channels], [p.mask for p in gates.populations])
-    for pop, values in zip(gates.populations, measured, strict=True):
+    indices = [ch.index for ch in channels]
+    masks = [p.mask for p in gates.populations]
+    measured = measurer.measure(sample.events, indices, masks)
+    moments = stats.moments(sample.events, indices, masks)
+    total = sample.n_events
+    for pop, values, more in zip(gates.populations, measured, moments, strict=True):
         parent = gates.get(pop.parent)
         parent_count = parent.count if parent is not None else pop.count
         row: dict[str, Any] = {
@@ -45,11 +49,20 @@ def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | No
             "parent": pop.parent,
             "events": pop.count,
             "pct_of_parent": 100.0 * pop.count / parent_count if parent_count else float("nan"),
+            "pct_of_total": 100.0 * pop.count / total if total else float("nan"),
         }
         for ch in channels:
             median, rcv = values[ch.index]
-            row[f"{ch.name}_median"] = median
-            row[f"{ch.name}_rCV"] = rcv
+            mean, gmean, cv = more[ch.index]
+            row.update(
+                {
+                    f"{ch.name}_median": median,
+                    f"{ch.name}_mean": mean,
+                    f"{ch.name}_geomean": gmean,
+                    f"{ch.name}_CV": cv,
+                    f"{ch.name}_rCV": rcv,
+                }
+            )
         rows.append(row)
     fsc, _, _, _, _ = gating.scatter_channels(sample, params)
     drift = qc.drift(sample, gates, params, qc.drift_channel(sample, params, fsc))

@@ -24,7 +24,8 @@ from container.pipelines import PipelineContext, PipelineError
 STATS_CSV = "stats.csv"
 QC_JSON = "qc.json"
 SUMMARY_JSON = "summary.json"
-BASE_COLUMNS = ["file", "population", "parent", "events", "pct_of_parent"]
+BASE_COLUMNS = ["file", "population", "parent", "events", "pct_of_parent", "pct_of_total"]
+CHANNEL_STATS = ("median", "mean", "geomean", "CV", "rCV")  # columns <channel>_<stat>
 
 METHOD_NOTES = {
     "reading": "FlowIO 1.4.0 parses HEADER/TEXT (first data set); DATA decoded with numpy exactly as "
@@ -39,8 +40,11 @@ METHOD_NOTES = {
     "(fallback: 1st percentile); saturated events and SSC <= 0 excluded",
     "singlets_gate": "FSC-H/FSC-A ratio within singlet_tolerance robust SDs (1.4826 MAD) of its median; "
     "skipped with a note when there is no FSC height channel",
-    "statistics": "median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles with "
-    "linear interpolation (as numpy.percentile); rCV empty when the median is <= 0",
+    "statistics": "per population: events, % of parent, % of total; per channel in data units "
+    "(compensated, linear): median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles "
+    "with linear interpolation (as numpy.percentile), rCV empty when the median is <= 0; mean; "
+    "geometric mean = exp(mean(ln x)) over the events with x > 0; CV = 100 * SD (n - 1) / mean, empty "
+    "when the mean is <= 0",
     "qc": "saturated: fraction of events at $PnR - 1 above saturation_threshold; drift: largest "
     "deviation of the key channel's median in time_slices equal-duration slices of the cells from its "
     "overall median, relative to it, above drift_threshold",
@@ -158,7 +162,7 @@ def _cell(value: Any) -> Any:
 
 
 def _write_stats(path: Path, rows: list[dict[str, Any]], channels: list[str]) -> None:
-    columns = BASE_COLUMNS + [f"{c}_{s}" for c in channels for s in ("median", "rCV")]
+    columns = BASE_COLUMNS + [f"{c}_{s}" for c in channels for s in CHANNEL_STATS]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, restval="")
         writer.writeheader()
