@@ -1,20 +1,30 @@
 """Gates: the data-driven cells and singlets gates, and rectangle/polygon gates from params.
 
 Populations are boolean masks over all events (the root "all" has none). Gate geometry is kept
-in plot coordinates (fluorescence in the transformed scale unless a gate says "linear").
+in the units each gate names (units.py): data units, decades, or the transformed scale.
 
-Cells (debris) gate, on FSC-A vs SSC-A: a smoothed histogram of log10(FSC-A) (a subsample of at
-most 100,000 events, 128 bins between the 0.5th and 99.5th percentiles, Gaussian smoothing of
-2 bins) is searched for the deepest valley below the cell peak (the highest one; above it lie
-doublets), or above it when that highest peak is the lowest-FSC one and another peak of at
-least a quarter of its height follows (debris outnumbering cells). A valley counts if it is
-below half of both peaks around it; the cut is then its FSC-A value. Without
-such a valley the cut falls back to the 1st percentile of FSC-A. Events at the top of either
-channel's range (saturated) and with SSC-A <= 0 are excluded as well.
+Cells (debris) gate, on FSC-A vs SSC-A: a smoothed histogram of log10(FSC-A) of the positive
+events (a subsample of at most 100,000, 128 bins between the 0.5th and 99.5th percentiles,
+Gaussian smoothing of 2 bins) is searched for the deepest valley below the cell peak (the
+highest one; above it lie doublets), or above it when that highest peak is the lowest-FSC one and
+another peak of at least a quarter of its height follows (debris outnumbering cells). A valley
+counts if it is below half of both peaks around it; the cut is then its FSC-A value, and the
+events with FSC-A <= 0 lie below it with the debris. Without such a valley there is no debris
+population to remove: the cut falls back to the 1st percentile of all events' FSC-A (those at or
+below 0 included), so that it removes 1% as it says, not every event at or below 0. Events at
+the top of either channel's range (saturated) and with SSC-A <= 0 are excluded as well; the
+method records how many events each criterion removed, and a note says when many events have
+FSC-A <= 0 (noise at the trigger threshold: buffer-only or low-count samples).
 
 Singlets gate, on FSC-A vs FSC-H: doublets have a larger area for their height, so singlets are
-the cells whose FSC-H/FSC-A ratio lies within `singlet_tolerance` robust SDs
-(1.4826 x MAD) of the median ratio.
+the cells whose FSC-H/FSC-A ratio lies within `singlet_tolerance` robust SDs (1.4826 x MAD) of
+the median ratio (events with FSC-A <= 0 have no ratio and are not singlets). Without an FSC
+height channel, FSC-W is used: doublets are wider, so singlets
+are the cells whose FSC-W lies within the same band around its median. A band is used only if
+it can tell a doublet from a singlet: it must exclude half the median ratio (or twice the median
+width), the signal of two cells passing as one, lie above 0, and keep at least half of the cells
+(doublets are never the majority). Otherwise the gate is not
+applied: the file's `unreliable_gates` flag names it and a note gives the band.
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ from container.cytometry.transforms import Scale
 
 GATING_SAMPLE = 100_000
 MIN_GATING_EVENTS = 50
+MIN_SINGLET_SHARE = 0.5  # a singlet band that removes most cells is measuring something else
 
 _FSC_AREA = ("FSC-A", "FSC", "FS", "FS-A", "FSC-AREA", "FS-INT-LIN", "FS-LIN", "FSC-LIN")
 _FSC_HEIGHT = ("FSC-H", "FS-H", "FSC-HEIGHT", "FSC-HLIN", "FS-PEAK", "FSC-PEAK", "FS-PEAK-LIN")
 _SSC_AREA = ("SSC-A", "SSC", "SS", "SS-A", "SSC-AREA", "SS-INT-LIN", "SS-LIN", "SSC-LIN")
+_FSC_WIDTH = ("FSC-W", "FS-W", "FSC-WIDTH", "FS-WIDTH")
 _SSC_HEIGHT = ("SSC-H", "SS-H", "SSC-HEIGHT", "SSC-HLIN", "SS-PEAK", "SSC-PEAK", "SS-PEAK-LIN")
 
 
@@ -71,6 +83,7 @@ class Gating:
     notes: list[str] = field(default_factory=list)
     method: dict[str, object] = field(default_factory=dict)
     empty_gates: list[str] = field(default_factory=list)  # gated populations holding 0 events
+    unreliable_gates: list[str] = field(default_factory=list)  # automatic gates not applied: no sane band
     gates_outside_data: list[str] = field(default_factory=list)  # regions no event of the file can reach
 
     def get(self, name: str) -> Population | None:
@@ -113,9 +126,13 @@ def scatter_channels(
         missing.append(params.fsc_area or "FSC-A")
     if ssc is None:
         missing.append(params.ssc_area or "SSC-A")
-    if fsc_h is None and "FSC-A" not in missing:
+    if fsc_h is None and "FSC-A" not in missing and width_channel(sample, params) is None:
         missing.append(params.fsc_height or "FSC-H")
     return fsc_a, fsc_h, ssc, missing, notes
+
+
+def width_channel(sample: Sample, params: Params) -> Channel | None:
+    return _find(sample, params.fsc_width, _FSC_WIDTH)
 
 
 def _subsample(values: np.ndarray, limit: int = GATING_SAMPLE) -> np.ndarray:
@@ -125,14 +142,17 @@ def _subsample(values: np.ndarray, limit: int = GATING_SAMPLE) -> np.ndarray:
 
 def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
     """FSC value below which events are debris, and how it was found."""
-    v = fsc[(fsc > 0) & (fsc < top)].astype(np.float64)
+    below_top = fsc[np.isfinite(fsc) & (fsc < top)].astype(np.float64)
+    v = below_top[below_top > 0]
     if v.size < MIN_GATING_EVENTS:
-        return 0.0, "too few positive FSC events; only non-positive FSC excluded"
+        if not below_top.size:
+            return 0.0, "no FSC values below the top of scale"
+        return stats.percentile(below_top, [1])[0], "1st percentile of FSC (too few positive events for a density)"
     logs = np.log10(v)
     logs.sort()  # one sort serves both the percentiles and the histogram
     lo, hi = stats.sorted_percentile(logs, [0.5, 99.5])
     if hi - lo < 1e-6:
-        return stats.percentile(v, [1])[0], "1st percentile (FSC has no spread)"
+        return stats.percentile(below_top, [1])[0], "1st percentile of FSC (FSC has no spread)"
     hist, edges = stats.sorted_histogram(logs, 128, lo, hi)
     kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     smooth = np.convolve(hist, kernel / kernel.sum(), mode="same")
@@ -161,7 +181,7 @@ def debris_cut(fsc: np.ndarray, top: float) -> tuple[float, str]:
     if best is not None:
         centre = 0.5 * (edges[best[1]] + edges[best[1] + 1])
         return float(10**centre), "density valley of log10(FSC) between debris and cells"
-    return stats.percentile(v, [1])[0], "1st percentile of FSC (no debris population found)"
+    return stats.percentile(below_top, [1])[0], "1st percentile of FSC (no debris population found)"
 
 
 def singlet_band(ratio: np.ndarray, tolerance: float) -> tuple[float, float]:
@@ -169,6 +189,15 @@ def singlet_band(ratio: np.ndarray, tolerance: float) -> tuple[float, float]:
     spread = 1.4826 * stats.median(np.abs(ratio - median))
     spread = max(spread, 1e-3 * abs(median))  # an all-identical ratio still gets a band
     return median - tolerance * spread, median + tolerance * spread
+
+
+def band_problem(lo: float, hi: float, doublet: float, measure: str) -> str | None:
+    """Why a singlet band cannot tell a doublet from a singlet, or None when it can."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0:
+        return f"the {measure} band [{lo:.3g}, {hi:.3g}] reaches 0 or below, so it cannot tell doublets from singlets"
+    if lo <= doublet <= hi:
+        return f"the {measure} band [{lo:.3g}, {hi:.3g}] holds {doublet:.3g}, where a doublet lies"
+    return None
 
 
 def gate(sample: Sample, params: Params, scale: Scale) -> Gating:
@@ -203,31 +232,97 @@ def _auto(sample: Sample, params: Params, result: Gating, want_singlets: bool) -
     ev = sample.events
     fsc, side = ev[fsc_a.index], ev[ssc.index]
     cut, how = debris_cut(_subsample(fsc), fsc_a.top)
-    cells = (fsc >= np.float32(cut)) & (fsc < np.float32(fsc_a.top))
-    cells &= side > 0
-    cells &= side < np.float32(ssc.top)
+    below = fsc < np.float32(cut)
+    fsc_sat = fsc >= np.float32(fsc_a.top)
+    side_low = side <= 0
+    side_sat = side >= np.float32(ssc.top)
+    cells = ~(below | fsc_sat | side_low | side_sat)
     shape = Shape("rectangle", fsc_a, ssc, "linear", "linear", rect=(cut, fsc_a.top, 0.0, ssc.top))
     result.populations.append(Population("cells", ROOT, cells, int(np.count_nonzero(cells)), shape, True))
-    result.method["cells"] = {"fsc": fsc_a.name, "ssc": ssc.name, "fsc_cut": cut, "method": how}
-    if not want_singlets:
+    nonpositive = fsc <= 0
+    n_nonpositive = int(np.count_nonzero(nonpositive))
+    removed_nonpositive = int(np.count_nonzero(nonpositive & below))
+    result.method["cells"] = {
+        "fsc": fsc_a.name,
+        "ssc": ssc.name,
+        "fsc_cut": cut,
+        "method": how,
+        # each criterion's count on its own (an event may meet several)
+        "removed": {
+            "fsc_below_cut": int(np.count_nonzero(below)),
+            "fsc_at_or_below_0": removed_nonpositive,
+            "fsc_saturated": int(np.count_nonzero(fsc_sat)),
+            "ssc_at_or_below_0": int(np.count_nonzero(side_low)),
+            "ssc_saturated": int(np.count_nonzero(side_sat)),
+        },
+    }
+    share = n_nonpositive / sample.n_events
+    if share > 0.05:
+        fate = (
+            f"{removed_nonpositive:,} of them lie below the debris cut and were removed"
+            if removed_nonpositive
+            else "they were kept in cells"
+        )
+        result.notes.append(
+            f"{n_nonpositive:,} events ({100 * share:.1f}%) have {fsc_a.name} <= 0 (noise at the trigger "
+            f"threshold, typical of buffer-only or low-count samples); {fate}"
+        )
+    if want_singlets:
+        _singlets(sample, params, result, fsc_a, fsc_h, cells)
+
+
+def _singlets(
+    sample: Sample, params: Params, result: Gating, fsc_a: Channel, fsc_h: Channel | None, cells: np.ndarray
+) -> None:
+    width = None if fsc_h is not None else width_channel(sample, params)
+    if fsc_h is None and width is None:
+        result.notes.append("singlets gate skipped: it needs an FSC area and an FSC height (or width) channel")
         return
-    if fsc_h is None:
-        result.notes.append("singlets gate skipped: it needs both an FSC area and an FSC height channel")
-        return
-    height = ev[fsc_h.index]
+    ev = sample.events
+    fsc = ev[fsc_a.index]
     idx = _subsample(np.flatnonzero(cells))
     area_s = fsc[idx]
     keep = area_s > 0
     if np.count_nonzero(keep) < MIN_GATING_EVENTS:
         result.notes.append("singlets gate skipped: too few cells")
         return
-    lo, hi = singlet_band(height[idx][keep] / area_s[keep], params.singlet_tolerance)
-    singlets = cells & (height >= fsc * np.float32(lo))
-    singlets &= height <= fsc * np.float32(hi)
-    shape = Shape("band", fsc_a, fsc_h, "linear", "linear", band=(lo, hi))
+    if fsc_h is not None:
+        height = ev[fsc_h.index]
+        median = stats.median(height[idx][keep] / area_s[keep])
+        lo, hi = singlet_band(height[idx][keep] / area_s[keep], params.singlet_tolerance)
+        problem = band_problem(lo, hi, median / 2, f"{fsc_h.name}/{fsc_a.name} ratio")
+        other, method = fsc_h, {"fsc_area": fsc_a.name, "fsc_height": fsc_h.name, "ratio_band": [lo, hi]}
+    else:
+        assert width is not None
+        widths = ev[width.index]
+        median = stats.median(widths[idx][keep])
+        lo, hi = singlet_band(widths[idx][keep], params.singlet_tolerance)
+        problem = band_problem(lo, hi, 2 * median, f"{width.name}")
+        other, method = width, {"fsc_area": fsc_a.name, "fsc_width": width.name, "width_band": [lo, hi]}
+    if problem is None:
+        if fsc_h is not None:
+            singlets = cells & (height >= fsc * np.float32(lo))
+            singlets &= height <= fsc * np.float32(hi)
+            shape = Shape("band", fsc_a, fsc_h, "linear", "linear", band=(lo, hi))
+        else:
+            singlets = cells & (widths >= np.float32(lo))
+            singlets &= widths <= np.float32(hi)
+            shape = Shape("rectangle", fsc_a, other, "linear", "linear", rect=(None, None, lo, hi))
+        n_cells = int(np.count_nonzero(cells))
+        kept = np.count_nonzero(singlets) / n_cells if n_cells else 0.0
+        if kept < MIN_SINGLET_SHARE:
+            problem = f"it would keep only {100 * kept:.1f}% of cells, and doublets are never the majority"
+    if problem is not None:
+        result.unreliable_gates.append("singlets")
+        result.method["singlets"] = {**method, "applied": False}
+        result.notes.append(
+            f"singlets gate not applied: {problem} (median {median:.3g}); "
+            "set singlet_tolerance or gate singlets yourself"
+        )
+        return
     count = int(np.count_nonzero(singlets))
     result.populations.append(Population("singlets", "cells", singlets, count, shape, True))
-    result.method["singlets"] = {"fsc_area": fsc_a.name, "fsc_height": fsc_h.name, "ratio_band": [lo, hi]}
+    result.method["singlets"] = {**method, "applied": True}
 
 
 def _user(sample: Sample, scale: Scale, g: Gate, result: Gating) -> None:

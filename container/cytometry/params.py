@@ -72,6 +72,7 @@ class Params:
     singlet_tolerance: float = 3.0
     fsc_area: str | None = None
     fsc_height: str | None = None
+    fsc_width: str | None = None
     ssc_area: str | None = None
     max_plot_points: int = 20_000
 
@@ -123,6 +124,7 @@ def parse(raw: Mapping[str, Any]) -> Params:
         singlet_tolerance=_number(raw, "singlet_tolerance", d.singlet_tolerance, low=0.0, low_open=True),
         fsc_area=_optional_str(raw, "fsc_area"),
         fsc_height=_optional_str(raw, "fsc_height"),
+        fsc_width=_optional_str(raw, "fsc_width"),
         ssc_area=_optional_str(raw, "ssc_area"),
         max_plot_points=_int(raw, "max_plot_points", d.max_plot_points, low=100, high=1_000_000),
     )

@@ -86,4 +86,5 @@ def flags(sample: Sample, gating: Gating, params: Params, drift_result: dict[str
         "missing_channels": missing,
         "empty_gates": list(gating.empty_gates),
         "gates_outside_data": list(gating.gates_outside_data),
+        "unreliable_gates": list(gating.unreliable_gates),
     }

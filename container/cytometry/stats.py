@@ -416,16 +416,14 @@ def moments(
         [float(np.mean(events[j, :: max(1, total // 4096)], dtype=np.float64)) if total else 0.0 for j in channels]
     )
     ref[~np.isfinite(ref)] = 0.0
-    sums = np.zeros((n_pop, n_ch))
-    squares = np.zeros((n_pop, n_ch))
-    logs = np.zeros((n_pop, n_ch))
     positive = np.zeros((n_pop, n_ch))
     width = min(MOMENT_CHUNK, max(total, 1))
     indicator = np.ones((n_pop, width))
     indicator32 = np.ones((n_pop, width), dtype=np.float32)
-    block = np.empty((n_ch, width))
-    work = np.empty((n_ch, width))
+    # one buffer for the three per-event quantities, so one product per block sums them all
+    stacked = np.empty((3 * n_ch, width))
     is_pos = np.empty((n_ch, width), dtype=bool)
+    acc = np.zeros((n_pop, 3 * n_ch))
     for a in range(0, total, MOMENT_CHUNK):
         b = min(a + MOMENT_CHUNK, total)
         size = b - a
@@ -434,18 +432,19 @@ def moments(
             if mask is not None:
                 ind[p] = mask[a:b]
                 ind32[p] = mask[a:b]
-        values, scratch, pos = block[:, :size], work[:, :size], is_pos[:, :size]
+        block = stacked[:, :size]
+        values, squared, log = block[:n_ch], block[n_ch : 2 * n_ch], block[2 * n_ch :]
+        pos = is_pos[:, :size]
         np.copyto(values, events[channels, a:b])
         np.greater(values, 0, out=pos)
-        scratch.fill(0.0)
-        np.log(values, out=scratch, where=pos)  # ln x where x > 0, else 0
-        logs += ind @ scratch.T
+        log.fill(0.0)
+        np.log(values, out=log, where=pos)  # ln x where x > 0, else 0
+        values -= ref[:, None]
+        np.multiply(values, values, out=squared)
+        acc += ind @ block.T
         # counts of 0/1 in float32 are exact below 2**24 (a block is far smaller)
         positive += ind32 @ pos.T.astype(np.float32)
-        values -= ref[:, None]
-        sums += ind @ values.T
-        np.multiply(values, values, out=scratch)
-        squares += ind @ scratch.T
+    sums, squares, logs = acc[:, :n_ch], acc[:, n_ch : 2 * n_ch], acc[:, 2 * n_ch :]
     out: list[dict[int, tuple[float, float, float]]] = []
     with np.errstate(divide="ignore", invalid="ignore"):
         for p in range(n_pop):

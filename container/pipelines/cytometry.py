@@ -36,10 +36,12 @@ METHOD_NOTES = {
     "unit its scale names (linear: data units, decades: log10 of data units, transformed: this scale on "
     "fluorescence and linear on scatter and time, the meaning of a gate without a scale); rectangle "
     "bounds are half-open, min <= x < max",
-    "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells "
-    "(fallback: 1st percentile); saturated events and SSC <= 0 excluded",
-    "singlets_gate": "FSC-H/FSC-A ratio within singlet_tolerance robust SDs (1.4826 MAD) of its median; "
-    "skipped with a note when there is no FSC height channel",
+    "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells, "
+    "events with FSC-A <= 0 below it; without a debris population the 1st percentile of all events' "
+    "FSC-A; saturated events and SSC <= 0 excluded; qc.json counts what each criterion removed",
+    "singlets_gate": "FSC-H/FSC-A ratio (else FSC-W) within singlet_tolerance robust SDs (1.4826 MAD) "
+    "of its median; not applied (flag unreliable_gates) when the band reaches 0, holds a doublet's "
+    "value (half the ratio, twice the width) or keeps less than half of the cells",
     "statistics": "per population: events, % of parent, % of total; per channel in data units "
     "(compensated, linear): median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles "
     "with linear interpolation (as numpy.percentile), rCV empty when the median is <= 0; mean; "
