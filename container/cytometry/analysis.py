@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import fcs, gating, qc, stats
+from container.cytometry import fcs, gating, gatingfile, qc, stats
 from container.cytometry.params import Params
 from container.cytometry.transforms import Scale, compensate
 
@@ -26,13 +26,24 @@ def scale_of(params: Params) -> Scale:
     return Scale(params.transform, params.cofactor, params.logicle)
 
 
-def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | None = None) -> FileResult:
+def analyse(
+    path: Path,
+    name: str,
+    params: Params,
+    measurer: stats.Measurer | None = None,
+    gating_file: gatingfile.GatingFile | None = None,
+) -> FileResult:
     start = time.perf_counter()
     measurer = measurer or stats.Measurer()
     sample = fcs.read(path)
-    compensated = compensate(sample) if params.compensate else []
-    scale = scale_of(params)
-    gates = gating.gate(sample, params, scale)
+    if gating_file is not None:
+        # FlowKit gates from the raw file with the gating file's own compensation; the statistics
+        # use the same matrix (the workspace's, else the file's spillover)
+        gates = gatingfile.apply(gating_file, path, sample, name)
+        compensated = compensate(sample, gatingfile.compensation(gating_file, name)) if params.compensate else []
+    else:
+        compensated = compensate(sample) if params.compensate else []
+        gates = gating.gate(sample, params, scale_of(params))
     channels = [ch for ch in sample.channels if ch.kind != "time"]
     rows = []
     indices = [ch.index for ch in channels]

@@ -75,6 +75,8 @@ class Params:
     fsc_width: str | None = None
     ssc_area: str | None = None
     max_plot_points: int = 20_000
+    gating_file: str | None = None  # a FlowJo workspace (.wsp) or GatingML 2.0 document (.xml) in the folder
+    sample_group: str | None = None  # the workspace's sample group whose gates apply
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -127,7 +129,13 @@ def parse(raw: Mapping[str, Any]) -> Params:
         fsc_width=_optional_str(raw, "fsc_width"),
         ssc_area=_optional_str(raw, "ssc_area"),
         max_plot_points=_int(raw, "max_plot_points", d.max_plot_points, low=100, high=1_000_000),
+        gating_file=_gating_file(raw.get("gating_file")),
+        sample_group=_optional_name(raw, "sample_group"),
     )
+    if params.gating_file is not None and params.gates:
+        raise ParameterError("gating_file: give either gates or a gating_file, not both")
+    if params.sample_group is not None and not (params.gating_file or "").lower().endswith(".wsp"):
+        raise ParameterError("sample_group: only a FlowJo workspace (gating_file ending in .wsp) has sample groups")
     return params
 
 
@@ -186,6 +194,31 @@ def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ParameterError(f"{key}: expected a channel name, got {value!r}")
+    return value
+
+
+def _optional_name(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _gating_file(value: Any) -> str | None:
+    """A path inside the analysis folder (checked by text only: parse() reads no file)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"gating_file: expected a file name such as \"panel.wsp\", got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or ".." in parts or ":" in parts[0]:
+        raise ParameterError(f"gating_file: must be a path inside the analysis folder, got {value!r}")
+    if not value.lower().endswith((".wsp", ".xml")):
+        raise ParameterError(
+            f"gating_file: expected a FlowJo workspace (.wsp) or a GatingML 2.0 document (.xml), got {value!r}"
+        )
     return value
 
 

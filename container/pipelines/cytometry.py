@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import analysis, plots, stats
+from container.cytometry import analysis, gatingfile, plots, stats
 from container.cytometry import params as params_mod
 from container.cytometry.params import Params
 from container.pipelines import PipelineContext, PipelineError
@@ -59,6 +59,12 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     if not files:
         raise PipelineError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    gating_file = None
+    if params.gating_file is not None:
+        try:
+            gating_file = gatingfile.load(ctx.input_dir / params.gating_file, params.sample_group)
+        except gatingfile.GatingFileError as exc:
+            raise PipelineError(str(exc)) from None
 
     rows: list[dict[str, Any]] = []
     channels: list[str] = []
@@ -73,7 +79,7 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
         name = path.relative_to(ctx.input_dir).as_posix()
         start = time.perf_counter()
         try:
-            result = analysis.analyse(path, name, params, measurer)
+            result = analysis.analyse(path, name, params, measurer, gating_file)
         except Exception as exc:  # one bad file must not stop the others
             error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             qc[name] = {"status": "failed", "error": error}
