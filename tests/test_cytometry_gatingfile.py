@@ -9,6 +9,11 @@ beside them), committed here because FlowKit's sdist on PyPI does not ship them:
 
 from __future__ import annotations
 
+import csv
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,8 @@ import pytest
 
 from container.cytometry import analysis, gatingfile
 from container.cytometry import params as params_mod
+from container.pipelines import ParameterError, PipelineError, cytometry
+from tests.fcs_data import context
 
 DATA = Path(__file__).resolve().parent / "data" / "flowkit"
 GATE_REF = DATA / "gate_ref"
@@ -74,3 +81,108 @@ def test_range2_counts_4710_with_half_open_bounds() -> None:
     gf = gatingfile.load(GATE_REF / "gml" / "gml_time_range_gate.xml")
     result = analysis.analyse(GATE_REF / "data1.fcs", "data1.fcs", params_mod.parse({}), gating_file=gf)
     assert result.gating.get("Range2").count == 4710
+
+
+def flowjo_counts(workspace: Path) -> dict[str, dict[str, int]]:
+    """The counts FlowJo stored in a workspace: sample name -> population path -> count.
+
+    FlowJo writes -1 (or 0 in a workspace saved before any analysis) for counts it never computed;
+    only the workspaces whose counts are stored are used below.
+    """
+    out: dict[str, dict[str, int]] = {}
+    def walk(element: ET.Element, path: tuple[str, ...], counts: dict[str, int]) -> dict[str, int]:
+        for sub in element.findall("Subpopulations/Population"):
+            here = (*path, sub.get("name", ""))
+            counts["/".join(here)] = int(sub.get("count", "-1"))
+            walk(sub, here, counts)
+        return counts
+
+    for node in ET.parse(workspace).getroot().iter("SampleNode"):
+        out[node.get("name", "")] = walk(node, (), {})
+    return out
+
+
+WORKSPACES = {
+    "line-ellipse": DATA / "simple_line_example" / "single_ellipse_51_events.wsp",
+    "diamond-quadrants": DATA / "simple_diamond_example" / "simple_diamond_example_quad_gate.wsp",
+    "diamond-asinh": DATA / "simple_diamond_example" / "test_data_diamond_asinh_rect.wsp",
+    "diamond-asinh2": DATA / "simple_diamond_example" / "test_data_diamond_asinh_rect2.wsp",
+    "diamond-biex": DATA / "simple_diamond_example" / "test_data_diamond_biex_rect.wsp",
+}
+
+
+def stats_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "stats.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def analysis_folder(root: Path, workspace: Path) -> Path:
+    folder = root / workspace.stem
+    folder.mkdir(parents=True)
+    shutil.copy(workspace, folder / workspace.name)
+    for fcs_file in workspace.parent.glob("*.fcs"):
+        shutil.copy(fcs_file, folder / fcs_file.name)
+    (folder / "params.json").write_text(json.dumps({"gating_file": workspace.name}))
+    return folder
+
+
+@pytest.mark.parametrize("key", ["line-ellipse", "diamond-biex"])
+def test_workspace_counts_equal_flowjo(tmp_path: Path, key: str) -> None:
+    workspace = WORKSPACES[key]
+    folder = analysis_folder(tmp_path / "in", workspace)
+    cytometry.run(context(folder, tmp_path / "out"))
+    stored = flowjo_counts(workspace)
+    rows = stats_rows(tmp_path / "out")
+    for sample, populations in stored.items():
+        found = {r["population"]: int(r["events"]) for r in rows if r["file"] == sample}
+        assert {k: v for k, v in found.items() if k != "all"} == populations
+        assert all(v > 0 for v in populations.values())
+
+
+def test_files_without_a_sample_and_gates_that_do_not_apply_fail_alone(tmp_path: Path) -> None:
+    folder = analysis_folder(tmp_path / "in", WORKSPACES["line-ellipse"])
+    shutil.copy(GATE_REF / "data1.fcs", folder / "data1.fcs")  # not a sample of the workspace
+    summary = cytometry.run(context(folder, tmp_path / "out"))
+    qc = json.loads((tmp_path / "out" / "qc.json").read_text())["files"]
+    assert summary["files_analysed"] == 1 and summary["files_failed"] == 1
+    assert qc["data1.fcs"]["error"].startswith(
+        "no sample named data1.fcs in single_ellipse_51_events.wsp; its samples: data_set_simple_line_100.fcs"
+    )
+    # a GatingML gate on a channel the file does not have
+    other = tmp_path / "gml"
+    other.mkdir()
+    shutil.copy(GATE_REF / "gml" / "gml_rect1_gate.xml", other / "rect.xml")
+    shutil.copy(DATA / "simple_line_example" / "data_set_simple_line_100.fcs", other / "line.fcs")
+    shutil.copy(GATE_REF / "data1.fcs", other / "data1.fcs")
+    summary = cytometry.run(context(other, tmp_path / "out2", {"gating_file": "rect.xml"}))
+    qc = json.loads((tmp_path / "out2" / "qc.json").read_text())["files"]
+    assert qc["data1.fcs"]["status"] == "ok"
+    assert qc["line.fcs"]["error"].startswith("the gates of rect.xml cannot be applied")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"gating_file": "/etc/panel.wsp"}, "gating_file: must be a path inside the analysis folder"),
+        ({"gating_file": "../panel.wsp"}, "gating_file: must be a path inside the analysis folder"),
+        ({"gating_file": "panel.csv"}, "gating_file: expected a FlowJo workspace"),
+        ({"gating_file": "g.xml", "sample_group": "T cells"}, "sample_group: only a FlowJo workspace"),
+        ({"gating_file": "a.wsp", "gates": [{"name": "g", "type": "rectangle", "x": "A", "bounds": {"x": [1, 2]}}]},
+         "gating_file: give either gates or a gating_file"),
+    ],
+)
+def test_gating_parameters_are_checked(raw: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        params_mod.parse(raw)
+
+
+def test_missing_gating_file_and_unknown_group_fail_the_run(tmp_path: Path) -> None:
+    folder = analysis_folder(tmp_path / "in", WORKSPACES["line-ellipse"])
+    (folder / "params.json").unlink()  # the run-level parameters below apply
+    with pytest.raises(PipelineError, match=re.escape("gating_file 'nope.wsp' is not in the analysis folder")):
+        cytometry.run(context(folder, tmp_path / "out", {"gating_file": "nope.wsp"}))
+    group = {"gating_file": WORKSPACES["line-ellipse"].name, "sample_group": "B cells"}
+    with pytest.raises(PipelineError, match=re.escape("sample_group 'B cells' is not in single_ellipse_51_events.wsp")):
+        cytometry.run(context(folder, tmp_path / "out", group))
+    group["sample_group"] = "All Samples"
+    assert cytometry.run(context(folder, tmp_path / "out", group))["files_analysed"] == 1
