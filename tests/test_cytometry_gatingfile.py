@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.api import Cyto
+from bot.states import RunState
 from container.cytometry import analysis, gatingfile
 from container.cytometry import params as params_mod
 from container.pipelines import ParameterError, PipelineError, cytometry
@@ -186,3 +188,22 @@ def test_missing_gating_file_and_unknown_group_fail_the_run(tmp_path: Path) -> N
         cytometry.run(context(folder, tmp_path / "out", group))
     group["sample_group"] = "All Samples"
     assert cytometry.run(context(folder, tmp_path / "out", group))["files_analysed"] == 1
+
+
+@pytest.mark.slow
+def test_workspaces_through_a_real_batch_run_match_flowjo(cyto: Cyto) -> None:
+    """Every workspace as one analysis of a batch: the engine, the local executor, the entrypoint."""
+    date, batch = "2026-11-30", "flowjo"
+    store = Path(cyto.store.uri)
+    for key, workspace in WORKSPACES.items():
+        folder = analysis_folder(store / "Input" / date / batch, workspace)
+        folder.rename(folder.parent / key)
+    run = cyto.engine.start_run(cyto.plan(date, batch, pipeline="cytometry"), "tester")
+    summary = cyto.engine.wait(run.id, interval=0.2, timeout=300)
+    assert summary.run.state == RunState.SUCCEEDED, summary
+    for key, workspace in WORKSPACES.items():
+        rows = stats_rows(store / "Output" / date / batch / key)
+        for sample, populations in flowjo_counts(workspace).items():
+            ours = [r for r in rows if r["file"] == sample and r["population"] != "all"]
+            found = {r["population"]: int(r["events"]) for r in ours}
+            assert found == populations, key
