@@ -24,7 +24,7 @@ from bot.states import RunState
 from container.cytometry import analysis, gatingfile
 from container.cytometry import params as params_mod
 from container.pipelines import ParameterError, PipelineError, cytometry
-from tests.fcs_data import context
+from tests.fcs_data import build_fcs, channel_keywords, context
 
 DATA = Path(__file__).resolve().parent / "data" / "flowkit"
 GATE_REF = DATA / "gate_ref"
@@ -207,3 +207,25 @@ def test_workspaces_through_a_real_batch_run_match_flowjo(cyto: Cyto) -> None:
             ours = [r for r in rows if r["file"] == sample and r["population"] != "all"]
             found = {r["population"]: int(r["events"]) for r in ours}
             assert found == populations, key
+
+
+def test_a_file_flowkit_would_misread_is_not_gated(tmp_path: Path) -> None:
+    # FCS 3.2, integer data with FSC-A stored as float32 ($P1DATATYPE=F): this reader decodes it,
+    # FlowIO (under FlowKit) reads the float's bits as an integer; gating those would be wrong
+    n = 500
+    records = np.zeros(n, dtype=[("fsc", "<f4"), ("ssc", "<u4")])
+    records["fsc"], records["ssc"] = np.linspace(100.5, 900.5, n), np.arange(n) % 1000
+    keywords = {
+        "$BYTEORD": "1,2,3,4", "$MODE": "L", "$NEXTDATA": "0", "$DATATYPE": "I", "$TOT": str(n),
+        **channel_keywords(["FSC-A", "SSC-A"], [32, 32], [1024, 1024]),
+        "$P1DATATYPE": "F",
+    }
+    folder = tmp_path / "in"
+    build_fcs(folder / "mixed.fcs", keywords, records.tobytes(), version="3.2")
+    (folder / "range.xml").write_text(
+        (GATE_REF / "gml" / "gml_range_gate.xml").read_text().replace('"FSC-H"', '"FSC-A"')
+    )
+    with pytest.raises(PipelineError, match="no FCS file could be analysed"):
+        cytometry.run(context(folder, tmp_path / "out", {"gating_file": "range.xml"}))
+    error = json.loads((tmp_path / "out" / "qc.json").read_text())["files"]["mixed.fcs"]["error"]
+    assert error.startswith("FlowKit reads other values than this reader in channel FSC-A"), error

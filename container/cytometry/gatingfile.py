@@ -117,8 +117,7 @@ def apply(gf: GatingFile, path: Path, sample: Sample, file_name: str) -> Gating:
             )
         except Exception as exc:
             raise GatingError(f"FlowKit cannot read the file: {type(exc).__name__}: {exc}") from None
-        if fk_sample.event_count != sample.n_events:
-            raise GatingError(f"FlowKit reads {fk_sample.event_count} events, this reader {sample.n_events}")
+        _check_same_events(fk_sample, sample)
         try:
             results = strategy.gate_sample(fk_sample)
         except Exception as exc:
@@ -136,6 +135,24 @@ def apply(gf: GatingFile, path: Path, sample: Sample, file_name: str) -> Gating:
         if pop.count == 0:
             gating.empty_gates.append(pop.name)
     return gating
+
+
+def _check_same_events(fk_sample: Any, sample: Sample) -> None:
+    """FlowKit decodes the file with FlowIO: refuse to gate when it reads other numbers than this reader
+    (e.g. FCS 3.2 per-channel data types, which FlowIO does not decode), never gate wrong values."""
+    if fk_sample.event_count != sample.n_events:
+        raise GatingError(f"FlowKit reads {fk_sample.event_count} events, this reader {sample.n_events}; not gated")
+    step = max(1, sample.n_events // 10_000)
+    theirs = np.asarray(fk_sample.get_events(source="raw"))[::step].T
+    ours = sample.events[:, ::step]
+    if theirs.shape != ours.shape:
+        raise GatingError(f"FlowKit reads {theirs.shape[0]} channels, this reader {ours.shape[0]}; not gated")
+    for ch in sample.channels:
+        if not np.allclose(theirs[ch.index], ours[ch.index], rtol=1e-6, atol=1e-6, equal_nan=True):
+            raise GatingError(
+                f"FlowKit reads other values than this reader in channel {ch.name} (a data layout FlowIO "
+                "does not decode, such as FCS 3.2 per-channel data types); not gated"
+            )
 
 
 def compensation(gf: GatingFile, file_name: str) -> tuple[list[str], np.ndarray] | None:
