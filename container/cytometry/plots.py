@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon as PolygonPatch
 
+from container.cytometry import units
 from container.cytometry.fcs import Channel, Sample
 from container.cytometry.gating import Gating, Population, Shape
 from container.cytometry.transforms import Scale
@@ -26,14 +27,9 @@ def _sample_index(pop: Population | None, n: int, limit: int) -> np.ndarray:
     return idx[:: max(1, math.ceil(idx.size / limit))]
 
 
-def _coords(sample: Sample, scale: Scale, ch: Channel, scaled: bool, idx: np.ndarray) -> np.ndarray:
-    values = sample.events[ch.index][idx]
-    return np.asarray(scale.forward(values, ch) if scaled else values)
-
-
-def _label(ch: Channel, scaled: bool, scale: Scale) -> str:
-    name = f"{ch.name} ({ch.label})" if ch.label and ch.label != ch.name else ch.name
-    return f"{name} [{scale.kind}]" if scaled else name
+def _coords(sample: Sample, scale: Scale, ch: Channel, unit: str, idx: np.ndarray) -> np.ndarray:
+    values = np.asarray(units.to_axis(sample.events[ch.index][idx], ch, unit, scale))
+    return np.where(np.isfinite(values), values, np.nan)  # log10 of values <= 0 is not drawn
 
 
 def _draw(ax: Axes, sample: Sample, gating: Gating, scale: Scale, pop: Population, limit: int) -> None:
@@ -42,17 +38,17 @@ def _draw(ax: Axes, sample: Sample, gating: Gating, scale: Scale, pop: Populatio
     parent = gating.get(pop.parent)
     idx = _sample_index(parent, sample.n_events, limit)
     inside = pop.mask[idx] if pop.mask is not None else np.ones(idx.size, dtype=bool)
-    x = _coords(sample, scale, shape.x, shape.x_scaled, idx)
+    x = _coords(sample, scale, shape.x, shape.x_unit, idx)
     y = (
-        _coords(sample, scale, shape.y, shape.y_scaled, idx)
+        _coords(sample, scale, shape.y, shape.y_unit or "linear", idx)
         if shape.y is not None
         else np.random.default_rng(0).uniform(0, 1, idx.size)
     )
     ax.plot(x[~inside], y[~inside], ",", color="0.6", rasterized=True)
     ax.plot(x[inside], y[inside], ",", color="tab:blue", rasterized=True)
     _outline(ax, shape, x, y)
-    ax.set_xlabel(_label(shape.x, shape.x_scaled, scale), fontsize=8)
-    ax.set_ylabel(_label(shape.y, shape.y_scaled, scale) if shape.y else "(jitter)", fontsize=8)
+    ax.set_xlabel(units.label(shape.x, shape.x_unit, scale), fontsize=8)
+    ax.set_ylabel(units.label(shape.y, shape.y_unit or "linear", scale) if shape.y else "(jitter)", fontsize=8)
     parent_count = parent.count if parent else sample.n_events
     pct = 100.0 * pop.count / parent_count if parent_count else 0.0
     ax.set_title(f"{pop.name}: {pop.count:,} ({pct:.1f}% of {pop.parent})", fontsize=9)
@@ -69,8 +65,9 @@ def _outline(ax: Axes, shape: Shape, x: np.ndarray, y: np.ndarray) -> None:
         ax.add_patch(PolygonPatch(np.asarray(shape.vertices), closed=True, fill=False, **kw))
     elif shape.kind == "rectangle" and shape.rect is not None:
         x0, x1, y0, y1 = shape.rect
-        lox, hix = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
-        loy, hiy = (float(y.min()), float(y.max())) if y.size else (0.0, 1.0)
+        fx, fy = x[np.isfinite(x)], y[np.isfinite(y)]
+        lox, hix = (float(fx.min()), float(fx.max())) if fx.size else (0.0, 1.0)
+        loy, hiy = (float(fy.min()), float(fy.max())) if fy.size else (0.0, 1.0)
         x0, x1 = lox if x0 is None else x0, hix if x1 is None else x1
         y0, y1 = loy if y0 is None else y0, hiy if y1 is None else y1
         if shape.y is None:
