@@ -230,13 +230,15 @@ class RunDB:
         self.path = sqlite_path(url)
         self._local = threading.local()
         if self.path != ":memory:":
-            file = Path(self.path).expanduser()
+            self._absolute = os.path.abspath(os.path.expanduser(self.path))  # a later chdir changes nothing
+            file = Path(self._absolute)
             try:
                 file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DatabaseError(f"cannot create the folder of the run database {self.path}: "
                                     f"{exc.strerror}; point CYTO_DB at a writable path") from exc
             if not file.exists():
+                self._refuse_orphaned_log(file)
                 self._create(file)
             self._check_header(file)
             self._identity = self._current_identity()
@@ -248,7 +250,7 @@ class RunDB:
 
     # -- opening, creating and recognising the file -------------------------------------------
     def _file(self) -> str:
-        return os.path.expanduser(self.path)
+        return getattr(self, "_absolute", None) or os.path.abspath(os.path.expanduser(self.path))
 
     def _current_identity(self) -> FileIdentity | None:
         try:
@@ -288,6 +290,17 @@ class RunDB:
         finally:
             for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
                 leftover.unlink(missing_ok=True)
+
+    def _refuse_orphaned_log(self, file: Path) -> None:
+        """A write-ahead log without its database is what is left of a ledger deleted or moved away.
+        SQLite would replay it into a new file of the same name; refuse instead."""
+        for suffix in ("-wal", "-journal"):
+            log = file.with_name(file.name + suffix)
+            if log.exists() and log.stat().st_size > 0:
+                raise DatabaseError(
+                    f"the run database {self.path} is missing but its {log.name} is still there: the "
+                    f"database was deleted or moved. Restore it beside {log.name}, or delete {log.name} "
+                    "(and any -shm file) to start a new ledger (CYTO_DB)")
 
     def _check_header(self, file: Path) -> None:
         try:
@@ -331,7 +344,7 @@ class RunDB:
                     conn = sqlite3.connect(":memory:", isolation_level=None)
                 else:
                     # mode=rw: a connection opened later never creates an empty file in place of a lost one.
-                    uri = f"file:{quote(os.path.abspath(self._file()))}?mode=rw"
+                    uri = f"file:{quote(self._file())}?mode=rw"
                     conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None,
                                            check_same_thread=True)
                 conn.row_factory = sqlite3.Row

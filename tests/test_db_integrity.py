@@ -169,6 +169,44 @@ def test_serve_exits_2_with_one_line_for_a_bad_ledger(cyto_env: dict[str, str], 
     assert len(lines) == 1 and lines[0].startswith("cyto: ") and str(path) in lines[0], result.output
 
 
+def test_a_write_ahead_log_left_by_a_deleted_ledger_is_not_replayed_into_a_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    holder = RunDB(str(path))
+    with holder.transaction() as conn:  # a write: the -wal has frames in it
+        conn.execute("CREATE TABLE scratch (x)")
+    wal = path.with_name("runs.sqlite-wal")
+    assert wal.stat().st_size > 0
+    path.unlink()
+    with pytest.raises(DatabaseError, match=r"is missing but its runs\.sqlite-wal is still there"):
+        RunDB(str(path))
+    assert not path.exists()
+
+
+def test_a_ledger_found_again_after_a_chdir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = RunDB("runs.sqlite")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert in_thread(lambda: db.runs()) is None
+    assert not (elsewhere / "runs.sqlite").exists()
+
+
+def test_the_scheduler_reports_a_lost_ledger_once_not_at_every_tick(tmp_path: Path, caplog) -> None:
+    from bot.scheduler import PollScheduler
+
+    path = tmp_path / "runs.sqlite"
+    db = RunDB(str(path))
+    path.unlink()
+    scheduler = PollScheduler(db.unfinished_run_ids, 60)
+    with caplog.at_level("ERROR", logger="bot.scheduler"):
+        for _ in range(3):
+            scheduler._tick()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "was deleted while this process was using it" in messages[0]
+    assert caplog.records[0].exc_info is None  # one line, no traceback
+
+
 def test_a_new_ledger_is_created_only_where_no_file_exists(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "runs.sqlite"
     RunDB(str(path)).runs()
