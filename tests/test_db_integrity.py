@@ -268,3 +268,14 @@ def test_a_read_only_ledger_names_the_fix(tmp_path: Path) -> None:
             RunDB(str(path)).set_slack_thread("x", "C1", "1.0")
     finally:
         path.chmod(0o644)
+
+
+def test_doctor_names_a_foreign_ledger_once(tmp_path: Path) -> None:
+    from bot.doctor import check_database
+    from bot.settings import Settings
+
+    path = tmp_path / "runs.sqlite"
+    foreign(path)
+    check = check_database(Settings(db=str(path)))
+    assert not check.ok and "is not a cyto-bot run database" in check.detail
+    assert check.detail.count("CYTO_DB") == 1
