@@ -7,12 +7,13 @@ expects, and a rowcount of 0 means someone else acted first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,7 @@ class RunDB:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
-            with suppress(FileExistsError):  # another process created it first: use theirs
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
                 os.link(tmp, file)
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot create the run database {self.path}: {exc}; "
@@ -665,7 +666,7 @@ class RunDB:
 
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back after a failure; a connection too broken to roll back has nothing to keep."""
-    with suppress(sqlite3.Error):
+    with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
 
 

@@ -53,7 +53,7 @@ class Settings:
             local_max_parallel=_int_or_none(get("CYTO_LOCAL_MAX_PARALLEL"), "CYTO_LOCAL_MAX_PARALLEL"),
             local_command=_command(get("CYTO_LOCAL_COMMAND"), "CYTO_LOCAL_COMMAND"),
             local_keep_days=_number(get("CYTO_LOCAL_KEEP_DAYS"), "CYTO_LOCAL_KEEP_DAYS", cls.local_keep_days,
-                                    0.01, 36500, unit="days"),
+                                    0.01, 36500),
             batch_job_queue=get("CYTO_BATCH_JOB_QUEUE"),
             batch_job_definition=get("CYTO_BATCH_JOB_DEFINITION"),
             log_group=get("CYTO_LOG_GROUP", cls.log_group) or cls.log_group,
@@ -86,13 +86,13 @@ class Settings:
             raise ConfigError(f"SLACK_API_URL={self.slack_api_url!r}: expected an http(s) URL")
 
 
-def _number(text: str | None, name: str, default: float, low: float, high: float, unit: str = "seconds") -> float:
+def _number(text: str | None, name: str, default: float, low: float, high: float) -> float:
     if text is None:
         return default
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{name}={text!r}: expected a number of {unit}") from None
+        raise ConfigError(f"{name}={text!r}: expected a number of seconds") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={text!r}: expected a number between {low:g} and {high:g}")
     return value
