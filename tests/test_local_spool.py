@@ -123,6 +123,8 @@ def test_finished_jobs_leave_the_live_spool_but_keep_result_and_log(tmp_path: Pa
         assert executor.find(job_id) == job_id
     executor.submit(spec("job0"))  # submitting a finished name again does not queue it twice
     assert os.listdir(spool / "queue") == []
+    executor.submit(spec("waiting"))
+    assert executor.job_names() == [*ids, "waiting"]
 
 
 def test_finished_jobs_older_than_keep_days_are_pruned(tmp_path: Path) -> None:

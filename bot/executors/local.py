@@ -136,6 +136,13 @@ class LocalExecutor:
                 continue
         return None
 
+    def job_names(self) -> list[str]:
+        """Every job the spool knows, live or finished, for tools and tests (it lists the history,
+        which nothing on the way to starting a job does). Their states: `describe(job_names())`."""
+        live = set(os.listdir(self.spool / JOBS))
+        finished = {name.removesuffix(".json") for name in os.listdir(self.spool / DONE) if name.endswith(".json")}
+        return sorted(live | finished | {d.name for d in self._legacy_dirs()})
+
     # -- internals ----------------------------------------------------------------------------
     @contextmanager
     def _lock(self) -> Iterator[None]:
