@@ -127,21 +127,27 @@ def test_finished_jobs_leave_the_live_spool_but_keep_result_and_log(tmp_path: Pa
     assert executor.job_names() == [*ids, "waiting"]
 
 
-def test_finished_jobs_older_than_keep_days_are_pruned(tmp_path: Path) -> None:
+def test_finished_jobs_older_than_keep_days_are_pruned_by_a_runner_out_of_work(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     executor = LocalExecutor(spool, max_parallel=1, command=[sys.executable, "-c", "print('x')"], keep_days=2)
     ids = [executor.submit(spec(f"job{i}")) for i in range(3)]
     executor.flush()
     until(lambda: all(s.state == JobState.SUCCEEDED for s in executor.describe(ids).values()), what="3 jobs")
+    until(lambda: (spool / PRUNED_STAMP).exists(), what="the runner to prune when out of work")
     old = time.time() - 3 * 86400
     for path in (spool / "done" / "job0.json", spool / "logs" / "job0.log"):
         os.utime(path, (old, old))
-    executor.describe([])  # pruning ran with the first describe, less than an hour ago: not yet
+    assert executor.prune() == 0  # pruned less than an hour ago: not yet
     assert (spool / "done" / "job0.json").exists()
     (spool / PRUNED_STAMP).unlink()
-    statuses = executor.describe(ids)
-    assert "job0" not in statuses and not (spool / "logs" / "job0.log").exists()
+    executor.submit(spec("job3"))
+    executor.flush()
+    until(lambda: not (spool / "done" / "job0.json").exists(), what="a runner to prune job0")
+    assert not (spool / "logs" / "job0.log").exists()
+    statuses = executor.describe([*ids, "job3"])
+    assert "job0" not in statuses
     assert statuses["job1"].state == JobState.SUCCEEDED and executor.read_log(statuses["job1"]) == "x\n"
+    assert until(lambda: executor.describe(["job3"])["job3"].state == JobState.SUCCEEDED, what="job3")
 
 
 def test_a_cancelled_queued_job_leaves_the_queue(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ At most `max_parallel` jobs run at once; queued jobs are started whenever the en
 (and by a runner whose job just finished), so a restarted process picks up where the last one
 stopped. Finished jobs' results and logs are kept for `keep_days` (`CYTO_LOCAL_KEEP_DAYS`), long
 after the engine has recorded them in the run database; after that the job's own copy of its log
-in the store (Logs/) remains.
+in the store (Logs/) remains. Pruning lists the history, so a runner does it when it runs out of
+work (at most hourly), never the engine on its way to a poll.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class LocalExecutor:
                 write_json_atomic(job_dir / SPEC, {
                     "argv": self.command, "env": spec.environment(), "timeout_s": spec.resources.timeout_s,
                     "queued_at": queued_at / 1e9, "queue_marker": marker, "cwd": os.getcwd(),
-                    "max_parallel": self.max_parallel,
+                    "max_parallel": self.max_parallel, "keep_days": self.keep_days,
                 })
                 (self.spool / QUEUE / marker).touch()
         # Jobs start in flush() (or the next describe()), once per batch of submissions.
@@ -107,7 +108,6 @@ class LocalExecutor:
     def describe(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         with self._lock():
             self._pump()
-            self._prune_if_due()
         statuses = {}
         for job_id in job_ids:
             status = self._status(job_id)
@@ -227,21 +227,10 @@ class LocalExecutor:
                          exit_code=result.get("exit_code"), log_ref=log_ref,
                          started_at=result.get("started_at"), stopped_at=result.get("stopped_at"))
 
-    def _prune_if_due(self) -> None:
-        """Forget finished jobs older than keep_days, at most once an hour. Call with the lock held."""
-        stamp = self.spool / PRUNED_STAMP
-        now = time.time()
-        with suppress(FileNotFoundError):
-            if now - stamp.stat().st_mtime < PRUNE_EVERY_S:
-                return
-        stamp.touch()
-        cutoff = now - self.keep_days * 86400
-        for folder in (DONE, LOGS):
-            for entry in os.scandir(self.spool / folder):
-                name = entry.name.rsplit(".", 1)[0]
-                with suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff and not (self.spool / JOBS / name).exists():
-                        os.unlink(entry.path)
+    def prune(self, force: bool = False) -> int:
+        """Forget finished jobs older than keep_days, at most once an hour unless forced; returns how
+        many files went. Runners call this when they run out of work, so it never delays a poll."""
+        return prune_finished(self.spool, self.keep_days, force)
 
     # -- a spool written by an earlier version (one folder per job at the top level) --------------
     def _legacy_dirs(self) -> list[Path]:
@@ -288,6 +277,28 @@ class LocalExecutor:
             return JobStatus(job_id, JobState.FAILED, reason=LOST_REASON, log_ref=log_ref,
                              started_at=claimed.get("started_at"), stopped_at=time.time())
         return None
+
+
+def prune_finished(spool: Path, keep_days: float, force: bool = False) -> int:
+    """Delete results and logs of jobs that finished more than keep_days ago (this lists the history,
+    so it runs in a runner's spare time, at most once per PRUNE_EVERY_S)."""
+    stamp = spool / PRUNED_STAMP
+    now = time.time()
+    if not force:
+        with suppress(FileNotFoundError):
+            if now - stamp.stat().st_mtime < PRUNE_EVERY_S:
+                return 0
+    stamp.touch()  # before the scan: a second runner running out of work now skips it
+    cutoff = now - keep_days * 86400
+    removed = 0
+    for folder in (DONE, LOGS):
+        for entry in os.scandir(spool / folder):
+            name = entry.name.rsplit(".", 1)[0]
+            with suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff and not (spool / JOBS / name).exists():
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def _alive(pid: int, spool: Path) -> bool:

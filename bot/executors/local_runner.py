@@ -114,9 +114,16 @@ def run_jobs(job_dir: Path | None) -> int:
     # A cancel is the job's `cancel` file; SIGTERM only wakes the runner up to look at it, so a signal
     # meant for a job that finished an instant ago cannot stop the next one.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    spool, keep_days = spool_of(job_dir) if job_dir else None, None
     while job_dir is not None:
         spec = run(job_dir)
+        if spec is not None:
+            keep_days = spec.get("keep_days", keep_days)
         job_dir = start_next(job_dir, spec) if spec is not None else None
+    if spool is not None and keep_days is not None:  # out of work: tidy the history, off the hot path
+        from bot.executors.local import prune_finished
+
+        prune_finished(spool, float(keep_days))
     return 0
 
 
