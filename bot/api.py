@@ -29,7 +29,7 @@ def build_executor(settings: Settings) -> Executor:
     from bot.executors.local import DEFAULT_COMMAND, LocalExecutor
 
     return LocalExecutor(settings.local_spool, settings.local_max_parallel,
-                         settings.local_command or DEFAULT_COMMAND)
+                         settings.local_command or DEFAULT_COMMAND, keep_days=settings.local_keep_days)
 
 
 class Cyto:

@@ -227,7 +227,7 @@ def check_database(settings: Settings) -> Check:
             raise DatabaseError(f"{directory} is not writable")
         RunDB(settings.db).runs(1)
     except (DatabaseError, OSError) as exc:
-        return Check("Run database", False, f"{exc} (CYTO_DB)",
+        return Check("Run database", False, str(exc) if "CYTO_DB" in str(exc) else f"{exc} (CYTO_DB)",
                      "point CYTO_DB at a writable file path (its folder is created if missing)")
     return Check("Run database", True, f"{path} is writable (CYTO_DB)")
 

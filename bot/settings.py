@@ -24,6 +24,7 @@ class Settings:
     local_spool: str = "./.cyto/local-jobs"
     local_max_parallel: int | None = None
     local_command: tuple[str, ...] | None = None
+    local_keep_days: float = 30.0
     batch_job_queue: str | None = None
     batch_job_definition: str | None = None
     log_group: str = "/aws/batch/job"
@@ -52,6 +53,8 @@ class Settings:
             local_spool=get("CYTO_LOCAL_SPOOL", cls.local_spool) or cls.local_spool,
             local_max_parallel=_int_or_none(get("CYTO_LOCAL_MAX_PARALLEL"), "CYTO_LOCAL_MAX_PARALLEL"),
             local_command=_command(get("CYTO_LOCAL_COMMAND"), "CYTO_LOCAL_COMMAND"),
+            local_keep_days=_number(get("CYTO_LOCAL_KEEP_DAYS"), "CYTO_LOCAL_KEEP_DAYS", cls.local_keep_days,
+                                    0.01, 36500),
             batch_job_queue=get("CYTO_BATCH_JOB_QUEUE"),
             batch_job_definition=get("CYTO_BATCH_JOB_DEFINITION"),
             log_group=get("CYTO_LOG_GROUP", cls.log_group) or cls.log_group,

@@ -141,7 +141,7 @@ def test_a_job_whose_runner_was_killed_is_reported_lost_not_left_running(tmp_pat
                              command=[sys.executable, "-c", "import time; time.sleep(60)"])
     job = executor.submit(spec("victim"))
     wait_for(executor, job, {JobState.RUNNING})
-    claim = _json.loads((tmp_path / "spool" / job / "claimed.json").read_text())
+    claim = _json.loads((tmp_path / "spool" / "jobs" / job / "claimed.json").read_text())
     os.killpg(os.getpgid(claim["pid"]), signal.SIGKILL)  # the runner and its job, as a reboot would
     deadline = time.time() + 10
     while time.time() < deadline:
