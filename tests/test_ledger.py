@@ -468,6 +468,7 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     import sys
 
     from bot.api import Cyto
+    from bot.executors.local import LocalExecutor
 
     root = Path(__file__).resolve().parent.parent
     script = tmp_path / "job.py"
@@ -498,8 +499,11 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     if cancelled:
         assert final.state == RunState.CANCELLED, outputs
     spool = Path(env["CYTO_LOCAL_SPOOL"])
-    job_dirs = {d.name for d in spool.iterdir() if d.is_dir() and (d / "spec.json").exists()}
+    local = LocalExecutor(spool, command=(sys.executable, "-c", "pass"))
+    job_dirs = set(local.job_names())
+    assert job_dirs, "the executor ran the run's jobs"
     held = {a.executor_job_id for job in cyto.db.jobs(run.id) for a in cyto.db.attempts(job.id) if a.executor_job_id}
     assert job_dirs <= held, "every job the executor has is one the ledger knows"
-    unfinished = [d for d in job_dirs if not (spool / d / "result.json").exists()]
+    unfinished = [name for name, status in local.describe(sorted(job_dirs)).items()
+                  if not status.state.is_terminal]
     assert unfinished == [], "no job left queued or running"
