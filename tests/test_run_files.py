@@ -20,7 +20,7 @@ from bot.engine import BatchInUse, Engine
 from bot.executors import JobStatus, Resources
 from bot.executors.batch import submit_request
 from bot.executors.local import LocalExecutor
-from bot.executors.local_runner import SPEC
+from bot.executors.local_runner import JOBS, SPEC
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from container.staging import join_uri, upload_file
@@ -145,7 +145,7 @@ def test_both_executors_give_a_job_the_same_run_scoped_environment(engine: Engin
     [spec] = [s for s in executor.specs.values() if s.env.run_id == run.id and s.env.analysis == "A01"]
 
     local = LocalExecutor(tmp_path / "spool", 1)
-    local_env = json.loads((tmp_path / "spool" / local.submit(spec) / SPEC).read_text())["env"]
+    local_env = json.loads((tmp_path / "spool" / JOBS / local.submit(spec) / SPEC).read_text())["env"]
     batch = submit_request(spec, "queue", "definition", 1)["containerOverrides"]["environment"]
     assert local_env == {e["name"]: e["value"] for e in batch} == spec.env.to_env()
     assert local_env["CYTO_OUTPUT_URI"] == engine.store.uri_for(f"Output/{DATE}/{BATCH}.run-{run.id}/A01/")
