@@ -139,13 +139,28 @@ def check_store(settings: Settings) -> list[Check]:
     return checks
 
 
+# -- AWS ----------------------------------------------------------------------------------------------
+def uses_aws(settings: Settings) -> bool:
+    return settings.executor == "batch" or settings.store.startswith("s3://")
+
+
+def check_region() -> Check:
+    from bot import aws
+
+    region, source = aws.region()
+    if region is None:
+        return Check("AWS region", False, "no region in AWS_REGION, AWS_DEFAULT_REGION or the AWS profile",
+                     "export AWS_REGION=eu-west-1  (the region of the deploy stack)")
+    return Check("AWS region", True, f"{region} (from {source})")
+
+
 # -- Batch and CloudWatch Logs --------------------------------------------------------------------------
 def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]:
-    batch = client("batch")
     queue_name = settings.batch_job_queue or ""
     checks: list[Check] = []
 
     def queue() -> list[Check]:
+        batch = client("batch")
         found = batch.describe_job_queues(jobQueues=[queue_name]).get("jobQueues", [])
         if not found:
             return [Check("Batch job queue", False, f"{queue_name} does not exist (CYTO_BATCH_JOB_QUEUE)",
@@ -178,6 +193,7 @@ def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]
         return result
 
     def definition() -> Check:
+        batch = client("batch")
         ident = settings.batch_job_definition or ""
         query = ({"jobDefinitions": [ident]} if ":" in ident
                  else {"jobDefinitionName": ident, "status": "ACTIVE"})
@@ -242,9 +258,12 @@ def run_checks(settings: Settings, *, slack: bool = True,
         def client(service: str) -> Any:
             return aws.client(service, retry_mode="standard", max_attempts=2)
 
+    aws_fix = "check AWS_PROFILE, AWS_REGION and the credentials"
     checks: list[Check] = []
     if slack:
         checks += _guard("Slack token", "check SLACK_BOT_TOKEN and SLACK_API_URL", lambda: check_slack(settings))
+    if uses_aws(settings):
+        checks += _guard("AWS region", aws_fix, check_region)
     checks += _guard("Store", "check CYTO_STORE, AWS_REGION and the credentials", lambda: check_store(settings))
     if settings.executor == "batch":
         checks += check_batch(settings, client)

@@ -222,7 +222,14 @@ def _s3_client() -> Any:
         import boto3
     except ImportError as exc:  # pragma: no cover - boto3 is in the job image
         raise StagingError("s3:// URIs need boto3, which is not installed") from exc
-    return boto3.client("s3")
+    # botocore reads AWS_DEFAULT_REGION and the profile, not AWS_REGION; honour it as the AWS CLI does.
+    region = (os.environ.get("AWS_REGION") or "").strip() or None
+    try:
+        return boto3.session.Session(region_name=region).client("s3")
+    except Exception as exc:
+        if not _is_boto_error(exc):
+            raise
+        raise StagingError(f"cannot make an S3 client (check AWS_PROFILE and AWS_REGION): {exc}") from exc
 
 
 @contextmanager

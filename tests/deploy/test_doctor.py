@@ -53,7 +53,7 @@ def test_all_green_on_the_stack(stack: dict[str, str], slack: SlackStandIn, tmp_
     put(stack["Bucket"], "Input/2018-12-05/batch-7/A01/a.fcs")
     checks = checks_for(env)
     assert failing(checks) == [], "\n".join(c.line() for c in checks)
-    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "Store bucket", "Input/ layout",
+    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "AWS region", "Store bucket", "Input/ layout",
                                         "Batch job queue", "Batch compute environment", "Batch job definition",
                                         "Log group", "Run database"]
     assert "auth.test" in slack.calls
@@ -62,7 +62,7 @@ def test_all_green_on_the_stack(stack: dict[str, str], slack: SlackStandIn, tmp_
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(doctor, [])
     assert result.exit_code == 0, result.output
-    assert result.output.count("✓") == 9 and "✗" not in result.output
+    assert result.output.count("✓") == 10 and "✗" not in result.output
 
     put(stack["Bucket"], "Input/batch-7/A01/a.fcs")  # no date folder
     layout = next(c for c in checks_for(env) if c.name == "Input/ layout")
