@@ -2,7 +2,7 @@
 the same calls).
 
     from bot.api import Cyto
-    cyto = Cyto.from_env()                 # embedded defaults: ./cyto-data, local processes, SQLite
+    cyto = Cyto.from_env()                 # defaults: ~/cyto-data, local processes, SQLite (bot/paths.py)
     cyto.batches("2018-12-05")
     run = cyto.run("2018-12-05", "batch-7", pipeline="wordcount", memory_mib=4096)
     cyto.wait(run.id).counts

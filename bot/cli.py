@@ -100,8 +100,8 @@ def cli() -> None:
     """cyto-bot: run every analysis of a batch as its own job, and follow the run.
 
     Configuration comes from environment variables (CYTO_STORE, CYTO_EXECUTOR, CYTO_DB, ...);
-    with none set, the store is ./cyto-data, jobs run as local processes and runs are kept in
-    ./.cyto/runs.sqlite.
+    with none set, the store is ~/cyto-data, jobs run as local processes and runs are kept in the
+    user's state directory (`cyto doctor` prints where).
     """
 
 
@@ -127,6 +127,16 @@ def follow(cyto: Cyto, run_id: str, out: Any = None, interval: float = 0.5) -> R
     finally:
         unsubscribe()
         progress.close()
+
+
+def reconcile(cyto: Cyto) -> None:
+    """Bring the ledger up to date (one poll) before showing it; a failure to reach the executor
+    is a note, and the ledger is shown as it stands."""
+    try:
+        cyto.poll()
+    except (ExecutorError, StoreError) as exc:
+        click.echo(f"note: showing the run database as it stands; it could not be brought up to date: {exc}",
+                   err=True)
 
 
 def report(summary: RunSummary) -> int:
@@ -163,8 +173,9 @@ def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
 @friendly_errors
 def runs(limit: int) -> None:
-    """List recent runs, newest first."""
+    """List recent runs, newest first (after bringing the run database up to date)."""
     cyto = open_session()
+    reconcile(cyto)
     found = cyto.runs(limit)
     if not found:
         click.echo("no runs yet: start one with `cyto run DATE BATCH` or try `cyto demo`")
@@ -191,7 +202,7 @@ def status(run_id: str, wait: bool) -> None:
     cyto.engine.get_run(run_id)
     if wait:
         sys.exit(report(follow(cyto, run_id)))
-    cyto.poll()
+    reconcile(cyto)
     sys.exit(report(cyto.status(run_id)))
 
 
