@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from container.atomic import create_beside
 
 
 class StagingError(RuntimeError):
@@ -205,7 +206,7 @@ def _copy_file(source: Path, target: Path) -> None:
     """Copy via a temporary file and a rename, so a reader never sees half a file."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        fd, tmp = create_beside(target)  # with the user's umask, unlike mkstemp
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)

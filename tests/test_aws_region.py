@@ -96,6 +96,6 @@ def test_client_creation_errors_are_one_line(aws: Aws, monkeypatch: pytest.Monke
     assert "AWS profile 'nobody' is not in the AWS config files (AWS_PROFILE)" in str(no_profile.value)
     with pytest.raises(staging.StagingError, match=r"cannot make an S3 client .*nobody"):
         staging._s3_client()
-    run = CliRunner().invoke(cli, ["batches"], env={"CYTO_STORE": "s3://lab-bucket",
+    run = CliRunner().invoke(cli, ["batches"], env={"CYTO_STORE": "s3://lab-bucket", "CYTO_LOCAL_SPOOL": str(tmp_path),
                                                     "CYTO_DB": str(tmp_path / "runs.sqlite")})
     assert run.exit_code == 2 and run.output.count("\n") == 1 and "AWS profile 'nobody'" in run.output

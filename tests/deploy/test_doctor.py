@@ -53,7 +53,8 @@ def test_all_green_on_the_stack(stack: dict[str, str], slack: SlackStandIn, tmp_
     put(stack["Bucket"], "Input/2018-12-05/batch-7/A01/a.fcs")
     checks = checks_for(env)
     assert failing(checks) == [], "\n".join(c.line() for c in checks)
-    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "Slack app token", "AWS region", "Store bucket", "Input/ layout",
+    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "Slack app token", "AWS region", "Store bucket",
+                                        "Input/ layout",
                                         "Batch job queue", "Batch compute environment", "Batch job definition",
                                         "Log group", "Run database"]
     assert "auth.test" in slack.calls
