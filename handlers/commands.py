@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 
 from bot.layout import LayoutError, parse_date
+from bot.sizes import SizeError, parse_memory_mib
 
 USAGE = """\
 *`/cyto` commands*
@@ -19,7 +19,6 @@ USAGE = """\
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
 RUN_OPTIONS = ("pipeline", "vcpus", "memory", "retries")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 
 
 class UsageError(ValueError):
@@ -123,16 +122,11 @@ def _parse_run(args: list[str]) -> RunRequest:
 
 
 def parse_memory(text: str) -> int:
-    """`4096`, `4096MiB`, `512M` or `4G` (binary units) as MiB."""
-    match = _MEMORY.match(text.strip())
-    if not match:
-        raise UsageError(f"memory `{text}` is not a size: write MiB (4096) or with a unit (512M, 4G)")
-    amount = float(match.group(1))
-    unit = (match.group(2) or "m").lower()
-    mib = amount * 1024 if unit.startswith("g") else amount
-    if mib != int(mib) or mib < 1:
-        raise UsageError(f"memory `{text}` is not a whole number of MiB")
-    return int(mib)
+    """`4096`, `4096MiB`, `512M` or `4G` (binary units) as MiB, read as the CLI reads `--memory`."""
+    try:
+        return parse_memory_mib(text)
+    except SizeError as exc:
+        raise UsageError(f"memory {exc}") from None
 
 
 def _split(text: str) -> list[str]:

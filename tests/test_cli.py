@@ -68,7 +68,7 @@ def test_failures_give_exit_1_and_retry_needs_a_target(batch: dict[str, str]) ->
     (("run", "2018-12-05", ".."), "batch name '..' is not allowed"),
     (("run", "2018-12-05", "b8"), "no batch 'b8' on 2018-12-05; batches on that date: b7"),
     (("run", "2018-12-05", "b7", "--pipeline", "nope"), "unknown pipeline 'nope'"),
-    (("run", "2018-12-05", "b7", "--memory", "10"), "memory mib 10 is out of range"),
+    (("run", "2018-12-05", "b7", "--memory", "10"), "--memory 10 is out of range: 128M to 1024G"),
     (("run", "2018-12-05", "b7", "--param", "novalue"), "expected KEY=VALUE"),
     (("status", "zzzzzz"), "no run 'zzzzzz'"),
     (("batches", "yesterday"), "YYYY-MM-DD"),
