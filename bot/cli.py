@@ -21,7 +21,7 @@ from bot.engine import EngineError, RunSummary
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.progress import RunProgress, summary_lines
-from bot.settings import ConfigError
+from bot.settings import ConfigError, Settings
 from bot.states import JobState
 from bot.store import StoreError
 
@@ -502,11 +502,20 @@ def _stderr_console() -> Any:
 
 @cli.command()
 @click.option("--retries", default=1, show_default=True, help="Automatic retries of the failing analysis.")
+@click.option("--yes", "confirmed", is_flag=True, help="Write the demo batch even when the store is an S3 bucket.")
 @friendly_errors
-def demo(retries: int) -> None:
-    """Create a sample word-count batch (one analysis fails on purpose), run it and show the result."""
+def demo(retries: int, confirmed: bool) -> None:
+    """Create a sample word-count batch (one analysis fails on purpose), run it and show the result.
+
+    With an S3 store (the lab's bucket) it refuses unless --yes: the demo would add a batch to it.
+    """
     from bot.demo import FAILING_ANALYSIS, write_demo_batch
 
+    settings = Settings.from_env()
+    if settings.store.startswith("s3://") and not confirmed:
+        raise UsageFailure(f"the store is the bucket {settings.store}: the demo would write a batch to its Input/ and "
+                           "run it there; pass --yes to do that, or run it on a local folder "
+                           "(env -u CYTO_STORE -u CYTO_EXECUTOR cyto demo)")
     cyto = open_session()
     ref, analyses = write_demo_batch(cyto.store)
     click.echo(f"demo batch {ref.label} in {cyto.store.uri}: {len(analyses)} analyses "
