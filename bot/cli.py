@@ -100,27 +100,14 @@ def read_params_file(path: str) -> dict[str, Any]:
 def checked_resources(vcpus: float | None = None, memory: str | None = None, storage: str | None = None,
                       timeout: str | None = None, retries: int | None = None) -> dict[str, Any]:
     """The resource options as the engine's keyword arguments, each parsed and range-checked with
-    the option's own name in the message (`--memory 64: ...`)."""
-    from bot import sizes
-    from bot.engine import RESOURCE_LIMITS
+    the option's own name in the message (`--memory 64 is out of range: …`)."""
+    from bot.sizes import parse_resources
 
-    shown = {"memory_mib": lambda v: sizes.format_mib(int(v)), "storage_gib": lambda v: f"{v:g}G",
-             "timeout_s": lambda v: sizes.format_duration(int(v)), "vcpus": lambda v: f"{v:g}", "retries": str}
-    given = (("--vcpus", "vcpus", vcpus, float), ("--memory", "memory_mib", memory, sizes.parse_memory_mib),
-             ("--storage", "storage_gib", storage, sizes.parse_storage_gib),
-             ("--timeout", "timeout_s", timeout, sizes.parse_duration_s), ("--retries", "retries", retries, int))
-    values: dict[str, Any] = {}
-    for option, name, text, parse in given:
-        if text is None:
-            continue
-        try:
-            value = parse(text)
-        except sizes.SizeError as exc:
-            raise UsageFailure(f"{option} {exc}") from None
-        low, high = RESOURCE_LIMITS[name]
-        if not low <= value <= high:
-            raise UsageFailure(f"{option} {text} is out of range: {shown[name](low)} to {shown[name](high)}")
-        values[name] = value
+    values, errors = parse_resources({"vcpus": vcpus, "memory": memory, "storage": storage, "timeout": timeout,
+                                      "retries": retries})
+    if errors:
+        name, message = next(iter(errors.items()))
+        raise UsageFailure(f"--{name} {message}")
     return values
 
 

@@ -11,6 +11,8 @@ its own name for the setting in front (`--memory`, `memory=`, the form's field).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$", re.IGNORECASE)
 _UNIT_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -69,3 +71,49 @@ def format_duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+# The resource settings every front end takes, by the name people write them with:
+# name -> (the engine's keyword, parser, how a limit is shown).
+RESOURCE_FIELDS: dict[str, tuple[str, Callable[[str], float], Callable[[float], str]]] = {
+    "vcpus": ("vcpus", lambda text: _number(text, float), lambda v: f"{v:g}"),
+    "memory": ("memory_mib", parse_memory_mib, lambda v: format_mib(int(v))),
+    "storage": ("storage_gib", parse_storage_gib, lambda v: f"{v:g}G"),
+    "timeout": ("timeout_s", parse_duration_s, lambda v: format_duration(int(v))),
+    "retries": ("retries", lambda text: _number(text, int), str),
+}
+
+
+def parse_resources(texts: Mapping[str, str | float | None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parse and range-check resource settings given as text (or numbers) by field name
+    (`memory`, `timeout`, …). Returns the engine's keyword arguments and, per field, a message
+    that starts with what was written (`10 is out of range: 128M to 1024G`) for the front end to
+    put its own name in front of."""
+    from bot.engine import RESOURCE_LIMITS
+
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, given in texts.items():
+        if given is None or (isinstance(given, str) and not given.strip()):
+            continue
+        keyword, parse, shown = RESOURCE_FIELDS[name]
+        text = given.strip() if isinstance(given, str) else f"{given:g}"
+        try:
+            value = parse(text)
+        except SizeError as exc:
+            errors[name] = str(exc)
+            continue
+        low, high = RESOURCE_LIMITS[keyword]
+        if not low <= value <= high:
+            errors[name] = f"{text} is out of range: {shown(low)} to {shown(high)}"
+            continue
+        values[keyword] = value
+    return values, errors
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise SizeError(f"`{text}` is not {noun}") from None

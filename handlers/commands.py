@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.layout import LayoutError, parse_date
-from bot.sizes import SizeError, parse_memory_mib
+from bot.sizes import SizeError, parse_duration_s, parse_memory_mib, parse_storage_gib
 
 USAGE = """\
 *`/cyto` commands*
-• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]` — run every analysis of a batch
+• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N]` — run \
+every analysis of a batch
+• `/cyto run` — the same through a form (date, batch, pipeline, parameters, resources)
 • `/cyto status [RUN]` — progress of a run (the newest when RUN is left out)
 • `/cyto retry RUN [ANALYSIS]` — retry one failed analysis, or every failed one
 • `/cyto cancel RUN` — stop a run
@@ -18,7 +22,7 @@ USAGE = """\
 • `/cyto help` — this text
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
-RUN_OPTIONS = ("pipeline", "vcpus", "memory", "retries")
+RUN_OPTIONS = ("pipeline", "vcpus", "memory", "storage", "timeout", "retries")
 
 
 class UsageError(ValueError):
@@ -38,6 +42,9 @@ class RunRequest:
     vcpus: float | None = None
     memory_mib: int | None = None
     retries: int | None = None
+    storage_gib: int | None = None
+    timeout_s: int | None = None
+    params: dict[str, Any] | None = None  # from the form; the slash grammar takes none
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def parse(text: str) -> Request:
 
 
 def _parse_run(args: list[str]) -> RunRequest:
-    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]"
+    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N]"
     positional = [a for a in args if "=" not in a]
     options = [a for a in args if "=" in a]
     if len(positional) < 2:
@@ -118,7 +125,16 @@ def _parse_run(args: list[str]) -> RunRequest:
         vcpus=_number(values["vcpus"], "vcpus") if "vcpus" in values else None,
         memory_mib=parse_memory(values["memory"]) if "memory" in values else None,
         retries=_whole(values["retries"], "retries") if "retries" in values else None,
+        storage_gib=_size(parse_storage_gib, values["storage"], "storage") if "storage" in values else None,
+        timeout_s=_size(parse_duration_s, values["timeout"], "timeout") if "timeout" in values else None,
     )
+
+
+def _size(parse: Callable[[str], int], text: str, name: str) -> int:
+    try:
+        return parse(text)
+    except SizeError as exc:
+        raise UsageError(f"{name} {exc}") from None
 
 
 def parse_memory(text: str) -> int:
