@@ -213,3 +213,37 @@ def test_shell_completion_of_dates_batches_and_runs(batch: dict[str, str]) -> No
     assert complete(batch, f"cyto status {run_id[:2]}") == [run_id]
     assert complete(batch, f"cyto logs {run_id} A0") == ["A01", "A02"]
     assert complete({**batch, "CYTO_STORE": "s3:/broken"}, "cyto run 2018") == []  # never an error
+
+
+@pytest.mark.slow
+def test_download_draws_a_progress_bar_on_a_terminal(batch: dict[str, str], tmp_path: Path) -> None:
+    """On a terminal (a pty) the download shows rich's bar on stderr; stdout keeps one summary line."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    run_id = json.loads(invoke(batch, "run", "2018-12-05", "b7", "--pipeline", "wordcount", "--wait",
+                               "--json").stdout)["run"]["id"]
+    big = Path(batch["CYTO_STORE"]) / "Output/2018-12-05/b7/A01/big.bin"
+    big.write_bytes(os.urandom(5_000_000))
+    controller, terminal = pty.openpty()
+    env = {**os.environ, **batch, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "COLUMNS": "100",
+           "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "download", run_id, str(tmp_path / "got")],
+                            env=env, stdout=subprocess.PIPE, stderr=terminal, text=True)
+    os.close(terminal)
+    out, _ = proc.communicate(timeout=60)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert proc.returncode == 0 and out.startswith("downloaded ") and out.count("\n") == 1, out
+    assert b"files" in drawn and ("━".encode() in drawn or b"MB" in drawn), drawn[-500:]
+    assert (tmp_path / "got/A01/big.bin").read_bytes() == big.read_bytes()
