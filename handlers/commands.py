@@ -12,8 +12,8 @@ from bot.sizes import SizeError, parse_duration_s, parse_memory_mib, parse_stora
 
 USAGE = """\
 *`/cyto` commands*
-• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N]` — run \
-every analysis of a batch
+• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N] \
+[params='{"k": 4}']` — run every analysis of a batch
 • `/cyto run` — the same through a form (date, batch, pipeline, parameters, resources)
 • `/cyto status [RUN]` — progress of a run (the newest when RUN is left out)
 • `/cyto retry RUN [ANALYSIS]` — retry one failed analysis, or every failed one
@@ -22,7 +22,7 @@ every analysis of a batch
 • `/cyto help` — this text
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
-RUN_OPTIONS = ("pipeline", "vcpus", "memory", "storage", "timeout", "retries")
+RUN_OPTIONS = ("pipeline", "vcpus", "memory", "storage", "timeout", "retries", "params")
 
 
 class UsageError(ValueError):
@@ -44,7 +44,7 @@ class RunRequest:
     retries: int | None = None
     storage_gib: int | None = None
     timeout_s: int | None = None
-    params: dict[str, Any] | None = None  # from the form; the slash grammar takes none
+    params: dict[str, Any] | None = None  # pipeline parameters: params='{"k": 4}' or the form's field
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def parse(text: str) -> Request:
 
 
 def _parse_run(args: list[str]) -> RunRequest:
-    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N]"
+    form = ("/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N] "
+            "[params='{\"k\": 4}']")
     positional = [a for a in args if "=" not in a]
     options = [a for a in args if "=" in a]
     if len(positional) < 2:
@@ -127,7 +128,21 @@ def _parse_run(args: list[str]) -> RunRequest:
         retries=_whole(values["retries"], "retries") if "retries" in values else None,
         storage_gib=_size(parse_storage_gib, values["storage"], "storage") if "storage" in values else None,
         timeout_s=_size(parse_duration_s, values["timeout"], "timeout") if "timeout" in values else None,
+        params=_params(values["params"]) if "params" in values else None,
     )
+
+
+def _params(text: str) -> dict[str, Any]:
+    """A JSON object, or YAML's flow form of one (`{k: 4}`): quotes may not survive a Slack client."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"params `{text}` is not an object: write params='{{\"k\": 4}}' or params=\"{{k: 4}}\"")
+    return loaded
 
 
 def _size(parse: Callable[[str], int], text: str, name: str) -> int:

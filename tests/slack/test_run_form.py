@@ -117,14 +117,20 @@ def test_the_form_respects_the_allowed_users(start_bot, settings, store: Path) -
     assert served.stand_in.views == []
 
 
-def test_the_typed_command_takes_timeout_and_storage(served: Served, store: Path) -> None:
+def test_the_typed_command_takes_timeout_storage_and_parameters(served: Served, store: Path) -> None:
     make_batch(store, "batch-7", 1)
-    status, _ = served.command("run 2018-12-05 batch-7 timeout=90m storage=30G")
+    status, _ = served.command("run 2018-12-05 batch-7 timeout=90m storage=30G params='{\"files\": [\"sample.txt\"]}'")
     assert status == 200
     run = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0]
     assert (run.resources["timeout_s"], run.resources["storage_gib"]) == (5400, 30)
+    assert run.params == {"files": ["sample.txt"]}
     status, ack = served.command("run 2018-12-05 batch-7 timeout=soon")
     assert "timeout `soon` is not a duration" in ack
+    served.command("run 2018-12-05 batch-7 params=\"{filez: [a.txt]}\"")
+    wait_for(lambda: [c for c in served.stand_in.calls_to("respond")
+                      if "unknown parameter 'filez' (did you mean 'files'?)" in json.dumps(c.params)],
+             what="the parameter check's answer")
+    assert len(served.bot.engine.db.runs()) == 1
 
 
 def free_port() -> int:
