@@ -247,3 +247,23 @@ def test_download_draws_a_progress_bar_on_a_terminal(batch: dict[str, str], tmp_
     assert proc.returncode == 0 and out.startswith("downloaded ") and out.count("\n") == 1, out
     assert b"files" in drawn and ("━".encode() in drawn or b"MB" in drawn), drawn[-500:]
     assert (tmp_path / "got/A01/big.bin").read_bytes() == big.read_bytes()
+
+
+@pytest.mark.slow
+def test_bash_completion_as_documented_completes_from_the_store(batch: dict[str, str]) -> None:
+    """The README's `eval "$(_CYTO_COMPLETE=bash_source cyto)"`, then bash's own completion call."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("cyto")
+    if not script.exists() or shutil.which("bash") is None:
+        pytest.skip("needs the installed cyto script and bash")
+    env = {**os.environ, **batch, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "PATH": f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    shell = ('eval "$(_CYTO_COMPLETE=bash_source cyto)"\n'
+             'COMP_WORDS=(cyto run 2018-12-05 ""); COMP_CWORD=3; _cyto_completion cyto\n'
+             'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    result = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["b7"], result.stdout + result.stderr
