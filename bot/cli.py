@@ -446,11 +446,11 @@ def download(run_id: str, dest: str, analyses: tuple[str, ...]) -> None:
     from bot.outputs import list_outputs
 
     cyto = open_session()
-    date, batch, names = _run_and_analyses(cyto, run_id, None)
+    ref, names = _run_and_analyses(cyto, run_id, None)
     for name in analyses:
         if name not in names:
             raise UsageFailure(f"--analysis {name}: run {run_id} has no analysis {name!r}")
-    files = list_outputs(cyto.store, date, batch, list(analyses) or names)
+    files = list_outputs(cyto.store, ref, list(analyses) or names)
     if not files:
         click.echo(f"run {run_id}: no outputs to download yet")
         return
@@ -462,7 +462,10 @@ def download(run_id: str, dest: str, analyses: tuple[str, ...]) -> None:
     click.echo(f"downloaded {len(written)} files ({_bytes(total)}) of run {run_id} to {Path(dest).resolve()}")
 
 
-def _run_and_analyses(cyto: Cyto, run_id: str, analysis: str | None) -> tuple[str, str, list[str]]:
+def _run_and_analyses(cyto: Cyto, run_id: str, analysis: str | None) -> tuple[Any, list[str]]:
+    """The run's file layout (where its outputs are) and its analyses, or the one asked for."""
+    from bot.layout import BatchRef
+
     run_ = cyto.engine.get_run(run_id)
     names = [j.analysis for j in cyto.jobs(run_id)]
     if analysis is not None:
@@ -470,7 +473,7 @@ def _run_and_analyses(cyto: Cyto, run_id: str, analysis: str | None) -> tuple[st
             raise UsageFailure(f"run {run_id} has no analysis {analysis!r} (it has {', '.join(names[:5])}"
                                f"{' …' if len(names) > 5 else ''})")
         names = [analysis]
-    return run_.date, run_.batch, names
+    return BatchRef(run_.date, run_.batch), names
 
 
 def _bytes(size: int) -> str:

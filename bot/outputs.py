@@ -31,8 +31,8 @@ class OutputFile:
     uri: str
 
 
-def list_outputs(store: Store, date: str, batch: str, analyses: Iterable[str]) -> list[OutputFile]:
-    ref = BatchRef(date, batch)
+def list_outputs(store: Store, ref: BatchRef, analyses: Iterable[str]) -> list[OutputFile]:
+    """Every object under each analysis's output folder of `ref` (the run's own layout)."""
     found = []
     for analysis in analyses:
         prefix = ref.analysis(analysis).output_prefix
