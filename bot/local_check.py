@@ -4,8 +4,8 @@ command shows up here, with its own log line, instead of as "exit code 1" on eve
 
 from __future__ import annotations
 
-import json
 import shlex
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.executors import JobSpec, JobStatus, Resources, job_name
-from bot.executors.local import DEFAULT_COMMAND, LocalExecutor, _alive
-from bot.executors.local_runner import CLAIM
+from bot.executors.local import DEFAULT_COMMAND, LocalExecutor
 from bot.states import JobState
 from container.contract import JobEnvironment
 
@@ -33,7 +32,7 @@ def run_no_op_job(command: Sequence[str] | None, timeout_s: float = NO_OP_TIMEOU
     argv = tuple(command or DEFAULT_COMMAND)
     shown = shlex.join(argv)
     started = time.monotonic()
-    # The runner may still be tidying up when the result is in: cleanup waits for it below.
+    # The runner may still be tidying up when the result is in: its spool is removed once idle.
     with tempfile.TemporaryDirectory(prefix="cyto-doctor-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
@@ -55,22 +54,25 @@ def run_no_op_job(command: Sequence[str] | None, timeout_s: float = NO_OP_TIMEOU
             return NoOpResult(False, shown, time.monotonic() - started,
                               f"did not finish within {timeout_s:g} s")
         seconds = time.monotonic() - started
-        _wait_for_runner(executor, job_id)
-        if status.state == JobState.SUCCEEDED:
-            return NoOpResult(True, shown, seconds, "")
-        log = (executor.read_log(status) or "").strip().splitlines()
-        last = next((line for line in reversed(log) if line.strip()), "")
-        reason = status.reason or f"exit code {status.exit_code}"
-        tail = f"; its log ends: {last[:300]}" if last and last not in reason else ""
-        return NoOpResult(False, shown, seconds, reason + tail)
+        detail = "" if status.state == JobState.SUCCEEDED else _failure(executor, status)
+        _remove_when_idle(root / "spool")
+        return NoOpResult(not detail, shown, seconds, detail)
 
 
-def _wait_for_runner(executor: LocalExecutor, job_id: str, limit_s: float = 10.0) -> None:
-    claim = executor.spool / job_id / CLAIM
-    try:
-        pid = int(json.loads(claim.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+def _failure(executor: LocalExecutor, status: JobStatus) -> str:
+    """The failure's reason and the last line of the job's log."""
+    log = (executor.read_log(status) or "").strip().splitlines()
+    last = next((line for line in reversed(log) if line.strip()), "")
+    reason = status.reason or f"exit code {status.exit_code}"
+    tail = f"; its log ends: {last[:300]}" if last and last not in reason else ""
+    return reason + tail
+
+
+def _remove_when_idle(folder: Path, limit_s: float = 10.0) -> None:
+    """Remove the throwaway folder once the job's runner has finished tidying it (it may still be
+    writing for a moment after the result is in); left in the temp folder if it never settles."""
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and _alive(pid, executor.spool):
-        time.sleep(0.05)
+    while folder.exists() and time.monotonic() < deadline:
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            time.sleep(0.05)
