@@ -63,7 +63,7 @@ def test_dry_run_shows_the_plan_and_submits_nothing(batch: dict[str, str], tmp_p
     assert plan["submitted"] is False and plan["resources"]["memory_mib"] == 2048
     assert [(a["analysis"], a["params"], a["params_file"]) for a in plan["analyses"]] == [
         ("A01", {}, False), ("A02", {"files": ["y.txt"]}, True)]
-    assert runs_in(batch) == 0 and not list(Path(batch["CYTO_LOCAL_SPOOL"]).glob("*/spec.json"))
+    assert runs_in(batch) == 0 and not (Path(batch["CYTO_STORE"]) / "Output").exists()
 
     # After a real run, the estimate comes from its durations.
     assert invoke(batch, "run", "2018-12-05", "b7", "--pipeline", "wordcount", "--wait").exit_code == 0
