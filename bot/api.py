@@ -2,7 +2,7 @@
 the same calls).
 
     from bot.api import Cyto
-    cyto = Cyto.from_env()                 # embedded defaults: ./cyto-data, local processes, SQLite
+    cyto = Cyto.from_env()                 # defaults: ~/cyto-data, local processes, SQLite (bot/paths.py)
     cyto.batches("2018-12-05")
     run = cyto.run("2018-12-05", "batch-7", pipeline="wordcount", memory_mib=4096)
     cyto.wait(run.id).counts
@@ -88,8 +88,8 @@ class Cyto:
         return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
 
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "notebook",
-              memory_mib: int | None = None) -> list[str]:
-        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib)
+              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None) -> list[str]:
+        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, vcpus=vcpus, timeout_s=timeout_s)
 
     def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
         return self.engine.cancel(run_id, by=by)

@@ -509,8 +509,10 @@ class Engine:
 
     # -- people's requests --------------------------------------------------------------------
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
-              memory_mib: int | None = None, submit: bool = True) -> list[str]:
-        """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None.
+              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
+              submit: bool = True) -> list[str]:
+        """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None;
+        `memory_mib`, `vcpus` and `timeout_s` override the run's resources for the new attempts.
         Returns the analyses retried; an analysis someone else already retried is left out. A run
         being cancelled is never reopened; a retry after a cancel has finished is a new action."""
         run = self.get_run(run_id)
@@ -528,10 +530,12 @@ class Engine:
             jobs = [job]
         else:
             jobs = self.db.jobs(run_id, [JobState.FAILED])
+        overrides = {k: v for k, v in (("memory_mib", memory_mib), ("vcpus", vcpus), ("timeout_s", timeout_s))
+                     if v is not None}
         resources = None
-        if memory_mib is not None:
-            validate_resources(Resources(**{**run.resources, "memory_mib": memory_mib}))
-            resources = {"memory_mib": memory_mib}
+        if overrides:
+            validate_resources(Resources(**{**run.resources, **overrides}))
+            resources = overrides
         retried = [job.analysis for job in jobs
                    if self.db.retry_job(job, job_name(run_id, job.analysis, job.attempt + 1), by, resources,
                                         self.clock(), run.cancel_epoch)]

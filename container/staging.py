@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from container.atomic import create_beside
 
 S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 
@@ -294,7 +295,7 @@ def _copy_file(source: Path, target: Path) -> None:
     """Copy via a temporary file and a rename, so a reader never sees half a file."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        fd, tmp = create_beside(target)  # with the user's umask, unlike mkstemp
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)
@@ -311,7 +312,14 @@ def _s3_client() -> Any:
         import boto3
     except ImportError as exc:  # pragma: no cover - boto3 is in the job image
         raise StagingError("s3:// URIs need boto3, which is not installed") from exc
-    return boto3.client("s3")
+    # botocore reads AWS_DEFAULT_REGION and the profile, not AWS_REGION; honour it as the AWS CLI does.
+    region = (os.environ.get("AWS_REGION") or "").strip() or None
+    try:
+        return boto3.session.Session(region_name=region).client("s3")
+    except Exception as exc:
+        if not _is_boto_error(exc):
+            raise
+        raise StagingError(f"cannot make an S3 client (check AWS_PROFILE and AWS_REGION): {exc}") from exc
 
 
 @contextmanager

@@ -44,6 +44,7 @@ class SlackStandIn:
         self._failures: dict[str, list[tuple[int, int]]] = {}  # method -> [(status, retry_after)]
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest payload
+        self.views: list[tuple[str, dict[str, Any]]] = []  # (views.open | views.publish, view) accepted
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,6 +143,29 @@ class SlackStandIn:
             return {"ok": True, "channel": channel, "ts": key[1], "text": params.get("text")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"1700000000.{next(self._ts):06d}"}
+        if method in ("views.open", "views.publish"):
+            return self._view(method, params)
         if method == "conversations.info":
             return {"ok": True, "channel": {"id": channel, "is_member": True}}
         return {"ok": True}
+
+    def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """views.open needs a trigger id, views.publish a user id; both a view that Block Kit accepts."""
+        from slack_sdk.errors import SlackObjectFormationError
+        from slack_sdk.models.views import View
+
+        raw = params.get("view")
+        view = json.loads(raw) if isinstance(raw, str) else raw
+        if method == "views.open" and not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "views.publish" and (not params.get("user_id") or (view or {}).get("type") != "home"):
+            return {"ok": False, "error": "invalid_arguments"}
+        try:
+            parsed = View(**view)
+            parsed.validate_json()
+        except (TypeError, SlackObjectFormationError) as exc:
+            return {"ok": False, "error": "invalid_arguments", "detail": str(exc)}
+        if len(view.get("blocks", [])) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        self.views.append((method, view))
+        return {"ok": True, "view": {"id": f"V{len(self.views):04d}", **view}}

@@ -175,7 +175,7 @@ def test_unknown_batch_answers_ephemerally_with_suggestions(served: Served, stor
 
 
 @pytest.mark.parametrize(("text", "reason"), [
-    ("run", "`run` needs DATE and BATCH"),
+    # `run` alone opens the run form (tests/slack/test_run_form.py)
     ("run 2018-12-05", "`run` needs BATCH"),
     ("run 2018-13-05 batch-7", "not a real calendar date"),
     ("run 12/05/2018 batch-7", "not written YYYY-MM-DD"),
