@@ -170,13 +170,15 @@ class Engine:
                 raise EngineError(str(exc)) from exc
 
     def start_run(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None,
-                  slack_thread_ts: str | None = None, submit: bool = True) -> Run:
-        """Record the run and the intent to submit each analysis, then submit them."""
+                  slack_thread_ts: str | None = None, submit: bool = True, hold: bool = False) -> Run:
+        """Record the run and the intent to submit each analysis, then submit them. A held run
+        (`hold=True`) is submitted by nobody, not even a poll, until `release` (or `abandon`)."""
         now = self.clock()
         for _ in range(10):
             run = Run(id=new_run_id(), date=plan.ref.date, batch=plan.ref.batch, pipeline=plan.pipeline,
                       params=dict(plan.params), resources=plan.resources.as_dict(), executor=self.executor.name,
-                      store=self.store.uri, requested_by=requested_by, state=RunState.ACTIVE, created_at=now,
+                      store=self.store.uri, requested_by=requested_by,
+                      state=RunState.HELD if hold else RunState.ACTIVE, created_at=now,
                       finished_at=None, cancel_requested_by=None, slack_channel=slack_channel,
                       slack_thread_ts=slack_thread_ts, version=0)
             names = [job_name(run.id, a, 1) for a in plan.analyses]
@@ -185,9 +187,20 @@ class Engine:
         else:  # pragma: no cover - 10 collisions of 24 random bits
             raise EngineError("could not allocate a run id")
         self._publish([Event(EventKind.RUN_STARTED, run.id, by=requested_by)])
-        if submit:
+        if submit and not hold:
             self.submit_pending(run.id)
         return self.get_run(run.id)
+
+    def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
+        """End a run's hold (its Slack thread exists); the next poll, or `submit_pending`, submits it."""
+        return self.db.release_run(run_id, slack_channel, slack_thread_ts)
+
+    def abandon(self, run_id: str, reason: str) -> bool:
+        """Give up a held run with nothing submitted."""
+        if not self.db.abandon_run(run_id, reason, self.clock()):
+            return False
+        self._publish([Event(EventKind.RUN_FINISHED, run_id, state=RunState.CANCELLED.value, reason=reason)])
+        return True
 
     # -- submission ---------------------------------------------------------------------------
     def submit_pending(self, run_id: str) -> int:

@@ -38,6 +38,7 @@ def counts_text(counts: Mapping[JobState, int]) -> str:
 
 
 class RunState(StrEnum):
+    HELD = "HELD"  # recorded, but nothing is submitted until a front end releases it (Slack: its thread exists)
     ACTIVE = "ACTIVE"
     CANCELLING = "CANCELLING"
     SUCCEEDED = "SUCCEEDED"  # every analysis succeeded

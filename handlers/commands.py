@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ USAGE = """\
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
 RUN_OPTIONS = ("pipeline", "vcpus", "memory", "retries")
+# Longer numbers are no resource request (and `float` of 400 nines is infinity).
+MAX_NUMBER_CHARS = 12
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 
 
@@ -127,6 +130,8 @@ def parse_memory(text: str) -> int:
     match = _MEMORY.match(text.strip())
     if not match:
         raise UsageError(f"memory `{text}` is not a size: write MiB (4096) or with a unit (512M, 4G)")
+    if len(match.group(1)) > MAX_NUMBER_CHARS:
+        raise UsageError(f"memory `{text[:MAX_NUMBER_CHARS]}…` is far too large: write MiB (4096) or GiB (4G)")
     amount = float(match.group(1))
     unit = (match.group(2) or "m").lower()
     mib = amount * 1024 if unit.startswith("g") else amount
@@ -153,14 +158,19 @@ def _date(text: str) -> str:
 
 def _number(text: str, name: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise UsageError(f"{name} `{text}` is not a number") from None
+        raise UsageError(f"{name} `{text[:40]}` is not a number") from None
+    if len(text) > MAX_NUMBER_CHARS or not math.isfinite(value):
+        raise UsageError(f"{name} `{text[:MAX_NUMBER_CHARS]}` is not a usable number")
+    return value
 
 
 def _whole(text: str, name: str) -> int:
     if not text.isdigit():
-        raise UsageError(f"{name} `{text}` is not a whole number")
+        raise UsageError(f"{name} `{text[:40]}` is not a whole number")
+    if len(text) > MAX_NUMBER_CHARS:
+        raise UsageError(f"{name} `{text[:MAX_NUMBER_CHARS]}…` is far too large")
     return int(text)
 
 

@@ -20,39 +20,84 @@ if TYPE_CHECKING:
     from slack_bolt import App
     from waitress.server import BaseWSGIServer, MultiSocketServer
 
+    from bot.settings import Settings
     from handlers.app import CytoBot
 
 log = logging.getLogger(__name__)
+SLACK_JOB = "slack"
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def _answer(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:
+    body = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def wsgi_app(app: App, health: Callable[[], dict[str, Any]]) -> WSGIApp:
-    """Bolt's WSGI adapter for /slack/events (it verifies signatures), and /healthz."""
+    """Bolt's WSGI adapter for /slack/events (it verifies signatures), and /healthz (503 when not ok)."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            body = json.dumps(health()).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
+            status = health()
+            return _answer(start_response, "200 OK" if status["ok"] else "503 Service Unavailable", status)
+        # Bolt turns a timestamp that is not a number into a 500; it is simply not a Slack request.
+        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
+        if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16):
+            return _answer(start_response, "401 Unauthorized", {"error": "invalid request"})
         return slack(environ, start_response)
 
     return application
 
 
+def health_of(bot: CytoBot, scheduler_running: Callable[[], bool], poll_seconds: float,
+              started: float) -> dict[str, Any]:
+    """What /healthz reports: ok only when the scheduler runs, the last successful poll is recent,
+    Slack accepts the bot's token and the run database is readable; the outbox backlog."""
+    from pathlib import Path
+
+    problems: list[str] = []
+    status: dict[str, Any] = {"scheduler": scheduler_running()}
+    if not status["scheduler"]:
+        problems.append("the scheduler is not running")
+    now = bot.clock()
+    last = bot.last_poll_ok
+    status["last_poll_s_ago"] = None if last is None else round(now - last, 1)
+    if now - (last if last is not None else started) > 3 * poll_seconds:
+        problems.append(f"no successful poll for {now - (last or started):.0f}s (every {poll_seconds:g}s expected)")
+    if bot.sender.auth_problem:
+        problems.append(f"Slack refuses the bot token ({bot.sender.auth_problem})")
+    db = bot.engine.db
+    try:
+        if db.path != ":memory:" and not Path(db.path).expanduser().exists():
+            raise FileNotFoundError(f"{db.path} no longer exists")
+        status["unfinished_runs"] = len(db.unfinished_run_ids())
+        status["outbox_backlog"] = bot.sender.outbox.backlog()
+    except Exception as exc:
+        problems.append(f"the run database is unreadable: {exc}")
+    status["ok"] = not problems
+    if problems:
+        status["problems"] = problems
+    return status
+
+
 def http_server(app: App, bot: CytoBot, host: str, port: int,
-                scheduler_running: Callable[[], bool] = lambda: True) -> BaseWSGIServer | MultiSocketServer:
+                scheduler_running: Callable[[], bool] = lambda: True,
+                poll_seconds: float | None = None) -> BaseWSGIServer | MultiSocketServer:
     """A waitress server (port 0 picks a free port: see `server.effective_port`)."""
     from waitress import create_server
 
+    started = bot.clock()
+    interval = poll_seconds if poll_seconds is not None else bot.cyto.settings.poll_seconds
+
     def health() -> dict[str, Any]:
-        return {"ok": True, "scheduler": scheduler_running(),
-                "unfinished_runs": len(bot.engine.db.unfinished_run_ids())}
+        return health_of(bot, scheduler_running, interval, started)
 
     return create_server(wsgi_app(app, health), host=host, port=port, threads=8, ident="cyto-bot")
 
@@ -92,7 +137,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
     from bot.cli import UsageFailure
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
-    from handlers.app import CytoBot, build_app
+    from handlers.app import build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -106,17 +151,21 @@ def serve(use_http: bool, host: str, port: int) -> None:
     if missing:
         raise UsageFailure(f"set {' and '.join(missing)} (from the Slack app's settings; "
                                    "see handlers/README.md)")
-    bot = CytoBot.from_settings(settings)
-    app = build_app(bot, signing_secret=settings.slack_signing_secret)
-    scheduler = PollScheduler(bot.poll_cycle, settings.poll_seconds)
+    bot = start_bot(settings, UsageFailure)
+    app = build_app(bot, signing_secret=settings.slack_signing_secret, token_verification=False)
+    # The engine's poll and Slack's delivery are separate jobs: Slack's outages and rate limits
+    # delay messages, never job state, automatic retries or submissions.
+    scheduler = PollScheduler(bot.poll, settings.poll_seconds)
+    scheduler.add(SLACK_JOB, bot.slack_cycle, settings.poll_seconds)
     bot.wake = scheduler.poll_now
+    bot.wake_slack = lambda: scheduler.run_now(SLACK_JOB)
     unfinished = bot.engine.db.unfinished_run_ids()
     log.info("resuming %d unfinished run(s); polling every %gs", len(unfinished), settings.poll_seconds)
-    scheduler.start()  # its first tick runs at once: polls every unfinished run and catches Slack up
+    scheduler.start()  # first ticks at once: polls every unfinished run and catches Slack up
     socket_mode = None
     try:
         if use_http:
-            server = http_server(app, bot, host, port, lambda: scheduler.running)
+            server = http_server(app, bot, host, port, lambda: scheduler.running, settings.poll_seconds)
             log.info("serving %s and %s on http://%s:%s", EVENTS_PATH, HEALTH_PATH, host, server.effective_port)
             server.run()
         else:
@@ -132,6 +181,29 @@ def serve(use_http: bool, host: str, port: int) -> None:
             socket_mode.close()
         scheduler.shutdown(wait=False)
         bot.close()
+
+
+def start_bot(settings: Settings, failure: type[Exception]) -> CytoBot:
+    """The bot, once the run database, the executor and Slack have answered; otherwise one line
+    naming what is unreachable (and exit 2), not a traceback."""
+    from slack_sdk.errors import SlackApiError
+
+    from handlers.app import CytoBot
+
+    what = "the run database"
+    try:
+        bot = CytoBot.from_settings(settings)
+        what = f"the {settings.executor} executor"
+        bot.engine.check_executor()
+        what = f"Slack ({settings.slack_api_url or 'https://slack.com/api/'})"
+        bot.client.auth_test()
+    except SlackApiError as exc:
+        raise failure(f"cannot start: {what} refused the bot token ({exc.response.get('error')}); "
+                      "check SLACK_BOT_TOKEN") from None
+    except Exception as exc:  # an outage or a misconfiguration: say which, in one line
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise failure(f"cannot start: {what} is unreachable or unusable: {detail}") from None
+    return bot
 
 
 if __name__ == "__main__":
