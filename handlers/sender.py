@@ -35,7 +35,7 @@ AUTH_ERRORS = frozenset({"invalid_auth", "account_inactive", "token_revoked", "t
 # A root message is given up (and its run abandoned) after this many tries without an answer.
 ROOT_TRIES = 5
 AUTH_PAUSE_S = 60.0
-RETRY_BASE_S = 1.0
+RETRY_BASE_S = 0.5
 RETRY_MAX_S = 300.0
 LOOKUP_WINDOW_S = 3600.0
 
@@ -109,26 +109,28 @@ class Sender:
             if intent.kind == Kind.ROOT:
                 self._abandon(intent, outcome.error or "refused")
             return False
-        tries = self.outbox.later(intent.key, self.token, now + outcome.wait_s, outcome.error or "",
-                                  uncertain=outcome.uncertain, counts=outcome.counts)
-        log.info("Slack %s of run %s postponed %.0fs: %s", intent.kind.value, intent.run_id, outcome.wait_s,
-                 outcome.error)
-        if intent.kind == Kind.ROOT and outcome.counts and tries >= ROOT_TRIES:
+        if intent.kind == Kind.ROOT and outcome.counts and intent.tries + 1 >= ROOT_TRIES:
             self._give_up_root(intent, outcome.error or "no answer")
+            return False
+        self.outbox.later(intent.key, self.token, now + outcome.wait_s, outcome.error or "",
+                          uncertain=outcome.uncertain, counts=outcome.counts)
+        log.info("Slack %s of run %s postponed %.1fs: %s", intent.kind.value, intent.run_id, outcome.wait_s,
+                 outcome.error)
         return False
 
     def _give_up_root(self, intent: Intent, error: str) -> None:
-        claimed = self.outbox.claim(self.token, self.clock(), kinds=[Kind.ROOT], key=intent.key)
-        if claimed is None:
-            return
-        # One last look: a post whose answer was lost may have reached Slack after all.
-        found = self._find(claimed) if claimed.uncertain else None
+        """The root message's last try failed: one last look (a post whose answer was lost may have
+        reached Slack after all), else the run is abandoned with nothing submitted."""
+        try:
+            found = self._find(intent)
+        except Exception:  # Slack cannot even be asked: nothing is known to be posted
+            found = None
         if found:
-            self.outbox.sent(claimed.key, self.token, found, self.clock())
-            self._after_sent(claimed, found, None)
+            self.outbox.sent(intent.key, self.token, found, self.clock())
+            self._after_sent(intent, found, None)
             return
-        self.outbox.failed(claimed.key, self.token, error, self.clock())
-        self._abandon(claimed, f"no answer from Slack after {ROOT_TRIES} tries ({error})")
+        self.outbox.failed(intent.key, self.token, error, self.clock())
+        self._abandon(intent, f"no answer from Slack after {ROOT_TRIES} tries: {error}")
 
     # -- one call -----------------------------------------------------------------------------
     def _send(self, intent: Intent) -> tuple[Outcome, Rendered | None]:

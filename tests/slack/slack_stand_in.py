@@ -3,7 +3,8 @@ call and answers like Slack (after bolt-python's tests/mock_web_api_server).
 
 Web API methods are served under /api/, response_url posts under /respond/. A test can make the
 next N calls to a method answer 429 with Retry-After (`fail_next`), drop the connection before or
-after Slack accepted the call (`drop_next`), answer slowly (`delay`), refuse the token
+after Slack accepted the call (`drop_next`), take a call slowly (`delay`: a caller that hangs up
+meanwhile never reached Slack) or answer slowly after accepting (`slow_answer`), refuse the token
 (`auth_error = "invalid_auth"`), refuse a channel with `not_in_channel`, or misbehave at random
 (`chaos`). Posted messages keep their `metadata`, which `conversations.history` (the channel's
 top-level messages) and `conversations.replies` (a thread) return with `include_all_metadata`.
@@ -15,6 +16,7 @@ import contextlib
 import itertools
 import json
 import random
+import select
 import socket
 import threading
 import time
@@ -64,7 +66,8 @@ class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     refused_channels: set[str] = field(default_factory=set)
     auth_error: str | None = None  # e.g. "invalid_auth": every Web API call is refused with it
-    delay: dict[str, float] = field(default_factory=dict)  # method -> seconds before answering
+    delay: dict[str, float] = field(default_factory=dict)  # method -> seconds before Slack takes the call
+    slow_answer: dict[str, float] = field(default_factory=dict)  # method -> seconds from accepting to answering
     chaos: Chaos | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +82,13 @@ class SlackStandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _client_gone(self) -> bool:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                try:
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
@@ -89,8 +99,12 @@ class SlackStandIn:
                 method = urlparse(self.path).path.removeprefix("/api/")
                 if stand_in.delay.get(method):
                     time.sleep(stand_in.delay[method])
+                    if self._client_gone():  # it never reached Slack: nothing is recorded
+                        return
                 status, headers, body = stand_in._answer(urlparse(self.path).path, params,
                                                          self.headers.get("Authorization"))
+                if stand_in.slow_answer.get(method):  # accepted, then slow to say so
+                    time.sleep(stand_in.slow_answer[method])
                 if status == DROPPED:  # the connection is lost before any answer
                     self.close_connection = True
                     with contextlib.suppress(OSError):
