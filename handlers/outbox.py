@@ -192,8 +192,8 @@ class Outbox:
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self.db.transaction() as conn:
-            return conn.execute(sql, args).fetchall()
+        # A plain read (no write lock): /healthz must answer while a writer holds the database.
+        return self.db._query(sql, args)
 
     def get(self, key: str) -> dict[str, object] | None:
         rows = self._read("SELECT * FROM slack_outbox WHERE key = ?", (key,))

@@ -8,6 +8,7 @@ Slack and engine imports happen inside the command, so `cyto --help` stays fast.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SLACK_JOB = "slack"
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+MAX_BODY = 2_000_000  # Slack's payloads are far smaller
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,21 +39,36 @@ def _answer(start_response: Callable[..., Any], status: str, payload: dict[str, 
     return [body]
 
 
-def wsgi_app(app: App, health: Callable[[], dict[str, Any]]) -> WSGIApp:
-    """Bolt's WSGI adapter for /slack/events (it verifies signatures), and /healthz (503 when not ok)."""
+def wsgi_app(app: App, health: Callable[[], dict[str, Any]], signing_secret: str | None = None) -> WSGIApp:
+    """Bolt's WSGI adapter for /slack/events and /healthz (503 when not ok).
+
+    With a signing secret, a request's signature is checked here, before Bolt parses the body: Bolt
+    answers a body it cannot parse, or a timestamp that is not a number, with a 500 (and logs it),
+    whereas anything unsigned is simply not from Slack: 401."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_sdk.signature import SignatureVerifier
 
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             status = health()
             return _answer(start_response, "200 OK" if status["ok"] else "503 Service Unavailable", status)
-        # Bolt turns a timestamp that is not a number into a 500; it is simply not a Slack request.
-        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
-        if timestamp is not None and not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16):
-            return _answer(start_response, "401 Unauthorized", {"error": "invalid request"})
-        return slack(environ, start_response)
+        if verifier is not None and environ.get("PATH_INFO") == EVENTS_PATH:
+            length = environ.get("CONTENT_LENGTH") or "0"
+            body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) <= MAX_BODY else None
+            timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP") or ""
+            if body is None or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16) or \
+                    not verifier.is_valid(body, timestamp, environ.get("HTTP_X_SLACK_SIGNATURE") or ""):
+                log.info("rejected a request with a bad or missing Slack signature (401)")
+                return _answer(start_response, "401 Unauthorized", {"error": "invalid request"})
+            environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            return slack(environ, start_response)
+        except Exception as exc:  # a signed request Bolt cannot read: say so in one line, no body
+            log.warning("could not read a signed request (%s); answered 400", type(exc).__name__)
+            return _answer(start_response, "400 Bad Request", {"error": "unreadable request"})
 
     return application
 
@@ -99,7 +116,8 @@ def http_server(app: App, bot: CytoBot, host: str, port: int,
     def health() -> dict[str, Any]:
         return health_of(bot, scheduler_running, interval, started)
 
-    return create_server(wsgi_app(app, health), host=host, port=port, threads=8, ident="cyto-bot")
+    return create_server(wsgi_app(app, health, bot.cyto.settings.slack_signing_secret), host=host, port=port,
+                         threads=8, ident="cyto-bot")
 
 
 class ServerThread:
@@ -140,6 +158,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
     from handlers.app import build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found credentials in …" at every start
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -72,6 +72,22 @@ def command_body(stand_in: SlackStandIn, text: str, user: str = USER, channel: s
                       "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**12}.{int(time.time())}.abc"})
 
 
+def click_body(stand_in: SlackStandIn, message_ts: str, action: dict[str, Any], user: str = USER,
+               channel: str = CHANNEL) -> str:
+    """A button click on a message, as Slack sends it."""
+    payload = {
+        "type": "block_actions", "team": {"id": "T0LAB", "domain": "lab"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0LAB"}, "api_app_id": "A0CYTO",
+        "token": "legacy", "trigger_id": "1.2.3", "response_url": stand_in.response_url(user),
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "channel": {"id": channel, "name": "lab"},
+        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "actions": [{**action, "block_id": action.get("block_id", "b"), "type": "button",
+                     "action_ts": str(time.time())}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 @dataclass
 class Served:
     """The bot over HTTP, as Slack reaches it."""
@@ -104,17 +120,7 @@ class Served:
 
     def click(self, message_ts: str, action: dict[str, Any], user: str = USER, channel: str = CHANNEL,
               **sign: Any) -> tuple[int, str]:
-        payload = {
-            "type": "block_actions", "team": {"id": "T0LAB", "domain": "lab"},
-            "user": {"id": user, "username": user.lower(), "team_id": "T0LAB"}, "api_app_id": "A0CYTO",
-            "token": "legacy", "trigger_id": "1.2.3", "response_url": self.stand_in.response_url(user),
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-            "channel": {"id": channel, "name": "lab"},
-            "message": {"type": "message", "ts": message_ts, "text": ""},
-            "actions": [{**action, "block_id": action.get("block_id", "b"), "type": "button",
-                         "action_ts": str(time.time())}],
-        }
-        body = urlencode({"payload": json.dumps(payload)})
+        body = click_body(self.stand_in, message_ts, action, user, channel)
         return self.post(body, signed_headers(body, **sign))
 
     def drive(self, run_id: str, timeout: float = 30.0) -> None:
