@@ -38,8 +38,8 @@ class SlackState:
         self.db = db
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self.db.transaction() as conn:
-            return conn.execute(sql, args).fetchall()
+        # A plain read: taking the write lock to read would make the engine's poll wait for Slack's job.
+        return self.db._query(sql, args)
 
     # -- runs ---------------------------------------------------------------------------------
     def runs_to_sync(self) -> list[str]:
