@@ -76,6 +76,7 @@ class CytoBot:
 
     def slack_cycle(self) -> int:
         """Slack's scheduler job: plan messages from the database, then deliver what is due."""
+        self.sender.check_auth()
         self.reporter.plan()
         return self.sender.deliver()
 

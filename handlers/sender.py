@@ -35,6 +35,7 @@ AUTH_ERRORS = frozenset({"invalid_auth", "account_inactive", "token_revoked", "t
 # A root message is given up (and its run abandoned) after this many tries without an answer.
 ROOT_TRIES = 5
 AUTH_PAUSE_S = 60.0
+AUTH_CHECK_S = 300.0
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 300.0
 LOOKUP_WINDOW_S = 3600.0
@@ -70,6 +71,7 @@ class Sender:
         self.token = new_token()
         self.paused_until: dict[str, float] = {}  # Slack method -> when its Retry-After ends
         self.auth_problem: str | None = None  # invalid_auth … until Slack accepts a call again
+        self._auth_checked = float("-inf")
 
     # -- the loop -----------------------------------------------------------------------------
     def deliver(self, *, key: str | None = None, run_id: str | None = None, budget_s: float = 5.0) -> int:
@@ -84,6 +86,24 @@ class Sender:
             if key is not None:
                 break
         return sent
+
+    def check_auth(self, every_s: float = AUTH_CHECK_S) -> None:
+        """Ask Slack whether it still accepts the token (`auth.test`) now and then, so /healthz
+        knows of a revoked token even when no message is waiting, and knows when it is fixed."""
+        now = self.clock()
+        if now - self._auth_checked < every_s:
+            return
+        self._auth_checked = now
+        try:
+            self.client.auth_test()
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "") if isinstance(exc.response.data, dict) else ""
+            if error in AUTH_ERRORS:
+                self.auth_problem = error
+            return
+        except Exception:  # unreachable: a delivery will say more
+            return
+        self.auth_problem = None
 
     def _sendable(self) -> list[Kind]:
         now = self.clock()
@@ -138,7 +158,7 @@ class Sender:
             try:
                 found = self._find(intent)
             except Exception as exc:  # could not look: do not post blindly
-                return self._classify(exc, intent, "look-up"), None
+                return self._classify(exc, intent, _lookup_method(intent)), None
             if found:
                 return Outcome(ts=found), None
         rendered = self._render(intent)
@@ -245,6 +265,10 @@ class Sender:
             except Exception as exc:  # the user may still see it with /cyto status
                 log.warning("could not tell %s that run %s was abandoned: %s", hold.user, intent.run_id,
                             type(exc).__name__)
+
+
+def _lookup_method(intent: Intent) -> str:
+    return "conversations.replies" if intent.thread_ts else "conversations.history"
 
 
 def _retry_after(headers: Any) -> float:
