@@ -195,10 +195,6 @@ class Outbox:
         # A plain read (no write lock): /healthz must answer while a writer holds the database.
         return self.db._query(sql, args)
 
-    def get(self, key: str) -> dict[str, object] | None:
-        rows = self._read("SELECT * FROM slack_outbox WHERE key = ?", (key,))
-        return dict(rows[0]) if rows else None
-
     def backlog(self) -> dict[str, int]:
         """Intents not yet delivered, by kind."""
         return {kind: n for kind, n in self._read(

@@ -15,14 +15,6 @@ from handlers import render
 from handlers.outbox import Kind, Outbox
 from handlers.render import FailureEntry
 
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-@dataclass(frozen=True)
-class SlackRun:
-    run_id: str
-    synced_version: int | None  # the run version every message of the thread has been planned for
-
 
 @dataclass(frozen=True)
 class PostedFailure:
@@ -49,12 +41,6 @@ class SlackState:
                WHERE r.slack_channel IS NOT NULL AND r.slack_thread_ts IS NOT NULL
                  AND (s.synced_version IS NULL OR s.synced_version != r.version)
                ORDER BY r.created_at""")]
-
-    def get(self, run_id: str) -> SlackRun:
-        rows = self._read("SELECT * FROM slack_runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            return SlackRun(run_id, None)
-        return SlackRun(run_id, rows[0]["synced_version"])
 
     def set_synced(self, run_id: str, version: int) -> None:
         with self.db.transaction() as conn:
@@ -92,11 +78,6 @@ class SlackState:
                 Outbox(self.db).add(conn, key, run_id, Kind.FAILURES, channel, now, thread_ts=thread_ts)
                 keys.append(key)
         return keys
-
-    def failure_post(self, run_id: str, analysis: str, attempt: int) -> PostedFailure | None:
-        rows = self._read("SELECT * FROM slack_failures WHERE run_id = ? AND analysis = ? AND attempt = ?",
-                          (run_id, analysis, attempt))
-        return _posted(rows[0]) if rows else None
 
     def message(self, run_id: str, message_ts: str) -> list[PostedFailure]:
         return [_posted(r) for r in self._read(
