@@ -149,9 +149,10 @@ def test_root_accepted_but_answer_lost_is_found_by_its_key_not_posted_again(bots
     [(root_ts, root)] = top_level(stand_in)
     assert run.state == RunState.SUCCEEDED and run.slack_thread_ts == root_ts
     assert json.loads(json.dumps(root["metadata"]))["event_payload"]["key"] == f"root:{run.id}"
-    assert stand_in.count("conversations.history") >= 1, "looked before posting again"
     wait_for(lambda: done_alerts(stand_in, root_ts), what="done alert")
     assert len(in_thread(stand_in, root_ts)) == 1, "only the done alert in the thread"
+    assert stand_in.count("conversations.history") == 1, "looked once before posting again, and found it"
+    assert len(stand_in.calls_to("chat.postMessage", accepted_only=False)) == 2, "root once, done alert once"
     assert sorted(submitted_attempts(first.db, run.id)) == [("A01", 1), ("A02", 1), ("A03", 1)]
 
 
@@ -212,6 +213,26 @@ def test_sigkill_during_the_root_post_resumes_in_one_thread(bots, tmp_path: Path
     assert sorted(submitted_attempts(db, run.id)) == [("A01", 1), ("A02", 1), ("A03", 1)], "each job once"
     assert hold_state(db, run.id) == "released"
     wait_for(lambda: done_alerts(stand_in, root_ts), what="done alert")
+
+
+def test_sigkill_after_slack_accepted_a_failure_reply_posts_it_once(bots, tmp_path: Path, stand_in: SlackStandIn,
+                                                                    store: Path) -> None:
+    make_batch(store, "batch-7", 3, failing=("A02",))
+    [first] = start(bots, tmp_path, stand_in, store)
+    first.command(f"run {DATE} batch-7 retries=0")
+    db = first.db
+    run = wait_for(lambda: (r := latest_run(db)) is not None and r.slack_thread_ts and r, what="thread")
+    stand_in.slow_answer["chat.postMessage"] = 30  # Slack takes the reply; the answer never arrives in time
+    wait_for(lambda: failure_posts(stand_in, run.slack_thread_ts), timeout=60, what="Slack has the failure reply")
+    first.kill()
+    stand_in.slow_answer.clear()
+    start(bots, tmp_path, stand_in, store)
+    wait_for(lambda: done_alerts(stand_in, run.slack_thread_ts), timeout=60, what="done alert")
+    [reply] = failure_posts(stand_in, run.slack_thread_ts)
+    assert "*A02*" in json.dumps(reply["blocks"])
+    assert len(in_thread(stand_in, run.slack_thread_ts)) == 2, "one failure reply, one done alert"
+    assert stand_in.count("conversations.replies") == 1, "the restarted bot looked in the thread, and found it"
+    assert finished_run(db).state == RunState.FAILED
 
 
 # -- 4. commands act once -----------------------------------------------------------------------
