@@ -137,6 +137,24 @@ def test_root_post_never_answered_abandons_the_run_with_nothing_submitted(bots, 
     assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir()), "no job ever started"
 
 
+def test_root_post_refused_abandons_the_run_at_once_and_says_how_to_fix_it(bots, tmp_path: Path,
+                                                                           stand_in: SlackStandIn,
+                                                                           store: Path) -> None:
+    make_batch(store, "batch-7", 3)
+    stand_in.refused_channels.add(CHANNEL)
+    [bot] = start(bots, tmp_path, stand_in, store)
+    bot.command(f"run {DATE} batch-7")
+    run = finished_run(bot.db)
+    assert run.state == RunState.CANCELLED and submitted_attempts(bot.db, run.id) == []
+    assert hold_state(bot.db, run.id) == "abandoned"
+    [told] = wait_for(lambda: responds(stand_in), what="the user is told")
+    assert told == (f"⚠️ Could not post in this channel (not_in_channel); run `{run.id}` was abandoned and nothing "
+                    "was submitted. Invite the app to this channel (`/invite @cyto`) and try again.")
+    posts = stand_in.calls_to("chat.postMessage", accepted_only=False)
+    assert len(posts) == 1 and posts[0].response["error"] == "not_in_channel", "refused for good: not tried again"
+    assert stand_in.count("conversations.history") == 0
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_root_accepted_but_answer_lost_is_found_by_its_key_not_posted_again(bots, tmp_path: Path,
                                                                             stand_in: SlackStandIn, store: Path,
