@@ -20,6 +20,7 @@ from bot.db import DatabaseError
 from bot.engine import EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
+from bot.states import RunState
 from bot.store import StoreError
 from handlers import render
 from handlers.app import CytoBot
@@ -225,7 +226,12 @@ class Commands:
         return request.run_id
 
     def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> str | None:
-        if self.bot.engine.cancel(request.run_id, by=user):
+        if self.bot.engine.get_run(request.run_id).state == RunState.HELD and self.bot.engine.abandon(
+                request.run_id, f"cancelled by {user} while it waited for its Slack thread"):
+            self.bot.reporter.state.resolve_hold(request.run_id, "abandoned", f"cancelled by {user}", self.bot.clock())
+            ephemeral(respond, f"⛔ Cancelled run `{request.run_id}` while it waited for its thread; "
+                               "nothing was submitted.")
+        elif self.bot.engine.cancel(request.run_id, by=user):
             ephemeral(respond, f"⛔ Cancelling run `{request.run_id}`.")
             self.bot.wake()
         else:

@@ -24,6 +24,7 @@ from slack_sdk.webhook import WebhookClient
 
 from bot.engine import Engine
 from bot.layout import BatchRef
+from bot.states import RunState
 from handlers import render
 from handlers.outbox import EVENT_TYPE, Intent, Kind, Outbox, new_token
 from handlers.render import SlackMessage
@@ -222,6 +223,8 @@ class Sender:
     def _render(self, intent: Intent) -> Rendered | None:
         run = self.engine.get_run(intent.run_id)
         if intent.kind == Kind.ROOT:
+            if run.state != RunState.HELD:  # abandoned (cancelled) while it waited: no thread to start
+                return None
             return Rendered(render.started_message(run, self.engine.summary(run.id).total, resumed=intent.uncertain))
         if intent.payload is not None:
             return Rendered(render.SlackMessage.from_payload(intent.payload))
