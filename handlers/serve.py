@@ -127,8 +127,13 @@ class ServerThread:
         self.server = server
         self.thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
         self.thread.start()
+        self._stopped = False
 
     def stop(self, timeout: float = 5.0) -> None:
+        # Once only: a second pull_trigger would write to a closed (or by then reused) descriptor.
+        if self._stopped:
+            return
+        self._stopped = True
         # Closing from inside the server's own loop empties its socket map, which ends the loop;
         # closing from another thread would pull the sockets from under a running select().
         self.server.trigger.pull_trigger(self.server.close)
