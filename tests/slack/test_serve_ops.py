@@ -111,7 +111,8 @@ def test_healthz_fails_with_the_reason(tmp_path: Path, stand_in: SlackStandIn, s
         # Slack refuses the token: the root post is refused, the run stays held, /healthz says why
         stand_in.auth_error = "invalid_auth"
         bot.command(f"run {DATE} batch-7 retries=0")
-        status, health = wait_for(lambda: (h := bot.health()) and h[0] == 503 and h, what="503 for invalid_auth")
+        status, health = wait_for(lambda: (h := bot.health()) and h[0] == 503
+                                  and h[1].get("outbox_backlog", {}).get("root") and h, what="503 for invalid_auth")
         assert "Slack refuses the bot token (invalid_auth)" in health["problems"]
         assert health["outbox_backlog"]["root"] == 1
         run = bot.db.runs(1)[0]
