@@ -30,6 +30,79 @@ from bot.states import (
     sql_in,
 )
 
+SLACK_OUTBOX_MIGRATION = """
+    CREATE TABLE slack_outbox (
+        key TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        thread_ts TEXT,
+        target_ts TEXT,
+        version INTEGER,
+        shown_version INTEGER,
+        payload TEXT,
+        state TEXT NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        claim_token TEXT,
+        claimed_at REAL,
+        ts TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX slack_outbox_due ON slack_outbox(state, not_before);
+    CREATE INDEX slack_outbox_run ON slack_outbox(run_id, kind, state);
+    CREATE TABLE slack_holds (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        channel TEXT NOT NULL,
+        user TEXT NOT NULL,
+        response_url TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        resolved_at REAL
+    );
+    CREATE TABLE slack_commands (
+        trigger_id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        text TEXT NOT NULL,
+        retry_num INTEGER,
+        run_id TEXT,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE slack_failures_v3 (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        analysis TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        message_key TEXT NOT NULL,
+        message_ts TEXT,
+        position INTEGER NOT NULL,
+        detailed INTEGER NOT NULL,
+        reason TEXT,
+        exit_code INTEGER,
+        excerpt TEXT,
+        full_log TEXT NOT NULL,
+        explanation TEXT,
+        memory_mib INTEGER,
+        out_of_memory INTEGER NOT NULL DEFAULT 0,
+        posted_at REAL NOT NULL,
+        retried_by TEXT,
+        retried_shown INTEGER NOT NULL DEFAULT 0,
+        rule TEXT,
+        PRIMARY KEY (run_id, analysis, attempt)
+    );
+    INSERT INTO slack_failures_v3 SELECT run_id, analysis, attempt, 'ts:' || message_ts, message_ts, position,
+        detailed, reason, exit_code, excerpt, full_log, explanation, memory_mib, out_of_memory, posted_at,
+        retried_by, retried_shown, NULL FROM slack_failures;
+    DROP TABLE slack_failures;
+    ALTER TABLE slack_failures_v3 RENAME TO slack_failures;
+    CREATE INDEX slack_failures_message ON slack_failures(run_id, message_key);
+    CREATE INDEX slack_failures_ts ON slack_failures(run_id, message_ts)
+"""
+
 # Append new migrations; never edit one that has shipped. The schema version is len(MIGRATIONS).
 MIGRATIONS: list[str] = [
     """
@@ -128,6 +201,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN outputs_scoped INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX runs_batch ON runs(date, batch, state);
     """,
+    # 5: the Slack outbox, holds and slash-command dedupe (handlers/outbox.py, handlers/slack_state.py).
+    # slack_failures is rebuilt so that a reply is recorded (by its outbox key) before it is posted.
+    SLACK_OUTBOX_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -241,7 +317,7 @@ def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
             _attempt({name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}))
 
 
-_ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('ACTIVE', 'CANCELLING')
+_ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('HELD', 'ACTIVE', 'CANCELLING')
                       ORDER BY created_at DESC, id"""
 
 
@@ -551,6 +627,29 @@ class RunDB:
             conn.execute("UPDATE runs SET slack_channel = ?, slack_thread_ts = ? WHERE id = ?",
                          (channel, thread_ts, run_id))
 
+    def release_run(self, run_id: str, channel: str, thread_ts: str) -> bool:
+        """End a run's hold: it gets its Slack thread and may be submitted. Acts once."""
+        with self.transaction() as conn:
+            assert can_move(RUN_TRANSITIONS, RunState.HELD, RunState.ACTIVE)
+            cur = conn.execute("""UPDATE runs SET state = 'ACTIVE', slack_channel = ?, slack_thread_ts = ?,
+                                      version = version + 1 WHERE id = ? AND state = 'HELD'""",
+                               (channel, thread_ts, run_id))
+            return bool(cur.rowcount)
+
+    def abandon_run(self, run_id: str, reason: str, now: float) -> bool:
+        """Give up a held run: nothing of it was submitted, every job is cancelled. Acts once."""
+        with self.transaction() as conn:
+            cur = conn.execute("""UPDATE runs SET state = 'CANCELLED', finished_at = ?, version = version + 1
+                                  WHERE id = ? AND state = 'HELD'""", (now, run_id))
+            if not cur.rowcount:
+                return False
+            conn.execute("""UPDATE attempts SET state = 'CANCELLED', reason = ?, stopped_at = ?
+                            WHERE state = 'PENDING' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?)""",
+                         (reason, now, run_id))
+            conn.execute("""UPDATE jobs SET state = 'CANCELLED', reason = ?, updated_at = ?
+                            WHERE run_id = ? AND state = 'PENDING'""", (reason, now, run_id))
+        return True
+
     def create_run(self, run: Run, analyses: Sequence[str], max_attempts: int,
                    job_names: Sequence[str], now: float, *, allow_concurrent: bool = False) -> bool:
         """Record a run, one job per analysis and each job's first attempt (the intent to submit).
@@ -750,7 +849,7 @@ class RunDB:
         (state, attempt) and on the run: a run being cancelled is never reopened, and neither is one
         cancelled after the retry was asked for (`cancel_epoch` is what the asker saw). A finished run
         is reopened; that is the explicit new action. Returns False when any guard fails."""
-        run_from = sql_in((RunState.ACTIVE, *sources(RUN_TRANSITIONS, RunState.ACTIVE)))
+        run_from = sql_in((RunState.ACTIVE, *(s for s in sources(RUN_TRANSITIONS, RunState.ACTIVE) if s.is_finished)))
         job_from = sql_in(sources(JOB_TRANSITIONS, JobState.PENDING))
         try:
             with self.transaction() as conn:

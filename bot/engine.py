@@ -210,16 +210,19 @@ class Engine:
                 raise EngineError(str(exc)) from exc
 
     def start_run(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None,
-                  slack_thread_ts: str | None = None, submit: bool = True, allow_concurrent: bool = False) -> Run:
+                  slack_thread_ts: str | None = None, submit: bool = True, allow_concurrent: bool = False,
+                  hold: bool = False) -> Run:
         """Record the run and the intent to submit each analysis, then submit them.
 
         Refused (BatchInUse, nothing recorded) while another run of the batch is unfinished, unless
-        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder.
+        A held run (`hold=True`) is submitted by nobody, not even a poll, until `release` (or `abandon`)."""
         now = self.clock()
         for _ in range(10):
             run = Run(id=new_run_id(), date=plan.ref.date, batch=plan.ref.batch, pipeline=plan.pipeline,
                       params=dict(plan.params), resources=plan.resources.as_dict(), executor=self.executor.name,
-                      store=self.store.uri, requested_by=requested_by, state=RunState.ACTIVE, created_at=now,
+                      store=self.store.uri, requested_by=requested_by,
+                      state=RunState.HELD if hold else RunState.ACTIVE, created_at=now,
                       finished_at=None, cancel_requested_by=None, slack_channel=slack_channel,
                       slack_thread_ts=slack_thread_ts, version=0)
             names = [job_name(run.id, a, 1) for a in plan.analyses]
@@ -233,7 +236,7 @@ class Engine:
         else:  # pragma: no cover - 10 collisions of 24 random bits
             raise EngineError("could not allocate a run id")
         self._publish([Event(EventKind.RUN_STARTED, run.id, by=requested_by)])
-        if submit:
+        if submit and not hold:
             self.submit_pending(run.id)
         return self.get_run(run.id)
 
@@ -252,6 +255,17 @@ class Engine:
             if other.id != run.id and run_layout(other).output_prefix == mine:
                 raise self._in_use(other, f"it writes the same Output folder as run {run.id}: retry after "
                                           "it has finished, or cancel it")
+
+    def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
+        """End a run's hold (its Slack thread exists); the next poll, or `submit_pending`, submits it."""
+        return self.db.release_run(run_id, slack_channel, slack_thread_ts)
+
+    def abandon(self, run_id: str, reason: str) -> bool:
+        """Give up a held run with nothing submitted."""
+        if not self.db.abandon_run(run_id, reason, self.clock()):
+            return False
+        self._publish([Event(EventKind.RUN_FINISHED, run_id, state=RunState.CANCELLED.value, reason=reason)])
+        return True
 
     # -- submission ---------------------------------------------------------------------------
     def submit_pending(self, run_id: str) -> int:
@@ -551,8 +565,10 @@ class Engine:
 
         The cancel is recorded first (the run CANCELLING, attempts not yet submitted CANCELLED);
         then the executor is told to stop each job it holds, and each stop is recorded as sent.
-        Attempts being submitted at this moment are stopped by their submitter when it records."""
-        self.get_run(run_id)
+        Attempts being submitted at this moment are stopped by their submitter when it records.
+        A held run (nothing submitted yet) is abandoned."""
+        if self.get_run(run_id).state == RunState.HELD:
+            return self.abandon(run_id, f"cancelled by {by} before anything was submitted")
         if not self.db.request_cancel(run_id, by, self.clock()):
             return False
         self._cancelled_here.add(run_id)

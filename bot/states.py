@@ -45,6 +45,7 @@ def counts_text(counts: Mapping[JobState, int]) -> str:
 
 
 class RunState(StrEnum):
+    HELD = "HELD"  # recorded, but nothing is submitted until a front end releases it (Slack: its thread exists)
     ACTIVE = "ACTIVE"
     CANCELLING = "CANCELLING"
     SUCCEEDED = "SUCCEEDED"  # every analysis succeeded
@@ -80,8 +81,10 @@ JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.CANCELLED: frozenset({JobState.PENDING}),
 }
 # A run being cancelled only ever ends cancelled: no retry reopens it until it has stopped. A
-# finished run is reopened only by a person's explicit retry.
+# finished run is reopened only by a person's explicit retry. A held run (waiting for its Slack
+# thread) is released to ACTIVE, or abandoned with nothing submitted.
 RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    RunState.HELD: frozenset({RunState.ACTIVE, RunState.CANCELLED}),  # released, or abandoned (nothing submitted)
     RunState.ACTIVE: frozenset({RunState.CANCELLING, RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
     RunState.CANCELLING: frozenset({RunState.CANCELLED}),
     RunState.SUCCEEDED: frozenset({RunState.ACTIVE}),

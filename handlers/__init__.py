@@ -2,6 +2,7 @@
 
 Layout: `commands` parses slash-command text (pure), `render` builds Block Kit messages (pure),
 `permissions` decides who may act (pure), `slack_state` keeps what Slack has been shown in the run
-database, `reporter` brings Slack up to date from the database after each poll, `listeners` wires
-Bolt's slash command and button listeners, `app` assembles them, `serve` runs it all.
+database, `outbox` records every message before it is sent, `reporter` plans those messages from
+the database, `sender` delivers them, `listeners` wires Bolt's slash command and button listeners,
+`app` assembles them, `serve` runs it all.
 """

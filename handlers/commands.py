@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
 RUN_OPTIONS = ("pipeline", "vcpus", "memory", "storage", "timeout", "retries", "params")
 RUN_FLAGS = ("--allow-concurrent",)
+# Longer numbers are no resource request (and `float` of 400 nines is infinity).
+MAX_NUMBER_CHARS = 12
 
 
 class UsageError(ValueError):
@@ -171,6 +174,9 @@ def _flag(word: str) -> str | None:
 
 def parse_memory(text: str) -> int:
     """`4096`, `4096MiB`, `512M` or `4G` (binary units) as MiB, read as the CLI reads `--memory`."""
+    digits = len(text.strip().rstrip("BbIiGgMmKkTt"))
+    if digits > MAX_NUMBER_CHARS:
+        raise UsageError(f"memory `{text[:MAX_NUMBER_CHARS]}…` is far too large: write MiB (4096) or GiB (4G)")
     try:
         return parse_memory_mib(text)
     except SizeError as exc:
@@ -195,14 +201,19 @@ def _date(text: str) -> str:
 
 def _number(text: str, name: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise UsageError(f"{name} `{text}` is not a number") from None
+        raise UsageError(f"{name} `{text[:40]}` is not a number") from None
+    if len(text) > MAX_NUMBER_CHARS or not math.isfinite(value):
+        raise UsageError(f"{name} `{text[:MAX_NUMBER_CHARS]}` is not a usable number")
+    return value
 
 
 def _whole(text: str, name: str) -> int:
     if not text.isdigit():
-        raise UsageError(f"{name} `{text}` is not a whole number")
+        raise UsageError(f"{name} `{text[:40]}` is not a whole number")
+    if len(text) > MAX_NUMBER_CHARS:
+        raise UsageError(f"{name} `{text[:MAX_NUMBER_CHARS]}…` is far too large")
     return int(text)
 
 

@@ -2,7 +2,8 @@
 
 Each listener acknowledges at once (parsing and the permission check are pure and fast) and does
 the slow part — listing the store, recording, submitting, Slack calls — in a lazy listener that
-Bolt runs after the ack. Nothing here holds run logic: it calls the engine and renders.
+Bolt runs after the ack. A slash command acts once per `trigger_id` (a re-delivery is answered,
+not acted on), and each command and button leaves one INFO audit line: who, where, what, which run.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltRequest, Respond
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot import catalog
 from bot.db import DatabaseError
 from bot.engine import BatchInUse, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
+from bot.states import RunState
 from bot.store import StoreError
 from handlers import render
 from handlers.app import CytoBot
@@ -37,8 +38,10 @@ from handlers.commands import (
     parse,
 )
 from handlers.render import SlackMessage, mention, parse_value
+from handlers.slack_state import Command, root_key
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("handlers.audit")
 # What the engine and the store refuse with a message meant for the person who asked.
 REFUSALS = (EngineError, LayoutError, StoreError, ExecutorError, DatabaseError)
 
@@ -55,14 +58,53 @@ def register(app: App, bot: CytoBot) -> None:
     modal.register(app, commands.form)  # `/cyto run` alone: the run form (views.open, block_suggestion, …)
     app.event("app_home_opened")(home.Home(bot).opened)
     app.action(re.compile(rf"^({render.RETRY}|{render.RETRY_MORE_MEMORY}):\d+$"))(
-        ack=_ack_click, lazy=[clicks.retry_one])
-    app.action(re.compile(rf"^{render.RETRY_LISTED}:\d+$"))(ack=_ack_click, lazy=[clicks.retry_listed])
-    app.action(render.RETRY_ALL)(ack=_ack_click, lazy=[clicks.retry_all])
-    app.action(render.CANCEL)(ack=_ack_click, lazy=[clicks.cancel])
+        ack=_ack_click, lazy=[audited(clicks.retry_one)])
+    app.action(re.compile(rf"^{render.RETRY_LISTED}:\d+$"))(ack=_ack_click, lazy=[audited(clicks.retry_listed)])
+    app.action(render.RETRY_ALL)(ack=_ack_click, lazy=[audited(clicks.retry_all)])
+    app.action(render.CANCEL)(ack=_ack_click, lazy=[audited(clicks.cancel)])
+
+
+def audited(click: Callable[[Body, Respond], None]) -> Callable[[Body, Respond], None]:
+    """A button listener that leaves one audit line (who, where, which button, which run)."""
+
+    def listener(body: Body, respond: Respond) -> None:
+        action = (body.get("actions") or [{}])[0]
+        value = parse_value(action.get("value", ""))
+        outcome = "done"
+        try:
+            click(body, respond)
+        except Exception:
+            outcome = "error"
+            log.exception("button %s failed", action.get("action_id"))
+            ephemeral(respond, "⚠️ Something went wrong on the bot's side; the operator can find it in the log.")
+        finally:
+            audit.info("button %s by %s in %s: run %s %s%s", str(action.get("action_id", "?"))[:60], _user(body),
+                       _channel(body), str(value.get("r", "?"))[:20], str(value.get("a", ""))[:80], f" ({outcome})")
+
+    listener.__name__ = click.__name__  # Bolt names lazy listeners by function name
+    return listener
 
 
 def _ack_click(ack: Ack) -> None:
     ack()
+
+
+def thread_link(channel: str, ts: str) -> str:
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+def _retry_num(request: BoltRequest | None) -> int | None:
+    values = request.headers.get("x-slack-retry-num") if request is not None else None
+    value = values[0] if values else None
+    return int(value) if value and value.isdigit() and len(value) < 6 else None
+
+
+def _run_word(outcome: str | None) -> str:
+    return "done" if outcome is None else outcome if outcome in ("error", "refused") else f"run {outcome}"
+
+
+def _response_url(respond: Respond) -> str | None:
+    return getattr(respond, "response_url", None)
 
 
 def ephemeral(respond: Respond, message: SlackMessage | str) -> None:
@@ -90,64 +132,98 @@ class Commands:
         return request, None
 
     def ack(self, ack: Ack, body: Body, client: WebClient) -> None:
-        if self.form is not None and _wants_form(body):
-            refusal = self.bot.permissions.refusal(body.get("user_id"), body.get("channel_id"))
-            if refusal:
-                ack(text=refusal)
+        try:
+            if self.form is not None and _wants_form(body):
+                refusal = self.bot.permissions.refusal(body.get("user_id"), body.get("channel_id"))
+                if refusal:
+                    ack(text=refusal)
+                    return
+                ack()
+                self.form.open(body, client)  # views.open within the trigger's 3 s
                 return
-            ack()
-            self.form.open(body, client)  # views.open within the trigger's 3 s
-            return
-        request, answer = self._check(body)
+            request, answer = self._check(body)
+        except Exception:  # never a 500: Slack would show the user nothing at all
+            log.exception("could not read a /cyto command")
+            request, answer = None, "⚠️ Could not read this command; see `/cyto help`."
         if answer is not None:
             ack(text=answer)
         elif isinstance(request, RunRequest):
-            ack(text=f"Looking at {request.date}/{request.batch}…")
+            ack(text=f"Looking at {render.escape(request.date)}/{render.escape(request.batch)}…")
         else:
             ack()
 
-    def handle(self, body: Body, respond: Respond) -> None:
+    def handle(self, body: Body, respond: Respond, request: BoltRequest | None = None) -> None:
         if self.form is not None and _wants_form(body):
             return  # the form opened in the ack
-        request, _ = self._check(body)
-        if request is None:
+        try:
+            parsed, _ = self._check(body)
+        except Exception:
             return  # answered in the ack
-        user, channel = body["user_id"], body["channel_id"]
-        handlers: dict[type, Callable[[Any, str, str, Respond], None]] = {
+        user, channel = str(body.get("user_id", "")), str(body.get("channel_id", ""))
+        verb = str(body.get("text", "")).split(" ", 1)[0][:20] or "help"
+        if parsed is None:
+            audit.info("/cyto %s by %s in %s: refused or help", verb, user, channel)
+            return  # answered in the ack
+        trigger_id = str(body.get("trigger_id") or "")
+        retry_num = _retry_num(request)
+        if trigger_id:
+            earlier = self.bot.reporter.state.first_delivery(trigger_id, user, channel,
+                                                             str(body.get("text", ""))[:500], retry_num,
+                                                             self.bot.clock())
+            if earlier is not None:
+                audit.info("/cyto %s by %s in %s: re-delivery (retry %s), not acted on", verb, user, channel,
+                           retry_num)
+                ephemeral(respond, self._already(earlier))
+                return
+        handlers: dict[type, Callable[[Any, str, str, Respond], str | None]] = {
             RunRequest: self.run, StatusRequest: self.status, RetryRequest: self.retry,
             CancelRequest: self.cancel, ListRequest: self.list,
         }
+        outcome: str | None = "error"
         try:
-            handlers[type(request)](request, user, channel, respond)
+            outcome = handlers[type(parsed)](parsed, user, channel, respond)
+            if isinstance(parsed, RunRequest) and outcome and trigger_id:
+                self.bot.reporter.state.command_started(trigger_id, outcome)
         except REFUSALS as exc:
-            ephemeral(respond, f"⚠️ {exc}")
+            outcome = "refused"
+            ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
+        except Exception:
+            log.exception("/cyto %s by %s failed", verb, user)
+            ephemeral(respond, "⚠️ Something went wrong on the bot's side; nothing more was done. "
+                               "The operator can find the error in the bot's log.")
+        finally:
+            audit.info("/cyto %s by %s in %s: %s", verb, user, channel, _run_word(outcome))
 
-    def run(self, request: RunRequest, user: str, channel: str, respond: Respond) -> None:
+    def _already(self, earlier: Command) -> str:
+        if earlier.run_id is None:
+            return "This command was already received and is being (or has been) answered; nothing more was done."
+        run = self.bot.engine.get_run(earlier.run_id)
+        if run.slack_channel and run.slack_thread_ts:
+            return f"Already started: <{thread_link(run.slack_channel, run.slack_thread_ts)}|run `{run.id}`>"
+        return f"Already started: run `{run.id}` ({run.state.value.lower()}); nothing more was submitted."
+
+    def run(self, request: RunRequest, user: str, channel: str, respond: Respond) -> str | None:
         bot = self.bot
         plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
                              memory_mib=request.memory_mib, retries=request.retries, storage_gib=request.storage_gib,
                              timeout_s=request.timeout_s, params=request.params)
-        # Recorded but not submitted until the thread exists, so every message has a home.
+        # Held: recorded, but no poll submits it until its thread exists (the root message's ts).
         try:
-            run = bot.engine.start_run(plan, requested_by=user, submit=False,
+            run = bot.engine.start_run(plan, requested_by=user, slack_channel=channel, submit=False, hold=True,
                                        allow_concurrent=request.allow_concurrent)
         except BatchInUse as exc:
             ephemeral(respond, render.batch_in_use(exc.active, exc.done, exc.total, exc.started))
-            return
-        try:
-            posted = bot.client.chat_postMessage(channel=channel, **render.started_message(run, len(plan.analyses))
-                                                 .payload())
-        except SlackApiError as exc:
-            bot.engine.cancel(run.id, by=user)
-            error = exc.response.get("error", "error")
-            hint = " Invite the app to this channel (`/invite @cyto`) and try again." \
-                if error in ("not_in_channel", "channel_not_found") else ""
-            ephemeral(respond, f"⚠️ Could not post in this channel ({error}); nothing was submitted.{hint}")
-            return
-        bot.engine.db.set_slack_thread(run.id, channel, str(posted["ts"]))
-        bot.submit_soon(run.id)
+            return None
+        bot.reporter.state.hold(run.id, channel, user, _response_url(respond), bot.clock())
+        bot.sender.deliver(key=root_key(run.id))  # releases the run (and submits it) once Slack has the post
+        hold = bot.reporter.state.hold_of(run.id)
+        if hold is not None and hold.state == "held":
+            # Slack is slow or rate-limited: the outbox keeps trying; the run waits for its thread.
+            ephemeral(respond, f"Slack is slow to answer: run `{run.id}` is recorded and waits for its thread "
+                               "here before anything is submitted.")
+        return run.id
 
-    def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> None:
+    def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> str | None:
         run_id = request.run_id
         if run_id is None:
             runs = self.bot.engine.db.runs(50)
@@ -157,27 +233,36 @@ class Commands:
                 return
             run_id = (here or runs)[0].id
         ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
+        return run_id
 
-    def retry(self, request: RetryRequest, user: str, channel: str, respond: Respond) -> None:
+    def retry(self, request: RetryRequest, user: str, channel: str, respond: Respond) -> str | None:
         retried = self.bot.engine.retry(request.run_id, request.analysis, by=user, submit=False)
         if not retried:
-            ephemeral(respond, f"Nothing to retry in run `{request.run_id}`: no analysis has failed, or "
-                               "someone already retried them.")
-            return
-        shown = ", ".join(retried[:20]) + (f" and {len(retried) - 20} more" if len(retried) > 20 else "")
+            ephemeral(respond, f"Nothing to retry in run `{render.escape(request.run_id)}`: no analysis has "
+                               "failed, or someone already retried them.")
+            return request.run_id
+        shown = ", ".join(render.escape(a) for a in retried[:20]) + \
+            (f" and {len(retried) - 20} more" if len(retried) > 20 else "")
         ephemeral(respond, f"🔁 Retrying {shown} in run `{request.run_id}`; follow it in the run's thread.")
-        self.bot.reporter.refresh_failures(request.run_id)
+        self.bot.refresh_run(request.run_id)
         self.bot.submit_soon(request.run_id)
+        return request.run_id
 
-    def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> None:
-        if self.bot.engine.cancel(request.run_id, by=user):
+    def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> str | None:
+        if self.bot.engine.get_run(request.run_id).state == RunState.HELD and self.bot.engine.abandon(
+                request.run_id, f"cancelled by {user} while it waited for its Slack thread"):
+            self.bot.reporter.state.resolve_hold(request.run_id, "abandoned", f"cancelled by {user}", self.bot.clock())
+            ephemeral(respond, f"⛔ Cancelled run `{request.run_id}` while it waited for its thread; "
+                               "nothing was submitted.")
+        elif self.bot.engine.cancel(request.run_id, by=user):
             ephemeral(respond, f"⛔ Cancelling run `{request.run_id}`.")
             self.bot.wake()
         else:
             run = self.bot.engine.get_run(request.run_id)
             ephemeral(respond, f"Run `{run.id}` is already {run.state.value.lower()}; nothing to cancel.")
+        return request.run_id
 
-    def list(self, request: ListRequest, user: str, channel: str, respond: Respond) -> None:
+    def list(self, request: ListRequest, user: str, channel: str, respond: Respond) -> str | None:
         store, db = self.bot.cyto.store, self.bot.engine.db
         runs = db.runs(10)
         if request.date is None:
@@ -185,6 +270,7 @@ class Commands:
         else:
             ephemeral(respond, render.runs_list(runs, date=request.date,
                                                 batches=catalog.list_batches(store, request.date)))
+        return None
 
 
 class Clicks:
@@ -216,8 +302,8 @@ class Clicks:
         except REFUSALS as exc:
             # A concurrent click may have moved the analysis on between the check and the retry.
             if not self._already_retried(run_id, analysis, attempt, respond):
-                ephemeral(respond, f"⚠️ {exc}")
-        self.bot.reporter.refresh_failures(run_id)
+                ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
+        self.bot.refresh_run(run_id)
         self.bot.submit_soon(run_id)
 
     def _already_retried(self, run_id: str, analysis: str, attempt: int, respond: Respond) -> bool:
@@ -251,7 +337,7 @@ class Clicks:
                 continue  # retried or changed meanwhile
         if not retried:
             ephemeral(respond, "These analyses were already retried.")
-        self.bot.reporter.refresh_failures(run_id)
+        self.bot.refresh_run(run_id)
         self.bot.submit_soon(run_id)
 
     def retry_all(self, body: Body, respond: Respond) -> None:
@@ -261,11 +347,11 @@ class Clicks:
         try:
             retried = self.bot.engine.retry(run_id, None, by=_user(body), submit=False)
         except REFUSALS as exc:
-            ephemeral(respond, f"⚠️ {exc}")
+            ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
             return
         if not retried:
             ephemeral(respond, f"No failed analyses left to retry in run `{run_id}`.")
-        self.bot.reporter.refresh_failures(run_id)
+        self.bot.refresh_run(run_id)
         self.bot.submit_soon(run_id)
 
     def cancel(self, body: Body, respond: Respond) -> None:
@@ -275,7 +361,7 @@ class Clicks:
         try:
             cancelled = self.bot.engine.cancel(run_id, by=_user(body))
         except REFUSALS as exc:
-            ephemeral(respond, f"⚠️ {exc}")
+            ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
             return
         if not cancelled:
             ephemeral(respond, f"Run `{run_id}` has already finished or is being cancelled.")

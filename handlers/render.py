@@ -59,6 +59,10 @@ class SlackMessage:
     def payload(self) -> dict[str, Any]:
         return {"text": self.text, "blocks": [block.to_dict() for block in self.blocks]}
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> SlackMessage:
+        return cls(str(payload["text"]), tuple(b for b in map(Block.parse, payload.get("blocks") or []) if b))
+
     def validate(self) -> None:
         if len(self.blocks) > MAX_BLOCKS:
             raise ValueError(f"{len(self.blocks)} blocks; Slack takes at most {MAX_BLOCKS}")
@@ -167,6 +171,8 @@ def root_message(summary: RunSummary) -> SlackMessage:
     headline = f"{mention(run.requested_by)} started *{escape(run.label)}*: {summary.total} analyses"
     if run.state.is_finished:
         state = f"{_FINAL[run.state]} in {duration(summary.wall_s)}"
+    elif run.state == RunState.HELD:
+        state = "⏸ Waiting for this thread before submitting"
     elif run.state == RunState.CANCELLING:
         by = f" by {mention(run.cancel_requested_by)}" if run.cancel_requested_by else ""
         state = f"⛔ Cancelling (requested{by}) · elapsed {duration(summary.wall_s)}"
@@ -183,7 +189,7 @@ def root_message(summary: RunSummary) -> SlackMessage:
     if not run.state.is_finished and run.state != RunState.CANCELLING:
         buttons.append(ButtonElement(
             text="Cancel run", action_id=CANCEL, value=_button_value(r=run.id), style="danger",
-            confirm=ConfirmObject(title="Cancel this run?", text=f"Stop every analysis of {run.label} "
+            confirm=ConfirmObject(title="Cancel this run?", text=f"Stop every analysis of {escape(run.label)} "
                                   f"that has not finished yet (run {run.id}).", confirm="Cancel run",
                                   deny="Keep running", style="danger")))
     if buttons:
@@ -192,17 +198,19 @@ def root_message(summary: RunSummary) -> SlackMessage:
     return SlackMessage(text, tuple(blocks))
 
 
-def started_message(run: Run, total: int) -> SlackMessage:
-    """The root message as first posted, before the run has a summary."""
+def started_message(run: Run, total: int, *, resumed: bool = False) -> SlackMessage:
+    """The root message as first posted, before the run has a summary. `resumed`: posted again
+    after an interruption left it unknown whether the first post reached Slack."""
     headline = f"{mention(run.requested_by)} started *{escape(run.label)}*: {total} analyses"
     details = resources_line(run)
     if run.outputs_scoped:
         details += (f"\nAnother run of this batch is unfinished: this one writes its own "
                     f"`{escape(run_layout(run).output_prefix)}`")
+    state = "🔄 Resuming after an interruption: nothing ran before this message" if resumed else "⏱ Submitting"
     return SlackMessage(headline, (
         SectionBlock(block_id="headline", text=MarkdownTextObject(text=f"{headline}\n{details}")),
         SectionBlock(block_id="progress", text=MarkdownTextObject(
-            text=f"{progress_bar(0, total)}\n⏳ {total} pending\n⏱ Submitting")),
+            text=f"{progress_bar(0, total)}\n⏳ {total} pending\n{state}")),
     ))
 
 
@@ -228,8 +236,9 @@ def failure_message(run: Run, entries: Sequence[FailureEntry]) -> SlackMessage:
     detailed = [e for e in entries if e.detailed]
     listed = [e for e in entries if not e.detailed]
     noun = "analysis" if len(entries) == 1 else "analyses"
-    text = f"{len(entries)} {noun} of {run.label} failed: " + ", ".join(e.analysis for e in entries[:10]) + \
-        ("…" if len(entries) > 10 else "")
+    # The fallback text is shown in notifications: user-chosen names are escaped there too.
+    text = f"{len(entries)} {noun} of {escape(run.label)} failed: " + \
+        ", ".join(escape(e.analysis) for e in entries[:10]) + ("…" if len(entries) > 10 else "")
     blocks: list[Block] = [SectionBlock(block_id="failures_head", text=MarkdownTextObject(
         text=f"❌ *{len(entries)} {noun} failed for good* in {escape(run.label)} (run `{run.id}`)"))]
     for index, entry in enumerate(detailed):

@@ -8,6 +8,7 @@ Slack and engine imports happen inside the command, so `cyto --help` stays fast.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -20,41 +21,103 @@ if TYPE_CHECKING:
     from slack_bolt import App
     from waitress.server import BaseWSGIServer, MultiSocketServer
 
+    from bot.settings import Settings
     from handlers.app import CytoBot
 
 log = logging.getLogger(__name__)
+SLACK_JOB = "slack"
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+MAX_BODY = 2_000_000  # Slack's payloads are far smaller
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def wsgi_app(app: App, health: Callable[[], dict[str, Any]]) -> WSGIApp:
-    """Bolt's WSGI adapter for /slack/events (it verifies signatures), and /healthz."""
+def _answer(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:
+    body = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def wsgi_app(app: App, health: Callable[[], dict[str, Any]], signing_secret: str | None = None) -> WSGIApp:
+    """Bolt's WSGI adapter for /slack/events and /healthz (503 when not ok).
+
+    With a signing secret, a request's signature is checked here, before Bolt parses the body: Bolt
+    answers a body it cannot parse, or a timestamp that is not a number, with a 500 (and logs it),
+    whereas anything unsigned is simply not from Slack: 401."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_sdk.signature import SignatureVerifier
 
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            body = json.dumps(health()).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        return slack(environ, start_response)
+            status = health()
+            return _answer(start_response, "200 OK" if status["ok"] else "503 Service Unavailable", status)
+        if verifier is not None and environ.get("PATH_INFO") == EVENTS_PATH:
+            length = environ.get("CONTENT_LENGTH") or "0"
+            body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) <= MAX_BODY else None
+            timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP") or ""
+            if body is None or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16) or \
+                    not verifier.is_valid(body, timestamp, environ.get("HTTP_X_SLACK_SIGNATURE") or ""):
+                log.info("rejected a request with a bad or missing Slack signature (401)")
+                return _answer(start_response, "401 Unauthorized", {"error": "invalid request"})
+            environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            return slack(environ, start_response)
+        except Exception as exc:  # a signed request Bolt cannot read: say so in one line, no body
+            log.warning("could not read a signed request (%s); answered 400", type(exc).__name__)
+            return _answer(start_response, "400 Bad Request", {"error": "unreadable request"})
 
     return application
 
 
+def health_of(bot: CytoBot, scheduler_running: Callable[[], bool], poll_seconds: float,
+              started: float) -> dict[str, Any]:
+    """What /healthz reports: ok only when the scheduler runs, the last successful poll is recent,
+    Slack accepts the bot's token and the run database is readable; the outbox backlog."""
+    from pathlib import Path
+
+    problems: list[str] = []
+    status: dict[str, Any] = {"scheduler": scheduler_running()}
+    if not status["scheduler"]:
+        problems.append("the scheduler is not running")
+    now = bot.clock()
+    last = bot.last_poll_ok
+    status["last_poll_s_ago"] = None if last is None else round(now - last, 1)
+    if now - (last if last is not None else started) > 3 * poll_seconds:
+        problems.append(f"no successful poll for {now - (last or started):.0f}s (every {poll_seconds:g}s expected)")
+    if bot.sender.auth_problem:
+        problems.append(f"Slack refuses the bot token ({bot.sender.auth_problem})")
+    db = bot.engine.db
+    try:
+        if db.path != ":memory:" and not Path(db.path).expanduser().exists():
+            raise FileNotFoundError(f"{db.path} no longer exists")
+        status["unfinished_runs"] = len(db.unfinished_run_ids())
+        status["outbox_backlog"] = bot.sender.outbox.backlog()
+    except Exception as exc:
+        problems.append(f"the run database is unreadable: {exc}")
+    status["ok"] = not problems
+    if problems:
+        status["problems"] = problems
+    return status
+
+
 def http_server(app: App, bot: CytoBot, host: str, port: int,
-                scheduler_running: Callable[[], bool] = lambda: True) -> BaseWSGIServer | MultiSocketServer:
+                scheduler_running: Callable[[], bool] = lambda: True,
+                poll_seconds: float | None = None) -> BaseWSGIServer | MultiSocketServer:
     """A waitress server (port 0 picks a free port: see `server.effective_port`)."""
     from waitress import create_server
 
-    def health() -> dict[str, Any]:
-        return {"ok": True, "scheduler": scheduler_running(),
-                "unfinished_runs": len(bot.engine.db.unfinished_run_ids())}
+    started = bot.clock()
+    interval = poll_seconds if poll_seconds is not None else bot.cyto.settings.poll_seconds
 
-    return create_server(wsgi_app(app, health), host=host, port=port, threads=8, ident="cyto-bot")
+    def health() -> dict[str, Any]:
+        return health_of(bot, scheduler_running, interval, started)
+
+    return create_server(wsgi_app(app, health, bot.cyto.settings.slack_signing_secret), host=host, port=port,
+                         threads=8, ident="cyto-bot")
 
 
 class ServerThread:
@@ -64,8 +127,13 @@ class ServerThread:
         self.server = server
         self.thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
         self.thread.start()
+        self._stopped = False
 
     def stop(self, timeout: float = 5.0) -> None:
+        # Once only: a second pull_trigger would write to a closed (or by then reused) descriptor.
+        if self._stopped:
+            return
+        self._stopped = True
         # Closing from inside the server's own loop empties its socket map, which ends the loop;
         # closing from another thread would pull the sockets from under a running select().
         self.server.trigger.pull_trigger(self.server.close)
@@ -90,14 +158,12 @@ def serve(use_http: bool, host: str, port: int) -> None:
     Example: `cyto serve --http --port 3000`
     """
     from bot.cli import UsageFailure
-    from bot.db import DatabaseError
-    from bot.executors import ExecutorError
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
-    from bot.store import StoreError
-    from handlers.app import CytoBot, build_app
+    from handlers.app import build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found credentials in …" at every start
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -109,20 +175,21 @@ def serve(use_http: bool, host: str, port: int) -> None:
     if missing:
         raise UsageFailure(f"set {' and '.join(missing)} (from the Slack app's settings; "
                                    "see handlers/README.md)")
-    try:
-        bot = CytoBot.from_settings(settings)
-        unfinished = bot.engine.db.unfinished_run_ids()
-    except (DatabaseError, StoreError, ExecutorError) as exc:
-        raise UsageFailure(str(exc)) from None
-    app = build_app(bot, signing_secret=settings.slack_signing_secret)
-    scheduler = PollScheduler(bot.poll_cycle, settings.poll_seconds)
+    bot = start_bot(settings, UsageFailure)
+    app = build_app(bot, signing_secret=settings.slack_signing_secret, token_verification=False)
+    # The engine's poll and Slack's delivery are separate jobs: Slack's outages and rate limits
+    # delay messages, never job state, automatic retries or submissions.
+    scheduler = PollScheduler(bot.poll, settings.poll_seconds)
+    scheduler.add(SLACK_JOB, bot.slack_cycle, settings.poll_seconds)
     bot.wake = scheduler.poll_now
+    bot.wake_slack = lambda: scheduler.run_now(SLACK_JOB)
+    unfinished = bot.engine.db.unfinished_run_ids()
     log.info("resuming %d unfinished run(s); polling every %gs", len(unfinished), settings.poll_seconds)
-    scheduler.start()  # its first tick runs at once: polls every unfinished run and catches Slack up
+    scheduler.start()  # first ticks at once: polls every unfinished run and catches Slack up
     socket_mode = None
     try:
         if use_http:
-            server = http_server(app, bot, host, port, lambda: scheduler.running)
+            server = http_server(app, bot, host, port, lambda: scheduler.running, settings.poll_seconds)
             log.info("serving %s and %s on http://%s:%s", EVENTS_PATH, HEALTH_PATH, host, server.effective_port)
             server.run()
         else:
@@ -138,6 +205,29 @@ def serve(use_http: bool, host: str, port: int) -> None:
             socket_mode.close()
         scheduler.shutdown(wait=False)
         bot.close()
+
+
+def start_bot(settings: Settings, failure: type[Exception]) -> CytoBot:
+    """The bot, once the run database, the executor and Slack have answered; otherwise one line
+    naming what is unreachable (and exit 2), not a traceback."""
+    from slack_sdk.errors import SlackApiError
+
+    from handlers.app import CytoBot
+
+    what = "the run database"
+    try:
+        bot = CytoBot.from_settings(settings)
+        what = f"the {settings.executor} executor"
+        bot.engine.check_executor()
+        what = f"Slack ({settings.slack_api_url or 'https://slack.com/api/'})"
+        bot.client.auth_test()
+    except SlackApiError as exc:
+        raise failure(f"cannot start: {what} refused the bot token ({exc.response.get('error')}); "
+                      "check SLACK_BOT_TOKEN") from None
+    except Exception as exc:  # an outage or a misconfiguration: say which, in one line
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise failure(f"cannot start: {what} is unreachable or unusable: {detail}") from None
+    return bot
 
 
 if __name__ == "__main__":

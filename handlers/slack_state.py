@@ -1,8 +1,7 @@
-"""What Slack has been shown, kept in the run database (tables of migration 2 in bot/db.py).
-
-The reporter records a Slack side effect only after Slack accepted it, so a crash or a storm of
-429s leaves the record unwritten and the next sync tries again: the latest state is shown in the
-end and no failure reply is lost.
+"""What Slack has been, or is about to be, shown, kept in the run database (tables of migrations 2
+and 3 in bot/db.py): per run the version planned, each failure reply (recorded with its outbox key
+before it is posted, its `ts` once Slack accepted it), the holds of runs waiting for their thread,
+and the slash commands received (so a re-delivery acts once).
 """
 
 from __future__ import annotations
@@ -12,22 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.db import RunDB
+from handlers import render
+from handlers.outbox import Kind, Outbox
 from handlers.render import FailureEntry
-
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-@dataclass(frozen=True)
-class SlackRun:
-    run_id: str
-    rendered_version: int | None  # the run version the root message shows
-    synced_version: int | None  # the run version everything in the thread is up to date with
-    done_alert_for: float | None  # the finished_at the done alert was posted for
 
 
 @dataclass(frozen=True)
 class PostedFailure:
-    message_ts: str
+    message_key: str
+    message_ts: str | None
     position: int
     entry: FailureEntry
     retried_shown: bool
@@ -38,8 +30,8 @@ class SlackState:
         self.db = db
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self.db.transaction() as conn:
-            return conn.execute(sql, args).fetchall()
+        # A plain read: taking the write lock to read would make the engine's poll wait for Slack's job.
+        return self.db._query(sql, args)
 
     # -- runs ---------------------------------------------------------------------------------
     def runs_to_sync(self) -> list[str]:
@@ -50,30 +42,10 @@ class SlackState:
                  AND (s.synced_version IS NULL OR s.synced_version != r.version)
                ORDER BY r.created_at""")]
 
-    def get(self, run_id: str) -> SlackRun:
-        rows = self._read("SELECT * FROM slack_runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            return SlackRun(run_id, None, None, None)
-        r = rows[0]
-        return SlackRun(run_id, r["rendered_version"], r["synced_version"], r["done_alert_for"])
-
-    def _upsert(self, run_id: str, column: str, value: object, extra: str = "", extra_value: object = None) -> None:
+    def set_synced(self, run_id: str, version: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO slack_runs (run_id) VALUES (?)", (run_id,))
-            if extra:
-                conn.execute(f"UPDATE slack_runs SET {column} = ?, {extra} = ? WHERE run_id = ?",
-                             (value, extra_value, run_id))
-            else:
-                conn.execute(f"UPDATE slack_runs SET {column} = ? WHERE run_id = ?", (value, run_id))
-
-    def set_rendered(self, run_id: str, version: int) -> None:
-        self._upsert(run_id, "rendered_version", version)
-
-    def set_synced(self, run_id: str, version: int) -> None:
-        self._upsert(run_id, "synced_version", version)
-
-    def set_done_alert(self, run_id: str, finished_at: float, ts: str) -> None:
-        self._upsert(run_id, "done_alert_for", finished_at, "done_alert_ts", ts)
+            conn.execute("UPDATE slack_runs SET synced_version = ? WHERE run_id = ?", (version, run_id))
 
     # -- failure replies ----------------------------------------------------------------------
     def unposted_failures(self, run_id: str) -> list[tuple[str, int, str | None, int | None]]:
@@ -85,25 +57,38 @@ class SlackState:
                    WHERE f.run_id = j.run_id AND f.analysis = j.analysis AND f.attempt = j.attempt)
                ORDER BY j.analysis""", (run_id,))]
 
-    def record_failures(self, run_id: str, message_ts: str, entries: Sequence[FailureEntry], now: float) -> None:
+    def plan_failure_replies(self, run_id: str, channel: str, thread_ts: str, entries: Sequence[FailureEntry],
+                             now: float) -> list[str]:
+        """Record failure replies and their outbox intents in one transaction. Entries another bot
+        recorded meanwhile are left out, so each failure is in exactly one reply. Returns the keys."""
+        keys = []
         with self.db.transaction() as conn:
-            conn.executemany(
-                """INSERT OR IGNORE INTO slack_failures (run_id, analysis, attempt, message_ts, position, detailed,
-                       reason, exit_code, excerpt, full_log, explanation, memory_mib, out_of_memory, posted_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(run_id, e.analysis, e.attempt, message_ts, i, int(e.detailed), e.reason, e.exit_code, e.excerpt,
-                  e.full_log, e.explanation, e.memory_mib, int(e.out_of_memory), now)
-                 for i, e in enumerate(entries)])
-
-    def failure_post(self, run_id: str, analysis: str, attempt: int) -> PostedFailure | None:
-        rows = self._read("SELECT * FROM slack_failures WHERE run_id = ? AND analysis = ? AND attempt = ?",
-                          (run_id, analysis, attempt))
-        return _posted(rows[0]) if rows else None
+            fresh = [e for e in entries if not conn.execute(
+                "SELECT 1 FROM slack_failures WHERE run_id = ? AND analysis = ? AND attempt = ?",
+                (run_id, e.analysis, e.attempt)).fetchone()]
+            for group in render.plan_failure_messages(fresh):
+                key = f"failures:{run_id}:{group[0].analysis}:{group[0].attempt}"
+                conn.executemany(
+                    """INSERT INTO slack_failures (run_id, analysis, attempt, message_key, position, detailed,
+                           reason, exit_code, excerpt, full_log, explanation, memory_mib, out_of_memory, posted_at,
+                           rule)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [(run_id, e.analysis, e.attempt, key, i, int(e.detailed), e.reason, e.exit_code,
+                      e.excerpt if e.detailed else None, e.full_log, e.explanation, e.memory_mib,
+                      int(e.out_of_memory), now, e.rule) for i, e in enumerate(group)])
+                Outbox(self.db).add(conn, key, run_id, Kind.FAILURES, channel, now, thread_ts=thread_ts)
+                keys.append(key)
+        return keys
 
     def message(self, run_id: str, message_ts: str) -> list[PostedFailure]:
         return [_posted(r) for r in self._read(
             "SELECT * FROM slack_failures WHERE run_id = ? AND message_ts = ? ORDER BY position",
             (run_id, message_ts))]
+
+    def message_by_key(self, run_id: str, message_key: str) -> list[PostedFailure]:
+        return [_posted(r) for r in self._read(
+            "SELECT * FROM slack_failures WHERE run_id = ? AND message_key = ? ORDER BY position",
+            (run_id, message_key))]
 
     def note_retries(self, run_id: str) -> None:
         """Mark replies whose analysis has since been retried (by a button, `/cyto retry`, the CLI
@@ -118,23 +103,93 @@ class SlackState:
                          AND j.analysis = slack_failures.analysis AND j.attempt > slack_failures.attempt)""",
                 (run_id,))
 
-    def messages_to_edit(self, run_id: str) -> list[str]:
-        return [r[0] for r in self._read(
-            """SELECT DISTINCT message_ts FROM slack_failures
-               WHERE run_id = ? AND retried_by IS NOT NULL AND retried_shown = 0 ORDER BY message_ts""",
-            (run_id,))]
+    def messages_to_edit(self, run_id: str) -> list[tuple[str, str]]:
+        """(message key, ts) of posted failure replies that do not show a retry yet."""
+        return [(r[0], r[1]) for r in self._read(
+            """SELECT DISTINCT message_key, message_ts FROM slack_failures
+               WHERE run_id = ? AND retried_by IS NOT NULL AND retried_shown = 0 AND message_ts IS NOT NULL
+               ORDER BY message_key""", (run_id,))]
 
-    def set_shown(self, run_id: str, message_ts: str, analyses: Sequence[tuple[str, int]]) -> None:
+    def set_shown_by_key(self, run_id: str, message_key: str, analyses: Sequence[tuple[str, int]]) -> None:
         with self.db.transaction() as conn:
             conn.executemany(
-                """UPDATE slack_failures SET retried_shown = 1
-                   WHERE run_id = ? AND message_ts = ? AND analysis = ? AND attempt = ? AND retried_by IS NOT NULL""",
-                [(run_id, message_ts, a, n) for a, n in analyses])
+                """UPDATE slack_failures SET retried_shown = 1 WHERE run_id = ? AND message_key = ?
+                       AND analysis = ? AND attempt = ? AND retried_by IS NOT NULL""",
+                [(run_id, message_key, a, n) for a, n in analyses])
+
+    # -- holds: a run recorded but not submitted until its thread exists ------------------------
+    def hold(self, run_id: str, channel: str, user: str, response_url: str | None, now: float) -> None:
+        """Record the hold and the root message's intent in one transaction."""
+        with self.db.transaction() as conn:
+            conn.execute("""INSERT OR IGNORE INTO slack_holds (run_id, channel, user, response_url, state, created_at)
+                            VALUES (?, ?, ?, ?, 'held', ?)""", (run_id, channel, user, response_url, now))
+            Outbox(self.db).add(conn, root_key(run_id), run_id, Kind.ROOT, channel, now)
+
+    def hold_of(self, run_id: str) -> Hold | None:
+        rows = self._read("SELECT * FROM slack_holds WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Hold(r["run_id"], r["channel"], r["user"], r["response_url"], r["state"], r["reason"])
+
+    def resolve_hold(self, run_id: str, state: str, reason: str | None, now: float) -> Hold | None:
+        with self.db.transaction() as conn:
+            conn.execute("""UPDATE slack_holds SET state = ?, reason = ?, resolved_at = ?
+                            WHERE run_id = ? AND state = 'held'""", (state, reason, now, run_id))
+        return self.hold_of(run_id)
+
+    def orphan_holds(self) -> list[str]:
+        """Held runs whose root message was never recorded (a crash between recording the run and
+        its hold): they get one now, so no run waits for ever."""
+        return [r[0] for r in self._read(
+            """SELECT r.id FROM runs r WHERE r.state = 'HELD' AND r.slack_channel IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM slack_outbox o WHERE o.key = 'root:' || r.id)""")]
+
+    # -- slash commands: each acts once -------------------------------------------------------
+    def first_delivery(self, trigger_id: str, user: str, channel: str, text: str, retry_num: int | None,
+                       now: float) -> Command | None:
+        """Record a command by its trigger_id. None when it is new; the earlier record otherwise."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                """INSERT OR IGNORE INTO slack_commands (trigger_id, user, channel, text, retry_num, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""", (trigger_id, user, channel, text, retry_num, now))
+            if cur.rowcount:
+                return None
+            row = conn.execute("SELECT * FROM slack_commands WHERE trigger_id = ?", (trigger_id,)).fetchone()
+        return Command(row["trigger_id"], row["user"], row["channel"], row["text"], row["run_id"])
+
+    def command_started(self, trigger_id: str, run_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE slack_commands SET run_id = ? WHERE trigger_id = ?", (run_id, trigger_id))
+
+
+@dataclass(frozen=True)
+class Hold:
+    run_id: str
+    channel: str
+    user: str
+    response_url: str | None
+    state: str  # held | released | abandoned
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Command:
+    trigger_id: str
+    user: str
+    channel: str
+    text: str
+    run_id: str | None
+
+
+def root_key(run_id: str) -> str:
+    return f"root:{run_id}"
 
 
 def _posted(r: sqlite3.Row) -> PostedFailure:
     entry = FailureEntry(
         analysis=r["analysis"], attempt=r["attempt"], reason=r["reason"], exit_code=r["exit_code"],
         full_log=r["full_log"], detailed=bool(r["detailed"]), excerpt=r["excerpt"], explanation=r["explanation"],
-        memory_mib=r["memory_mib"], out_of_memory=bool(r["out_of_memory"]), retried_by=r["retried_by"])
-    return PostedFailure(r["message_ts"], r["position"], entry, bool(r["retried_shown"]))
+        memory_mib=r["memory_mib"], out_of_memory=bool(r["out_of_memory"]), retried_by=r["retried_by"],
+        rule=r["rule"])
+    return PostedFailure(r["message_key"], r["message_ts"], r["position"], entry, bool(r["retried_shown"]))

@@ -198,10 +198,10 @@ def test_the_scheduler_reports_a_lost_ledger_once_not_at_every_tick(tmp_path: Pa
     path = tmp_path / "runs.sqlite"
     db = RunDB(str(path))
     path.unlink()
-    scheduler = PollScheduler(db.unfinished_run_ids, 60)
+    tick = PollScheduler._guarded("poll", db.unfinished_run_ids)  # what the scheduler runs at each tick
     with caplog.at_level("ERROR", logger="bot.scheduler"):
         for _ in range(3):
-            scheduler._tick()
+            tick()
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "was deleted while this process was using it" in messages[0]
     assert caplog.records[0].exc_info is None  # one line, no traceback

@@ -119,7 +119,9 @@ def test_a_person_s_retry_follows_the_table(tmp_path: Path, job_state: JobState,
     force(db, run.id, run=run_state, job=job_state, attempt=job_state)
     job = db.jobs(run.id)[0]
     ok = db.retry_job(job, job_name(run.id, job.analysis, 2), "bob", None, 1.0, cancel_epoch=0)
-    run_allows = run_state == RunState.ACTIVE or can_move(RUN_TRANSITIONS, run_state, RunState.ACTIVE)
+    # A person's retry reopens a finished run (the table allows it) but never releases a held one.
+    run_allows = run_state == RunState.ACTIVE or (run_state.is_finished
+                                                  and can_move(RUN_TRANSITIONS, run_state, RunState.ACTIVE))
     assert ok == (run_allows and can_move(JOB_TRANSITIONS, job_state, JobState.PENDING)
                   and job_state in (JobState.FAILED, JobState.CANCELLED))
     after = db.run(run.id)

@@ -17,7 +17,7 @@ STATE_COLOURS = {
     JobState.SUCCEEDED: "#15803d", JobState.FAILED: "#b91c1c", JobState.CANCELLED: "#a16207",
 }
 # ipywidgets' bar styles for a run's state.
-BAR_STYLES = {RunState.ACTIVE: "info", RunState.CANCELLING: "warning", RunState.SUCCEEDED: "success",
+BAR_STYLES = {RunState.HELD: "", RunState.ACTIVE: "info", RunState.CANCELLING: "warning", RunState.SUCCEEDED: "success",
               RunState.FAILED: "danger", RunState.CANCELLED: "warning"}
 
 

@@ -4,6 +4,7 @@ the real local executor, and the bot serving HTTP on a free loopback port."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -49,12 +50,12 @@ def start_bot(stand_in: SlackStandIn) -> Iterator[Callable[..., Served]]:
     """Start (or restart) the bot on the given settings, serving HTTP on a free loopback port."""
     started: list[Served] = []
 
-    def start(settings: Settings, executor: Executor | None = None, **overrides: Any) -> Served:
-        sleeps: list[float] = []
-        bot = CytoBot.from_settings(replace(settings, **overrides), sleep=sleeps.append, executor=executor)
+    def start(settings: Settings, executor: Executor | None = None, clock: Callable[[], float] = time.time,
+              **overrides: Any) -> Served:
+        bot = CytoBot.from_settings(replace(settings, **overrides), executor=executor, clock=clock)
         app = build_app(bot, signing_secret=settings.slack_signing_secret)
         server = http_server(app, bot, "127.0.0.1", 0)
-        served = Served(bot, server, stand_in, start_in_thread(server), sleeps)
+        served = Served(bot, server, stand_in, start_in_thread(server))
         started.append(served)
         return served
 

@@ -7,8 +7,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -62,6 +63,31 @@ def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None
             "Content-Type": "application/x-www-form-urlencoded"}
 
 
+def command_body(stand_in: SlackStandIn, text: str, user: str = USER, channel: str = CHANNEL,
+                 trigger_id: str | None = None) -> str:
+    """A `/cyto` slash command as Slack sends it; each has its own trigger_id unless one is given."""
+    return urlencode({"token": "legacy", "team_id": "T0LAB", "team_domain": "lab", "channel_id": channel,
+                      "channel_name": "lab", "user_id": user, "user_name": user.lower(), "command": "/cyto",
+                      "text": text, "api_app_id": "A0CYTO", "response_url": stand_in.response_url(user),
+                      "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**12}.{int(time.time())}.abc"})
+
+
+def click_body(stand_in: SlackStandIn, message_ts: str, action: dict[str, Any], user: str = USER,
+               channel: str = CHANNEL) -> str:
+    """A button click on a message, as Slack sends it."""
+    payload = {
+        "type": "block_actions", "team": {"id": "T0LAB", "domain": "lab"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0LAB"}, "api_app_id": "A0CYTO",
+        "token": "legacy", "trigger_id": "1.2.3", "response_url": stand_in.response_url(user),
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "channel": {"id": channel, "name": "lab"},
+        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "actions": [{**action, "block_id": action.get("block_id", "b"), "type": "button",
+                     "action_ts": str(time.time())}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 @dataclass
 class Served:
     """The bot over HTTP, as Slack reaches it."""
@@ -70,7 +96,6 @@ class Served:
     server: Any
     stand_in: SlackStandIn
     running: ServerThread
-    sleeps: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -85,29 +110,17 @@ class Served:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def command_body(self, text: str, user: str = USER, channel: str = CHANNEL) -> str:
-        return urlencode({"token": "legacy", "team_id": "T0LAB", "team_domain": "lab", "channel_id": channel,
-                          "channel_name": "lab", "user_id": user, "user_name": user.lower(), "command": "/cyto",
-                          "text": text, "api_app_id": "A0CYTO", "response_url": self.stand_in.response_url(user),
-                          "trigger_id": "1.2.3"})
+    def command_body(self, text: str, user: str = USER, channel: str = CHANNEL, trigger_id: str | None = None) -> str:
+        return command_body(self.stand_in, text, user, channel, trigger_id)
 
-    def command(self, text: str, user: str = USER, channel: str = CHANNEL, **sign: Any) -> tuple[int, str]:
-        body = self.command_body(text, user, channel)
+    def command(self, text: str, user: str = USER, channel: str = CHANNEL, trigger_id: str | None = None,
+                **sign: Any) -> tuple[int, str]:
+        body = self.command_body(text, user, channel, trigger_id)
         return self.post(body, signed_headers(body, **sign))
 
     def click(self, message_ts: str, action: dict[str, Any], user: str = USER, channel: str = CHANNEL,
               **sign: Any) -> tuple[int, str]:
-        payload = {
-            "type": "block_actions", "team": {"id": "T0LAB", "domain": "lab"},
-            "user": {"id": user, "username": user.lower(), "team_id": "T0LAB"}, "api_app_id": "A0CYTO",
-            "token": "legacy", "trigger_id": "1.2.3", "response_url": self.stand_in.response_url(user),
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-            "channel": {"id": channel, "name": "lab"},
-            "message": {"type": "message", "ts": message_ts, "text": ""},
-            "actions": [{**action, "block_id": action.get("block_id", "b"), "type": "button",
-                         "action_ts": str(time.time())}],
-        }
-        body = urlencode({"payload": json.dumps(payload)})
+        body = click_body(self.stand_in, message_ts, action, user, channel)
         return self.post(body, signed_headers(body, **sign))
 
     def interaction(self, payload: dict[str, Any], **sign: Any) -> tuple[int, str]:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from scripted_executor import ScriptedExecutor
 from slack_harness import USER, Served, make_batch, wait_for
 from slack_stand_in import Call
-from test_bot_e2e import buttons, failure_replies, root_updates, start_run, thread_replies
+from test_bot_e2e import buttons, failure_replies, responds, root_updates, start_run, thread_replies
 
 from bot.states import JobState
 from handlers.render import MAX_SECTION_CHARS
@@ -18,18 +19,34 @@ from handlers.render import MAX_SECTION_CHARS
 pytestmark = pytest.mark.slow
 
 
-def test_429_storm_delays_updates_but_shows_the_final_state_and_loses_no_failure_reply(served: Served,
+class Clock:
+    """The bot's clock, moved on by the test (Retry-After waits without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_429_storm_delays_updates_but_shows_the_final_state_and_loses_no_failure_reply(start_bot, settings,
                                                                                        store: Path) -> None:
+    clock = Clock()
+    served = start_bot(settings, clock=clock)
     make_batch(store, "batch-7", 4, failing=("A01", "A03"))
     run_id, root, _ = start_run(served, "run 2018-12-05 batch-7 retries=0")
-    # Each Slack call is tried 1 + 5 times (honouring Retry-After) before a sync gives up on it.
-    served.stand_in.fail_next("chat.postMessage", 15, retry_after=2)
-    served.stand_in.fail_next("chat.update", 15, retry_after=2)
-    served.drive(run_id)
-    for _ in range(8):
+    served.stand_in.fail_next("chat.postMessage", 3, retry_after=2)
+    served.stand_in.fail_next("chat.update", 3, retry_after=2)
+    served.drive(run_id)  # the run finishes in the ledger whatever Slack answers
+    for _ in range(12):
+        clock.now += 2.5  # Retry-After honoured: nothing is sent again before it has passed
         served.bot.poll_cycle()
-    assert served.stand_in.calls_to("chat.postMessage", accepted_only=False)[-1].status == 200
-    assert served.sleeps and all(2 <= s < 3 for s in served.sleeps), "Retry-After honoured (injected sleep)"
+    posts = served.stand_in.calls_to("chat.postMessage", accepted_only=False)
+    assert [c.status for c in posts].count(429) == 3 and posts[-1].status == 200
+    accepted_keys = [c.params["metadata"]["event_payload"]["key"] for c in posts if c.status == 200]
+    assert len(accepted_keys) == len(set(accepted_keys)), "each refused post was retried, and posted once"
+    refused_keys = {c.params["metadata"]["event_payload"]["key"] for c in posts if c.status == 429}
+    assert refused_keys <= set(accepted_keys)
     root_ts = root.ts
     assert "Finished with failures" in json.dumps(root_updates(served, root_ts)[-1].blocks)
     posted = [e["text"]["text"] for c in failure_replies(served, root_ts) for e in c.blocks if e["type"] == "section"]
@@ -37,6 +54,32 @@ def test_429_storm_delays_updates_but_shows_the_final_state_and_loses_no_failure
         assert sum(f"*{analysis}*" in text for text in posted) == 1, f"{analysis} replied exactly once"
     alerts = [c for c in thread_replies(served, root_ts) if "finished" in c.params["text"]]
     assert len(alerts) == 1
+    assert served.bot.sender.outbox.backlog() == {}
+
+
+def test_a_run_held_by_a_rate_limit_can_be_cancelled_and_never_gets_a_thread(start_bot, settings,
+                                                                             store: Path) -> None:
+    clock = Clock()
+    served = start_bot(settings, clock=clock)
+    make_batch(store, "batch-7", 2)
+    served.stand_in.fail_next("chat.postMessage", 1, retry_after=3600)
+    served.command("run 2018-12-05 batch-7")
+    waiting = wait_for(lambda: [t for t in responds(served) if "waits for its thread" in t], what="held")[0]
+    run = served.bot.engine.db.runs(1)[0]
+    assert run.state == "HELD" and f"run `{run.id}`" in waiting
+    served.bot.poll_cycle()
+    assert served.bot.engine.db.jobs(run.id)[0].state == "PENDING", "a poll does not submit a held run"
+    served.command(f"cancel {run.id}")
+    wait_for(lambda: any("nothing was submitted" in t for t in responds(served)), what="cancelled")
+    clock.now += 3601
+    served.bot.poll_cycle()
+    run = served.bot.engine.get_run(run.id)
+    assert run.state == "CANCELLED" and run.slack_thread_ts is None
+    assert all(a.executor_job_id is None for j in served.bot.engine.db.jobs(run.id)
+               for a in served.bot.engine.db.attempts(j.id))
+    assert [c.status for c in served.stand_in.calls_to("chat.postMessage", accepted_only=False)] == [429], \
+        "the root of a cancelled run is never posted"
+    assert served.bot.sender.outbox.backlog() == {}
 
 
 def scripted(start_bot, settings) -> tuple[Served, ScriptedExecutor]:

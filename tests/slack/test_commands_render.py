@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import replace
+
 import pytest
 from slack_sdk.models.blocks import Block
 
@@ -139,3 +143,26 @@ def test_is_memory_death() -> None:
     assert render.is_memory_death("exit code 137", 137, None)
     assert render.is_memory_death("exit code 1", 1, "MemoryError")
     assert not render.is_memory_death("exit code 2", 2, "ERROR: params.json names a missing file")
+
+
+@pytest.mark.parametrize("state", [RunState.HELD, RunState.ACTIVE, RunState.FAILED])
+def test_user_chosen_names_never_mention_anyone_in_blocks_or_fallback_text(state: RunState) -> None:
+    """A batch named `<!channel>` and an analysis `F<!everyone>`: every text Slack may render
+    (blocks, the notification fallback `text`, confirm dialogs) shows them escaped."""
+    hostile = replace(run(state), batch="<!channel>", requested_by="<!here|here>")
+    failed = FailureEntry("F<!everyone>", 2, "died <@U999>", 1, full_log="Logs/<!subteam^S1>/attempt-2.log",
+                          excerpt="ERROR: <!channel> & friends", explanation="see <https://evil|here>")
+    summary_ = replace(summary(state, FAILED=1), run=hostile)
+    messages = [render.root_message(summary_), render.started_message(hostile, 1),
+                render.started_message(hostile, 1, resumed=True), render.status_message(summary_),
+                render.failure_message(hostile, [failed]),
+                render.failure_message(hostile, [replace(failed, retried_by="<!channel>")]),
+                render.done_alert(summary_, "s3://b/Output/<!channel>/"), render.runs_list([hostile])]
+    for message in messages:
+        validate(message)
+        # Button values are data handed back to the bot, never rendered.
+        rendered = json.dumps({"text": message.text, "blocks": message.payload()["blocks"]})
+        rendered = re.sub(r'"value": "(?:[^"\\]|\\.)*"', '"value": ""', rendered)
+        assert "<!" not in rendered and "<@U999>" not in rendered and "<https://evil" not in rendered, rendered
+    assert render.failure_message(hostile, [failed]).text == \
+        "1 analysis of 2018-12-05/&lt;!channel&gt; failed: F&lt;!everyone&gt;"
