@@ -42,9 +42,9 @@ def values(date: str | None = "2018-12-05", batch: str | None = "batch-7", pipel
     return state
 
 
-def open_form(served: Served) -> dict[str, Any]:
+def open_form(served: Served, trigger_id: str = "1.2.3") -> dict[str, Any]:
     before = len(served.stand_in.views)
-    status, ack = served.command("run")
+    status, ack = served.command("run", trigger_id=trigger_id)
     assert status == 200 and "Looking at" not in ack
     method, view = wait_for(lambda: served.stand_in.views[before:], what="views.open")[0]
     assert method == "views.open" and view["callback_id"] == FORM

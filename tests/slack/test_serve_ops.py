@@ -86,6 +86,7 @@ def test_aws_down_at_start_is_one_line_and_exit_2(tmp_path: Path, stand_in: Slac
 
 def test_healthz_fails_with_the_reason(tmp_path: Path, stand_in: SlackStandIn, store: Path) -> None:
     make_batch(store, "batch-7", 2)
+    make_batch(store, "batch-8", 2)
     # jobs that keep running, so that every poll has work to record
     sleeper = f"{sys.executable} -c 'import time; time.sleep(120)'"
     bot = start_serve(tmp_path, stand_in, store, poll_seconds=0.3, CYTO_LOCAL_COMMAND=sleeper)
@@ -110,7 +111,7 @@ def test_healthz_fails_with_the_reason(tmp_path: Path, stand_in: SlackStandIn, s
 
         # Slack refuses the token: the root post is refused, the run stays held, /healthz says why
         stand_in.auth_error = "invalid_auth"
-        bot.command(f"run {DATE} batch-7 retries=0")
+        bot.command(f"run {DATE} batch-8 retries=0")  # batch-7's run is still going
         status, health = wait_for(lambda: (h := bot.health()) and h[0] == 503
                                   and h[1].get("outbox_backlog", {}).get("root") and h, what="503 for invalid_auth")
         assert "Slack refuses the bot token (invalid_auth)" in health["problems"]
