@@ -3,6 +3,8 @@
     Input/{YYYY-MM-DD}/{batch}/{analysis}/...   what the lab drops in
     Output/{YYYY-MM-DD}/{batch}/{analysis}/...  what a job writes
     Logs/{YYYY-MM-DD}/{batch}/{analysis}/...    a copy of each attempt's log
+    Output/{YYYY-MM-DD}/{batch}/_runs/{run}/... what belongs to one run as a whole (its report, merged
+                                                tables); `_runs` is reserved, so no analysis is named so
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ INPUT = "Input"
 OUTPUT = "Output"
 LOGS = "Logs"
 
+RUNS = "_runs"  # reserved: the run-scoped folder beside the analyses' outputs
+RESERVED_ANALYSIS_NAMES = frozenset({RUNS})
 MAX_NAME_LENGTH = 200
 _DATE_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -62,6 +66,14 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def check_analysis_name(name: str) -> str:
+    """An analysis name is a folder name that is not reserved for the run's own outputs."""
+    check_name(name, "analysis name")
+    if name in RESERVED_ANALYSIS_NAMES:
+        raise LayoutError(f"analysis name {name!r} is reserved for run reports; rename the folder")
+    return name
+
+
 @dataclass(frozen=True)
 class BatchRef:
     date: str
@@ -87,8 +99,12 @@ class BatchRef:
     def logs_prefix(self) -> str:
         return f"{LOGS}/{self.date}/{self.batch}/"
 
+    def run_prefix(self, run_id: str) -> str:
+        """Where one run's own outputs (report, merged tables) go: never an analysis's folder."""
+        return f"{self.output_prefix}{RUNS}/{check_name(run_id, 'run id')}/"
+
     def analysis(self, name: str) -> AnalysisRef:
-        return AnalysisRef(self, check_name(name, "analysis name"))
+        return AnalysisRef(self, check_analysis_name(name))
 
 
 @dataclass(frozen=True)
