@@ -21,6 +21,7 @@ from bot.engine import EngineError, RunSummary
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.progress import RunProgress, summary_lines
+from bot.report import ReportResult
 from bot.settings import ConfigError
 from bot.states import JobState
 from bot.store import StoreError
@@ -129,9 +130,12 @@ def follow(cyto: Cyto, run_id: str, out: Any = None, interval: float = 0.5) -> R
         progress.close()
 
 
-def report(summary: RunSummary) -> int:
+def report(summary: RunSummary, cyto: Cyto | None = None) -> int:
+    """Print the summary; for a finished run followed to its end, build its report and say where it is."""
     for line in summary_lines(summary):
         click.echo(line)
+    if cyto is not None and summary.finished:
+        _print_report(_build_report(cyto, summary.run.id))
     return EXIT_OK if summary.count(JobState.FAILED) == 0 and summary.count(JobState.CANCELLED) == 0 \
         else EXIT_FAILED
 
@@ -156,7 +160,7 @@ def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory
     click.echo(f"run {started.id}: {len(plan.analyses)} analyses of {plan.ref.label} submitted "
                f"({plan.pipeline}, {plan.resources.vcpus:g} vCPU, {plan.resources.memory_mib} MiB)")
     if wait:
-        sys.exit(report(follow(cyto, started.id)))
+        sys.exit(report(follow(cyto, started.id), cyto))
 
 
 @cli.command()
@@ -190,7 +194,7 @@ def status(run_id: str, wait: bool) -> None:
     cyto = open_session()
     cyto.engine.get_run(run_id)
     if wait:
-        sys.exit(report(follow(cyto, run_id)))
+        sys.exit(report(follow(cyto, run_id), cyto))
     cyto.poll()
     sys.exit(report(cyto.status(run_id)))
 
@@ -232,7 +236,7 @@ def retry(run_id: str, analysis: str | None, all_failed: bool, memory_mib: int |
     else:
         click.echo(f"run {run_id}: retrying {', '.join(retried)}")
     if wait:
-        sys.exit(report(follow(cyto, run_id)))
+        sys.exit(report(follow(cyto, run_id), cyto))
 
 
 @cli.command()
@@ -296,6 +300,62 @@ def demo(retries: int) -> None:
                f"`cyto retry {started.id} {FAILING_ANALYSIS}` after adding the missing file")
     expected = summary.count(JobState.SUCCEEDED) == len(analyses) - 1 and summary.count(JobState.FAILED) == 1
     sys.exit(EXIT_OK if expected else EXIT_FAILED)
+
+
+def _build_report(cyto: Cyto, run_id: str, out_dir: str | None = None) -> ReportResult | None:
+    try:
+        return cyto.report(run_id, out_dir)
+    except (StoreError, OSError) as exc:
+        click.echo(f"cyto: the report of run {run_id} could not be written: {exc}", err=True)
+        return None
+
+
+def _print_report(result: ReportResult | None) -> None:
+    if result is None:
+        return
+    if result.headline:
+        click.echo(f"  QC: {result.headline}")
+    click.echo(f"  report: {location(result.uri)}")
+    if result.local_path is not None:
+        click.echo(f"  copy: {result.local_path}")
+
+
+def location(uri: str) -> str:
+    """A path for a local file, the URI otherwise."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
+
+
+@cli.command("report")
+@click.argument("run_id", metavar="RUN")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Also write the report into this folder.")
+@friendly_errors
+def report_command(run_id: str, out_dir: str | None) -> None:
+    """Build a run's report: one HTML page (parameters, analyses, failures, timeline, durations, and the
+    pipeline's results such as the QC verdicts), written to Output/DATE/BATCH/_runs/RUN/.
+
+    Example: cyto report 3fa2c1 --out ./reports
+    """
+    cyto = open_session()
+    cyto.poll()
+    summary = cyto.status(run_id)
+    if not summary.finished:
+        click.echo(f"run {run_id} is {summary.run.state.value.lower()}: the report shows it as it is now")
+    try:
+        result = cyto.report(run_id, out_dir)
+    except OSError as exc:
+        raise UsageFailure(f"cannot write the report: {exc}") from exc
+    if result.headline:
+        click.echo(f"QC: {result.headline}")
+    click.echo(f"report: {location(result.uri)}")
+    for name, uri in sorted(result.files.items()):
+        if name != "report.html":
+            click.echo(f"  {name}: {location(uri)}")
+    if result.local_path is not None:
+        click.echo(f"copy: {result.local_path}")
 
 
 def _whoami() -> str:

@@ -18,6 +18,7 @@ from container.cytometry.params import Params
 DRIFT_SAMPLE = 200_000
 CHANNEL_DRIFT_SAMPLE = 50_000  # per-channel slice medians: 5,000 events a slice is plenty
 MIN_SLICE_EVENTS = 20
+CHANNEL_SLICE_EVENTS = 200  # per-channel drift needs more: a bimodal marker's median jumps in small slices
 FLOW_BINS = 100  # equal-duration bins of the acquisition for the flow rate
 MIN_FLOW_EVENTS = 500  # fewer events say nothing about the flow rate
 GAP_FRACTION = 0.05  # a pause in Time longer than this share of the acquisition is a gap
@@ -145,13 +146,13 @@ def channel_drift(sample: Sample, gating: Gating, params: Params) -> dict[str, f
     slices of the cells, relative to the overall median (or, for a fluorescence channel whose median
     is near zero, to its robust width P84 - P16)."""
     time = _time_channel(sample)
-    if time is None or sample.n_events < MIN_SLICE_EVENTS * params.time_slices:
+    if time is None or sample.n_events < CHANNEL_SLICE_EVENTS * params.time_slices:
         return {}
     cells = gating.get("cells")
     idx = np.arange(sample.n_events) if cells is None or cells.mask is None else np.flatnonzero(cells.mask)
     idx = idx[:: max(1, math.ceil(idx.size / CHANNEL_DRIFT_SAMPLE))]
     t = sample.events[time.index][idx].astype(np.float64)
-    if t.size < MIN_SLICE_EVENTS * params.time_slices or not float(t.max()) > float(t.min()):
+    if t.size < CHANNEL_SLICE_EVENTS * params.time_slices or not float(t.max()) > float(t.min()):
         return {}
     edges = np.linspace(float(t.min()), float(t.max()), params.time_slices + 1)
     out: dict[str, float] = {}
@@ -161,7 +162,7 @@ def channel_drift(sample: Sample, gating: Gating, params: Params) -> dict[str, f
         v = sample.events[ch.index][idx].astype(np.float64)
         grouped, ends = _by_slice(t, v, edges)
         medians = [float(np.median(grouped[a:b])) for a, b in itertools.pairwise([0, *ends.tolist()])
-                   if b - a >= MIN_SLICE_EVENTS]
+                   if b - a >= CHANNEL_SLICE_EVENTS]
         if len(medians) < 2:
             continue
         p16, mid, p84 = np.percentile(v, [15.87, 50, 84.13])
