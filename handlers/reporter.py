@@ -21,7 +21,7 @@ from bot.db import Run
 from bot.engine import Engine, EngineError
 from bot.layout import BatchRef
 from bot.store import StoreError
-from handlers import render
+from handlers import render, results
 from handlers.render import FailureEntry, SlackMessage
 from handlers.slack_state import SlackState
 
@@ -72,8 +72,10 @@ class Reporter:
                     and not self.state.unposted_failures(run_id)):
                 summary = self.engine.summary(run_id)
                 output = self.engine.store.uri_for(BatchRef(run.date, run.batch).output_prefix)
-                ts = self._post(run, render.done_alert(summary, output))
+                done = results.prepare(self.engine, summary, output)  # the report, QC verdicts and link
+                ts = self._post(run, done.message)
                 self.state.set_done_alert(run_id, run.finished_at, ts)
+                self._upload_overview(run, done)
             self.state.set_synced(run_id, start_version)
             return True
 
@@ -131,6 +133,13 @@ class Reporter:
             self._update(run, render.failure_message(run, [p.entry for p in posts]), ts=message_ts)
             self.state.set_shown(run.id, message_ts,
                                  [(p.entry.analysis, p.entry.attempt) for p in posts if p.entry.retried_by])
+
+    def _upload_overview(self, run: Run, done: results.DoneResults) -> None:
+        # After the alert is recorded: a refused upload is logged, never a second alert.
+        try:
+            results.upload_overview(self.client, run, done)
+        except SLACK_ERRORS as exc:
+            log.warning("overview of run %s not uploaded: %s", run.id, _describe(exc))
 
     # -- Slack calls --------------------------------------------------------------------------
     def _post(self, run: Run, message: SlackMessage) -> str:

@@ -3,6 +3,9 @@ call and answers like Slack (after bolt-python's tests/mock_web_api_server).
 
 Web API methods are served under /api/, response_url posts under /respond/. A test can make the
 next N calls to a method answer 429 with Retry-After, or refuse a channel with `not_in_channel`.
+Files go through Slack's external upload as files_upload_v2 does it: files.getUploadURLExternal
+hands out an upload URL on the stand-in (/upload/{file_id}), the bytes are POSTed there, and
+files.completeUploadExternal shares them (with channel_id and thread_ts) — see `uploads`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ class Call:
 
 
 @dataclass
+class Upload:
+    """One file of the external-upload flow."""
+
+    file_id: str
+    filename: str
+    length: int
+    content: bytes | None = None  # what was POSTed to the upload URL
+    shared: dict[str, Any] | None = None  # the files.completeUploadExternal params that shared it
+
+
+@dataclass
 class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     refused_channels: set[str] = field(default_factory=set)
@@ -44,6 +58,7 @@ class SlackStandIn:
         self._failures: dict[str, list[tuple[int, int]]] = {}  # method -> [(status, retry_after)]
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest payload
+        self.uploads: dict[str, Upload] = {}  # file id -> what was announced, sent and shared
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +67,9 @@ class SlackStandIn:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                if urlparse(self.path).path.startswith("/upload/"):
+                    stand_in._receive_upload(self, self.rfile.read(length))
+                    return
                 raw = self.rfile.read(length).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     params = json.loads(raw or "{}")
@@ -95,6 +113,10 @@ class SlackStandIn:
     def web_api_calls(self) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.method != "respond"]
+
+    def shared_files(self) -> list[Upload]:
+        with self._lock:
+            return [u for u in self.uploads.values() if u.shared is not None]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -142,6 +164,43 @@ class SlackStandIn:
             return {"ok": True, "channel": channel, "ts": key[1], "text": params.get("text")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"1700000000.{next(self._ts):06d}"}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts):08d}"
+            self.uploads[file_id] = Upload(file_id, str(params.get("filename")), int(params.get("length") or 0))
+            port = self.server.server_address[1]
+            return {"ok": True, "upload_url": f"http://127.0.0.1:{port}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(params)
         if method == "conversations.info":
             return {"ok": True, "channel": {"id": channel, "is_member": True}}
         return {"ok": True}
+
+    # -- the external upload ------------------------------------------------------------------
+    def _receive_upload(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        file_id = urlparse(handler.path).path.removeprefix("/upload/")
+        with self._lock:
+            upload = self.uploads.get(file_id)
+            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)}, 200 if upload else 404,
+                                   handler.path))
+            if upload is not None:
+                upload.content = data
+        status, body = (200, f"OK - {len(data)}") if upload is not None else (404, "unknown upload")
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body.encode())
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel_id") or "")
+        if channel in self.refused_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        files = json.loads(params.get("files") or "[]")
+        done = []
+        for entry in files:
+            upload = self.uploads.get(str(entry.get("id")))
+            if upload is None or upload.content is None or len(upload.content) != upload.length:
+                return {"ok": False, "error": "file_upload_size_mismatch" if upload else "file_not_found"}
+            upload.shared = dict(params)
+            done.append({"id": upload.file_id, "title": entry.get("title"), "name": upload.filename})
+        return {"ok": True, "files": done}

@@ -9,7 +9,7 @@ from slack_harness import ROOT
 def test_manifest_matches_the_bot() -> None:
     manifest = yaml.safe_load((ROOT / "deploy" / "slack-manifest.yaml").read_text())
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/cyto"]
-    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write"}
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "files:write"}
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     readme = (ROOT / "handlers" / "README.md").read_text()
