@@ -279,25 +279,40 @@ def batches(date: str | None) -> None:
 
 
 @cli.command()
-@click.option("--retries", default=1, show_default=True, help="Automatic retries of the failing analysis.")
+@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default="cytometry", show_default=True,
+              help="The cytometry plate, or the word-count batch.")
+@click.option("--retries", default=1, show_default=True, help="Automatic retries of a failing analysis.")
 @friendly_errors
-def demo(retries: int) -> None:
-    """Create a sample word-count batch (one analysis fails on purpose), run it and show the result."""
-    from bot.demo import FAILING_ANALYSIS, write_demo_batch
+def demo(pipeline: str, retries: int) -> None:
+    """Create a sample batch (one analysis fails on purpose), run it and show the result.
+
+    The cytometry demo is a small plate of synthetic FCS files (debris, doublets, a spillover matrix,
+    a drifting well, a gap in Time, a well with too few events, an unreadable file); it ends with the
+    QC verdicts and where the run report is.
+    """
+    from bot.demo import CYTOMETRY_FAILING, FAILING_ANALYSIS, write_cytometry_batch, write_demo_batch
 
     cyto = open_session()
-    ref, analyses = write_demo_batch(cyto.store)
+    if pipeline == "cytometry":
+        try:
+            ref, analyses = write_cytometry_batch(cyto.store)
+        except RuntimeError as exc:
+            raise UsageFailure(f"{exc}; or try `cyto demo --pipeline wordcount`") from None
+        failing, why = CYTOMETRY_FAILING, "its only FCS file is unreadable"
+    else:
+        ref, analyses = write_demo_batch(cyto.store)
+        failing, why = FAILING_ANALYSIS, "its params.json names a file that is not there"
     click.echo(f"demo batch {ref.label} in {cyto.store.uri}: {len(analyses)} analyses "
-               f"({FAILING_ANALYSIS} fails on purpose: its params.json names a file that is not there)")
-    plan = cyto.plan(ref.date, ref.batch, pipeline="wordcount", retries=retries)
+               f"({failing} fails on purpose: {why})")
+    plan = cyto.plan(ref.date, ref.batch, pipeline=pipeline, retries=retries)
     started = cyto.engine.start_run(plan, requested_by=_whoami())
     summary = follow(cyto, started.id)
-    report(summary)
-    excerpt = cyto.logs(started.id, FAILING_ANALYSIS, tail=5)
-    click.echo(f"\nlog excerpt of {FAILING_ANALYSIS} (attempt {excerpt.attempt}, full log {excerpt.full_log}):")
+    report(summary, cyto)
+    excerpt = cyto.logs(started.id, failing, tail=5)
+    click.echo(f"\nlog excerpt of {failing} (attempt {excerpt.attempt}, full log {excerpt.full_log}):")
     click.echo(excerpt.excerpt.text if excerpt.excerpt else "(no log)")
-    click.echo(f"\nnext: `cyto status {started.id}`, `cyto logs {started.id} {FAILING_ANALYSIS}`, "
-               f"`cyto retry {started.id} {FAILING_ANALYSIS}` after adding the missing file")
+    click.echo(f"\nnext: `cyto status {started.id}`, `cyto logs {started.id} {failing}`, "
+               f"`cyto report {started.id} --out DIR`")
     expected = summary.count(JobState.SUCCEEDED) == len(analyses) - 1 and summary.count(JobState.FAILED) == 1
     sys.exit(EXIT_OK if expected else EXIT_FAILED)
 
