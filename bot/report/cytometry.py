@@ -212,7 +212,7 @@ def section_html(files: Sequence[FileQC], missing: Sequence[tuple[str, str]], ov
                  + "</tbody></table></div>")
     if plots:
         figures = "".join(
-            f'<figure><img class="thumb" loading="lazy" alt="{escape(f.file)}" src="{escape(src)}">'
+            f'<figure><img class="thumb" alt="{escape(f.file)}" src="{escape(src)}">'
             f"<figcaption>{_chip(f.verdict)} {escape(f.analysis)}/{escape(f.file)}</figcaption></figure>"
             for f, src in plots if src.startswith("data:"))
         linked = [(f, src) for f, src in plots if not src.startswith("data:")]
