@@ -14,6 +14,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -30,6 +31,7 @@ QC_TABLE = "qc_table.csv"
 OVERVIEW = "overview.png"
 MAX_EMBEDDED_PLOTS = 64  # plots drawn inside the page; more are listed with where they are
 HEADLINE_EXAMPLES = 3
+READERS = 16  # parallel reads of the analyses' outputs
 QC_COLUMNS = ["run", "analysis", "file", "well", "verdict", "reasons", "events", "cells_pct", "singlets_pct"]
 
 
@@ -55,13 +57,15 @@ def results(facts: RunFacts, outputs: Outputs) -> PipelineResults:
     stats_rows: list[dict[str, str]] = []
     stats_columns: list[str] = []
     missing: list[tuple[str, str]] = []  # analyses without a qc.json, and why
-    for analysis in facts.analyses:
-        qc_raw = outputs.read(analysis.name, "qc.json")
+    # Each analysis's two small files, read in parallel: on S3 each read is a round trip.
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = list(pool.map(lambda a: (outputs.read(a.name, "qc.json"), outputs.read(a.name, "stats.csv")),
+                             facts.analyses))
+    for analysis, (qc_raw, stats_raw) in zip(facts.analyses, read, strict=True):
         if qc_raw is None:
             why = analysis.reason or analysis.state.value.lower()
             missing.append((analysis.name, why if analysis.state != JobState.SUCCEEDED else "no qc.json"))
             continue
-        stats_raw = outputs.read(analysis.name, "stats.csv")
         pcts = _stats(stats_raw, analysis.name, facts.run.id, stats_rows, stats_columns)
         files.extend(file_rows(analysis.name, json.loads(qc_raw).get("files", {}), pcts))
     title = f"{facts.run.label} · run {facts.run.id}"
