@@ -118,3 +118,29 @@ def test_cyto_report_command(finished, tmp_path: Path) -> None:
     assert f"copy: {tmp_path / 'r' / 'report.html'}" in lines
     missing = CliRunner().invoke(cli, ["report", "nope00"], env=env)
     assert missing.exit_code == 2 and "no run 'nope00'" in missing.output
+
+
+def test_the_report_builds_where_the_jobs_dependencies_are_not_installed(finished, tmp_path: Path) -> None:
+    """The bot image has no numpy or matplotlib: the report, verdicts and overview need neither."""
+    import subprocess
+    import sys
+
+    from tests.test_parameter_checks import JOB_ONLY, ROOT
+
+    code = (
+        "import sys\n"
+        "class Missing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {JOB_ONLY!r}: raise ImportError('not in the bot image: ' + name)\n"
+        "sys.meta_path.insert(0, Missing())\n"
+        "from bot.api import Cyto\n"
+        "from bot.settings import Settings\n"
+        f"cyto = Cyto(Settings(store={str(finished.store.root)!r}, db={finished.engine.db.path!r}, "
+        f"local_spool={str(tmp_path / 'spool')!r}))\n"
+        f"print(cyto.report({finished.run_id!r}, {str(tmp_path / 'out')!r}).headline)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("5 pass · 2 warn · 2 fail")
+    assert (tmp_path / "out" / "overview.png").stat().st_size > 1000
