@@ -144,3 +144,18 @@ def test_the_report_builds_where_the_jobs_dependencies_are_not_installed(finishe
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("5 pass · 2 warn · 2 fail")
     assert (tmp_path / "out" / "overview.png").stat().st_size > 1000
+
+
+def test_a_pipeline_whose_results_fail_still_gets_the_run_report(finished, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    from bot.report import pipelines
+
+    monkeypatch.setitem(pipelines.RESULTS, "cytometry", "tests.test_report:_broken_results")
+    result = build_report(finished.engine, finished.run_id, out_dir=tmp_path / "r")
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "The cytometry results could not be built: ValueError: qc.json &lt;broken&gt;" in html
+    assert '<section id="analyses">' in html and result.notes and result.headline is None
+
+
+def _broken_results(facts, outputs):
+    raise ValueError("qc.json <broken>")

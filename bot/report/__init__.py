@@ -3,7 +3,7 @@ MultiQC), plus whatever batch-level tables the run's pipeline adds.
 
     from bot.report import build_report
     result = build_report(engine, run_id)       # writes Output/{date}/{batch}/_runs/{run}/report.html
-    result.report_uri, result.headline
+    result.uri, result.headline
 
 Every pipeline gets the run sections (parameters, analyses, failures with excerpts, timeline,
 durations); a pipeline adds its own through one function registered in bot/report/pipelines.py.

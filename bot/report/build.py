@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 from bot.engine import Engine
@@ -65,8 +66,8 @@ def build_report(engine: Engine, run_id: str, *, out_dir: str | Path | None = No
             log.exception("report of run %s: the %s results failed", run_id, run.pipeline)
             notes.append(f"the {run.pipeline} results could not be built: {type(exc).__name__}: {exc}")
             results = PipelineResults(sections=(Section(
-                "results", "Results", f"<p>The {run.pipeline} results could not be built: "
-                f"{_escape(type(exc).__name__)}: {_escape(str(exc))}</p>"),))
+                "results", "Results", f"<p>The {escape(run.pipeline)} results could not be built: "
+                f"{escape(type(exc).__name__)}: {escape(str(exc))}</p>"),))
     prefix = ref.run_prefix(run_id)
     html = render_report(facts, results.sections).encode()
     files: dict[str, str] = {}
@@ -80,9 +81,3 @@ def build_report(engine: Engine, run_id: str, *, out_dir: str | Path | None = No
         for name, data in [*results.artifacts.items(), (REPORT_NAME, html)]:
             (local / name).write_bytes(data)
     return ReportResult(run_id, prefix + REPORT_NAME, files[REPORT_NAME], files, facts, results, local, notes)
-
-
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text)

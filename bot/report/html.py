@@ -40,7 +40,7 @@ figcaption{font-size:12px;color:#546e7a;word-break:break-all}
 """
 
 
-def render_report(facts: RunFacts, sections: Sequence[Section] = (), *, report_uri: str | None = None) -> str:
+def render_report(facts: RunFacts, sections: Sequence[Section] = ()) -> str:
     run = facts.run
     title = f"cyto run {run.id} — {run.label}"
     parts = [
