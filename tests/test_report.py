@@ -37,7 +37,8 @@ def test_report_of_a_cytometry_run(finished, tmp_path: Path) -> None:
     for section in ("run", "cytometry", "analyses", "failures", "timeline", "durations", "parameters"):
         assert f'<section id="{section}">' in html
     assert "started by ada" in html and "row-C" in html and "this file was cut off" not in html
-    assert re.search(r"<h3>row-C: no FCS file could be analysed", html)
+    assert re.search(r"<h3>row-C: no FCS file could be analysed.*\(exit code 2\)</h3>", html)
+    assert "(exit code 2) (exit code 2)" not in html
     # nothing the page would fetch: every src is a data URI, no http(s) anywhere in an attribute
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', html))

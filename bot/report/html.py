@@ -138,8 +138,10 @@ def _failures(facts: RunFacts) -> str:
         rule = f"<p class=\"muted\">{escape(a.failure_rule)}</p>" if a.failure_rule else ""
         log = f"<p class=\"muted\">full log: <code>{escape(a.full_log)}</code></p>" if a.full_log else ""
         excerpt = f"<pre>{escape(a.excerpt)}</pre>" if a.excerpt else ""
-        items.append(f"<h3>{escape(a.name)}: {escape(a.reason or 'unknown reason')}"
-                     f"{f' (exit code {a.exit_code})' if a.exit_code is not None else ''}</h3>"
+        reason = a.reason or "unknown reason"
+        if a.exit_code is not None and f"exit code {a.exit_code}" not in reason:
+            reason += f" (exit code {a.exit_code})"
+        items.append(f"<h3>{escape(a.name)}: {escape(reason)}</h3>"
                      f'<p class="muted">{escape(tries)}</p>{rule}{excerpt}{log}')
     more = (f'<p class="muted">{facts.excerpts_left_out} more failed analyses are listed without their log '
             "excerpt (`cyto logs RUN ANALYSIS` shows it).</p>") if facts.excerpts_left_out else ""
