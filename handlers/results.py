@@ -37,8 +37,9 @@ def prepare(engine: Engine, summary: RunSummary, output_uri: str) -> DoneResults
     try:
         report = build_report(engine, summary.run.id)
         link = report_link(engine.store, report.key)
-    except (EngineError, StoreError, OSError) as exc:
-        log.warning("report of run %s not built: %s", summary.run.id, exc)
+    except Exception as exc:  # the alert goes out whatever happened to the report
+        level = logging.WARNING if isinstance(exc, EngineError | StoreError | OSError) else logging.ERROR
+        log.log(level, "report of run %s not built: %s", summary.run.id, exc, exc_info=level == logging.ERROR)
         return DoneResults(base)
     return DoneResults(with_results(base, report.headline, link), report, link)
 

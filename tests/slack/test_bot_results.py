@@ -88,3 +88,20 @@ def test_with_results_renders_a_presigned_link_with_its_lifetime() -> None:
     assert texts[-1]["elements"][0]["text"] == ("<https://lab-bucket.s3.amazonaws.com/r.html?X-Amz-Expires=604800"
                                                 "&amp;a=&lt;b&gt;|Open the run report> (link valid 7 days)")
     assert message.text == "done. QC: 1 pass · 0 warn · 0 fail"
+
+
+def test_a_report_that_cannot_be_written_leaves_the_plain_done_alert(tmp_path: Path) -> None:
+    from bot.store import StoreError
+    from handlers import render
+    from handlers.results import prepare
+    from tests.report_fixtures import finished_cytometry_run
+
+    finished = finished_cytometry_run(tmp_path)
+
+    def refuse(key: str, data: bytes) -> None:
+        raise StoreError(f"cannot write {key}: read-only store")
+
+    finished.store.write_bytes = refuse  # type: ignore[method-assign]
+    summary = finished.engine.summary(finished.run_id)
+    done = prepare(finished.engine, summary, "out/")
+    assert done.report is None and done.message == render.done_alert(summary, "out/")
