@@ -85,3 +85,20 @@ def test_a_file_without_scatter_gets_a_density_and_histograms_not_a_blank(tmp_pa
     image = draw(tmp_path, events, ["FL1-A", "FL2-A"])
     assert panels(image) == 2
     assert len(image.getcolors(1 << 16) or []) > 100
+
+
+def test_gate_coordinates_in_any_unit_land_on_the_display_scale() -> None:
+    from types import SimpleNamespace
+
+    scale = analysis.scale_of(params_mod.parse({}))
+    fl = plots.Axis(Channel(3, "FL1-A", "", "fluorescence", 262144.0, 262143.0), scale)
+    fsc = plots.Axis(Channel(0, "FSC-A", "", "scatter", 262144.0, 262143.0), scale)
+    shown = float(np.asarray(scale.forward(np.array([1000.0]), fl.ch))[0])
+    assert fl.from_gate(np.array([3.0]), "decades")[0] == pytest.approx(shown)
+    assert fl.from_gate(np.array([1000.0]), "linear")[0] == pytest.approx(shown)
+    assert fl.from_gate(np.array([0.6]), "transformed")[0] == 0.6
+    assert fsc.from_gate(np.array([5e4]), "transformed")[0] == 5e4
+    assert fsc.from_gate(np.array([4.0]), "decades")[0] == 1e4
+    assert plots.gate_unit(SimpleNamespace(x_unit="decades"), "x") == "decades"
+    assert plots.gate_unit(SimpleNamespace(x_scaled=True), "x") == "transformed"
+    assert plots.gate_unit(SimpleNamespace(y_scaled=False), "y") == "linear"

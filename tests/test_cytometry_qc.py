@@ -112,3 +112,10 @@ def test_verdict_of_an_older_qc_entry_uses_its_flags() -> None:
            "drift": {"channel": "FSC-A", "max_relative_change": 0.31}}
     assert verdict.judge(old) == {"verdict": "warn", "reasons": ["FSC-A drift (31%)", "missing channel SSC-A"]}
     assert verdict.worst(["pass", "fail", "warn"]) == "fail"
+
+
+def test_gates_the_gating_flags_are_warnings() -> None:
+    entry = {"status": "ok", "events": 9000, "flags": {"empty_gates": ["CD4+"], "unreliable_gates": ["singlets"],
+                                                       "gates_outside_data": ["far"]}}
+    assert verdict.judge(entry) == {"verdict": "warn", "reasons": [
+        "gate CD4+ holds no events", "gate singlets unreliable", "gate far lies outside the data"]}

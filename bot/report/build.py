@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from bot import engine as engine_module
+from bot.db import Run
 from bot.engine import Engine
 from bot.layout import BatchRef
 from bot.report.collect import collect
@@ -46,8 +48,11 @@ class ReportResult:
         return self.local_dir / REPORT_NAME if self.local_dir else None
 
 
-def report_key(date: str, batch: str, run_id: str) -> str:
-    return BatchRef(date, batch).run_prefix(run_id) + REPORT_NAME
+def run_layout(run: Run) -> BatchRef:
+    """Where the run's files are: the engine's own rule when it has one (a run started alongside another
+    writes its outputs to a folder of its own), else the batch's folders."""
+    rule = getattr(engine_module, "run_layout", None)
+    return rule(run) if callable(rule) else BatchRef(run.date, run.batch)
 
 
 def build_report(engine: Engine, run_id: str, *, out_dir: str | Path | None = None,
@@ -55,7 +60,7 @@ def build_report(engine: Engine, run_id: str, *, out_dir: str | Path | None = No
     """Build the report of a run (finished or not) from the ledger and the analyses' outputs."""
     facts = collect(engine, run_id, clock=clock)
     run = facts.run
-    ref = BatchRef(run.date, run.batch)
+    ref = run_layout(run)
     notes: list[str] = []
     results = PipelineResults()
     function = results_function(run.pipeline)

@@ -60,14 +60,16 @@ class Axis:
         raw = sample.events[self.ch.index][idx]
         return np.asarray(self.scale.forward(raw, self.ch) if self.scaled else raw, dtype=np.float64)
 
-    def from_gate(self, values: np.ndarray, gate_scaled: bool) -> np.ndarray:
-        """Gate coordinates (linear or transformed, as the gate says) in display coordinates."""
+    def from_gate(self, values: np.ndarray, unit: str) -> np.ndarray:
+        """Gate coordinates in `unit` ("linear" data units, "decades" = log10 of them, "transformed" =
+        the display scale on fluorescence) in display coordinates, through data units."""
         values = np.asarray(values, dtype=np.float64)
-        if self.scaled and not gate_scaled:
-            return np.asarray(self.scale.forward(values, self.ch), dtype=np.float64)
-        if gate_scaled and not self.scaled:
-            return np.asarray(self.scale.inverse(values, self.ch), dtype=np.float64)
-        return values
+        if unit == "transformed" and self.scaled:
+            return values
+        if unit == "decades":
+            values = np.power(10.0, values)
+        # now data units ("transformed" is linear on a channel off the display scale)
+        return np.asarray(self.scale.forward(values, self.ch), dtype=np.float64) if self.scaled else values
 
     def label(self) -> str:
         ch = self.ch
@@ -184,6 +186,15 @@ def _gate_panel(ax: Axes, sample: Sample, gating: Gating, scale: Scale, pop: Pop
     ax.set_title(f"{pop.parent} → {pop.name}: {pop.count:,} ({pct:.1f}%)", fontsize=8)
 
 
+def gate_unit(shape: Shape, axis: str) -> str:
+    """The unit of a gate's coordinates on one axis. Shapes name it (`x_unit`); a shape from before
+    units were named says only whether the axis is on the display scale (`x_scaled`)."""
+    unit = getattr(shape, f"{axis}_unit", None)
+    if unit is not None:
+        return str(unit)
+    return "transformed" if getattr(shape, f"{axis}_scaled", False) else "linear"
+
+
 def _outline(shape: Shape, xa: Axis, ya: Axis, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The gate's outline in display coordinates (a band: its two lines, one after the other); an open
     side of a rectangle ends at the edge of the data's range."""
@@ -193,19 +204,19 @@ def _outline(shape: Shape, xa: Axis, ya: Axis, x: np.ndarray, y: np.ndarray) -> 
         return np.concatenate([a for a, _ in lines]), np.concatenate([b for _, b in lines])
     if shape.kind == "polygon" and shape.vertices is not None:
         v = np.asarray(shape.vertices, dtype=np.float64)
-        return xa.from_gate(v[:, 0], shape.x_scaled), ya.from_gate(v[:, 1], shape.y_scaled)
+        return xa.from_gate(v[:, 0], gate_unit(shape, "x")), ya.from_gate(v[:, 1], gate_unit(shape, "y"))
     if shape.kind == "rectangle" and shape.rect is not None:
         x0, x1, y0, y1 = shape.rect
-        xs = _sides(xa, (x0, x1), shape.x_scaled, robust_range(x))
-        ys = _sides(ya, (y0, y1), shape.y_scaled, robust_range(y))
+        xs = _sides(xa, (x0, x1), gate_unit(shape, "x"), robust_range(x))
+        ys = _sides(ya, (y0, y1), gate_unit(shape, "y"), robust_range(y))
         return np.array([xs[0], xs[1], xs[1], xs[0]]), np.array([ys[0], ys[0], ys[1], ys[1]])
     return np.empty(0), np.empty(0)
 
 
-def _sides(axis: Axis, bounds: tuple[float | None, float | None], gate_scaled: bool,
+def _sides(axis: Axis, bounds: tuple[float | None, float | None], unit: str,
            data: tuple[float, float]) -> tuple[float, float]:
     lo, hi = bounds
-    shown = [axis.from_gate(np.array([v]), gate_scaled)[0] if v is not None else None for v in (lo, hi)]
+    shown = [axis.from_gate(np.array([v]), unit)[0] if v is not None else None for v in (lo, hi)]
     return (data[0] if shown[0] is None else float(shown[0]), data[1] if shown[1] is None else float(shown[1]))
 
 
@@ -213,7 +224,7 @@ def _histogram_gate(ax: Axes, xa: Axis, x: np.ndarray, shape: Shape, pop: Popula
     bounds = np.empty(0)
     if shape.rect is not None:
         lo, hi = shape.rect[0], shape.rect[1]
-        bounds = xa.from_gate(np.array([v for v in (lo, hi) if v is not None]), shape.x_scaled)
+        bounds = xa.from_gate(np.array([v for v in (lo, hi) if v is not None]), gate_unit(shape, "x"))
     xr = robust_range(x, bounds)
     counts, edges = np.histogram(x, bins=BINS, range=xr)
     ax.fill_between(edges[:-1], counts, step="post", color="tab:blue", alpha=0.6, lw=0)

@@ -3,8 +3,8 @@ finding. Pure Python (no numpy), so the bot's report can judge an older qc.json 
 
     fail  the file could not be read, or holds fewer events than `min_events`
     warn  saturated or margin events above the threshold, a gap / burst / clog in the flow rate,
-          drift beyond the threshold on any scatter or fluorescence channel, a gate with no events,
-          a channel the gates need is missing
+          drift beyond the threshold on any scatter or fluorescence channel, a gate with no events
+          (or flagged unreliable, or outside the data), a channel the gates need is missing
     pass  nothing of the above
 """
 
@@ -45,8 +45,12 @@ def judge(entry: Mapping[str, Any]) -> dict[str, Any]:
         if value is None and entry.get("drift") and entry["drift"].get("channel") == name:
             value = entry["drift"].get("max_relative_change")
         warns.append(f"{name} drift" + (f" ({100 * value:.0f}%)" if value is not None else ""))
-    for name in entry.get("empty_gates") or []:
+    for name in entry.get("empty_gates") or flags.get("empty_gates") or []:
         warns.append(f"gate {name} holds no events")
+    for name in flags.get("unreliable_gates") or []:
+        warns.append(f"gate {name} unreliable")
+    for name in flags.get("gates_outside_data") or []:
+        warns.append(f"gate {name} lies outside the data")
     missing = flags.get("missing_channels") or []
     if missing:
         warns.append(f"missing channel{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
