@@ -92,7 +92,9 @@ def test_saturation_and_too_few_events(tmp_path: Path) -> None:
 
 
 def test_a_gate_that_holds_no_events_and_an_unreadable_file(tmp_path: Path) -> None:
-    gates = [{"name": "nothing", "type": "rectangle", "x": "FL1-A", "bounds": {"x": [10, 20]}, "scale": "linear"}]
+    # inside the data on each axis, but no event has both: small FSC (debris) and large SSC
+    gates = [{"name": "nothing", "type": "rectangle", "x": "FSC-A", "y": "SSC-A",
+              "bounds": {"x": [0, 20_000], "y": [60_000, 80_000]}, "scale": "linear"}]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.fcs").write_bytes(b"FCS3.1    nonsense")
     qc = analyse(tmp_path, {"ok.fcs": clean(9)}, {"gates": gates})
@@ -115,7 +117,7 @@ def test_verdict_of_an_older_qc_entry_uses_its_flags() -> None:
 
 
 def test_gates_the_gating_flags_are_warnings() -> None:
-    entry = {"status": "ok", "events": 9000, "flags": {"empty_gates": ["CD4+"], "unreliable_gates": ["singlets"],
-                                                       "gates_outside_data": ["far"]}}
+    entry = {"status": "ok", "events": 9000, "flags": {"empty_gates": ["CD4+", "far"],
+                                                       "unreliable_gates": ["singlets"], "gates_outside_data": ["far"]}}
     assert verdict.judge(entry) == {"verdict": "warn", "reasons": [
         "gate CD4+ holds no events", "gate singlets unreliable", "gate far lies outside the data"]}

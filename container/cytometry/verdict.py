@@ -45,11 +45,13 @@ def judge(entry: Mapping[str, Any]) -> dict[str, Any]:
         if value is None and entry.get("drift") and entry["drift"].get("channel") == name:
             value = entry["drift"].get("max_relative_change")
         warns.append(f"{name} drift" + (f" ({100 * value:.0f}%)" if value is not None else ""))
+    outside = list(flags.get("gates_outside_data") or [])
     for name in entry.get("empty_gates") or flags.get("empty_gates") or []:
-        warns.append(f"gate {name} holds no events")
+        if name not in outside:  # a gate outside the data is empty too; its own reason says more
+            warns.append(f"gate {name} holds no events")
     for name in flags.get("unreliable_gates") or []:
         warns.append(f"gate {name} unreliable")
-    for name in flags.get("gates_outside_data") or []:
+    for name in outside:
         warns.append(f"gate {name} lies outside the data")
     missing = flags.get("missing_channels") or []
     if missing:
