@@ -6,6 +6,10 @@ OPENBLAS_NUM_THREADS=1) and prints events per second before plotting (read, comp
 statistics, QC) and in total, and the peak memory as a multiple of the raw event data of the
 largest file (files are analysed one at a time): tracemalloc's peak of numpy allocations (in a
 separate run, as tracing slows Python down), and VmHWM above the process's size before the run.
+The third set, "gated", is one 1,000,000-event file gated with a GatingML 2.0 document of 8
+populations over the same 12 channels (bench/gating_document.py; compensation from $SPILLOVER,
+logicle, polygon, rectangle, range, ellipse and boolean gates) through `gating_file`; beside it,
+FlowKit's own gating of the same file (fk.Sample + GatingStrategy.gate_sample) in the same run.
 With --repeat N each measurement runs N times and min / median are reported (the machine may be
 shared); --data DIR keeps the written files in DIR and reuses them on the next call.
 """
@@ -92,6 +96,43 @@ print(json.dumps({"events": summary["events"], "wall": wall, "cpu": cpu,
 """
 
 
+FLOWKIT_CHILD = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import flowkit as fk
+fcs, doc = sys.argv[1], sys.argv[2]
+strategy = fk.parse_gating_xml(doc)
+wall = time.perf_counter()
+sample = fk.Sample(fcs, subsample=0)
+results = strategy.gate_sample(sample)
+wall = time.perf_counter() - wall
+print(json.dumps({"events": sample.event_count, "wall": wall, "populations": len(results.report)}))
+"""
+
+
+def measure_flowkit(fcs_file: Path, document: Path) -> dict[str, float]:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", FLOWKIT_CHILD, str(fcs_file), str(document)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def prepare_gated(root: Path) -> tuple[Path, int]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gating_document import write_document
+
+    gated = root / "gated"
+    marker = gated / "size.json"
+    if marker.is_file():
+        return gated, json.loads(marker.read_text())["raw"]
+    gated.mkdir(parents=True, exist_ok=True)
+    raw = write(gated / "gated.fcs", 1_000_000, 7)
+    assert write_document(gated / "panel.xml") == 8
+    (gated / "params.json").write_text(json.dumps({"gating_file": "panel.xml"}))
+    marker.write_text(json.dumps({"raw": raw}))
+    return gated, raw
+
+
 def measure(inp: Path, out: Path, trace: bool) -> dict[str, float]:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     mode = "trace" if trace else "time"
@@ -137,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (min and median reported)")
     parser.add_argument("--data", type=Path, help="folder for the written files, reused when present")
-    parser.add_argument("--only", choices=("many", "big"), help="run one of the two sets")
+    parser.add_argument("--only", choices=("many", "big", "gated"), help="run one of the sets")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cyto-bench-") as tmp:
         many, big, raw_small, raw_big = prepare(args.data or Path(tmp) / "data")
@@ -151,6 +192,18 @@ def main() -> None:
             # tracemalloc slows Python down: separate runs
             traced = [measure(inp, Path(tmp) / "out-trace", trace=True) for _ in range(args.repeat)]
             report(title, timed, traced, raw)
+        if args.only in (None, "gated"):
+            gated, raw = prepare_gated(args.data or Path(tmp) / "data")
+            timed = [measure(gated, Path(tmp) / "out-gated", trace=False) for _ in range(args.repeat)]
+            traced = [measure(gated, Path(tmp) / "out-gated-trace", trace=True) for _ in range(args.repeat)]
+            report("1 file x 1,000,000 events x 12 channels, gated by a GatingML document (8 populations)",
+                   timed, traced, raw)
+            theirs = [measure_flowkit(gated / "gated.fcs", gated / "panel.xml") for _ in range(args.repeat)]
+            seconds = sorted(m["wall"] for m in theirs)
+            ev = theirs[0]["events"]
+            print(f"  FlowKit 1.3.2 alone (read + gate_sample, no statistics): {seconds[0]:.2f} s / "
+                  f"{statistics.median(seconds):.2f} s  -> {ev / seconds[0] / 1e6:.2f} / "
+                  f"{ev / statistics.median(seconds) / 1e6:.2f} M events/s per core")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def bench_ack(requests: int) -> None:
         app = build_app(bot, signing_secret=SECRET)
 
         def dispatch(i: int) -> float:
-            body = urlencode({"command": "/cyto", "text": f"run {DATE} big", "user_id": f"U{i:05d}",
+            # Every request records a new run of the same (unpolled, so unfinished) batch.
+            body = urlencode({"command": "/cyto", "text": f"run {DATE} big --allow-concurrent", "user_id": f"U{i:05d}",
                               "channel_id": "CLAB", "team_id": "T1", "response_url": stand_in.response_url(),
                               "trigger_id": "1"})
             t0 = time.perf_counter()

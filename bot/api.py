@@ -2,7 +2,7 @@
 the same calls).
 
     from bot.api import Cyto
-    cyto = Cyto.from_env()                 # embedded defaults: ./cyto-data, local processes, SQLite
+    cyto = Cyto.from_env()                 # defaults: ~/cyto-data, local processes, SQLite (bot/paths.py)
     cyto.batches("2018-12-05")
     run = cyto.run("2018-12-05", "batch-7", pipeline="wordcount", memory_mib=4096)
     cyto.wait(run.id).counts
@@ -31,7 +31,7 @@ def build_executor(settings: Settings) -> Executor:
     from bot.executors.local import DEFAULT_COMMAND, LocalExecutor
 
     return LocalExecutor(settings.local_spool, settings.local_max_parallel,
-                         settings.local_command or DEFAULT_COMMAND)
+                         settings.local_command or DEFAULT_COMMAND, keep_days=settings.local_keep_days)
 
 
 class Cyto:
@@ -63,8 +63,12 @@ class Cyto:
         return self.engine.plan(date, batch, pipeline or self.settings.default_pipeline, resources, params)
 
     # -- runs ---------------------------------------------------------------------------------
-    def run(self, date: str, batch: str, *, requested_by: str = "notebook", **options: Any) -> Run:
-        return self.engine.start_run(self.plan(date, batch, **options), requested_by)
+    def run(self, date: str, batch: str, *, requested_by: str = "notebook", allow_concurrent: bool = False,
+            **options: Any) -> Run:
+        """Start a run. Refused (BatchInUse) while another run of the batch is unfinished, unless
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
+        return self.engine.start_run(self.plan(date, batch, **options), requested_by,
+                                     allow_concurrent=allow_concurrent)
 
     def runs(self, limit: int = 20) -> list[Run]:
         return self.db.runs(limit)
@@ -86,8 +90,8 @@ class Cyto:
         return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
 
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "notebook",
-              memory_mib: int | None = None) -> list[str]:
-        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib)
+              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None) -> list[str]:
+        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, vcpus=vcpus, timeout_s=timeout_s)
 
     def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
         return self.engine.cancel(run_id, by=by)

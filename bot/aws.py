@@ -1,11 +1,15 @@
 """boto3 clients for the AWS store and executor, with botocore's retry modes.
 
-Credentials, region and endpoint come from boto3's own chain (`AWS_PROFILE`, `AWS_ACCESS_KEY_ID`,
-instance roles, `AWS_REGION`, `AWS_ENDPOINT_URL`...), so nothing here reads them itself.
+Credentials and endpoint come from boto3's own chain (`AWS_PROFILE`, `AWS_ACCESS_KEY_ID`, instance
+roles, `AWS_ENDPOINT_URL`...). The region follows the AWS CLI v2 order: `AWS_REGION`, then
+`AWS_DEFAULT_REGION`, then the profile's `region`. botocore itself reads only the last two, so
+`make_session()` passes `AWS_REGION` on explicitly.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -13,9 +17,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
     EndpointConnectionError,
+    InvalidRegionError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
 
 # "standard": throttling errors (TooManyRequestsException) and 5xx are retried with jittered
@@ -29,11 +35,41 @@ CREDENTIALS_FIX = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_
                    "or run where an instance/task role provides them")
 
 
+REGION_FIX = "set AWS_REGION (for example eu-west-1), or a region in the AWS profile (aws configure set region ...)"
+
+
+def env_region(env: Mapping[str, str] | None = None) -> str | None:
+    """The region named by the environment, AWS_REGION first (as the AWS CLI v2 reads it)."""
+    env = os.environ if env is None else env
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = (env.get(name) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def make_session() -> boto3.session.Session:
+    """A boto3 session honouring AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION and the profile's region."""
+    return boto3.session.Session(region_name=env_region())
+
+
+def region() -> tuple[str | None, str]:
+    """The region clients will use, and where it came from (for `cyto doctor`)."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = (os.environ.get(name) or "").strip()
+        if value:
+            return value, name
+    found = boto3.session.Session().region_name
+    profile = os.environ.get("AWS_PROFILE") or "default"
+    return (found, f"profile {profile}") if found else (None, "nowhere")
+
+
 def client(service: str, *, retry_mode: str = DEFAULT_RETRY_MODE, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
            max_pool_connections: int = 10, session: boto3.session.Session | None = None) -> Any:
     config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts},
                     max_pool_connections=max_pool_connections, connect_timeout=10, read_timeout=60)
-    return (session or boto3.session.Session()).client(service, config=config)
+    return (session or make_session()).client(service, config=config)
+
 
 
 def error_code(exc: BaseException) -> str:
@@ -47,7 +83,12 @@ def describe_access_problem(exc: BaseException) -> str | None:
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return f"no AWS credentials found: {CREDENTIALS_FIX}"
     if isinstance(exc, NoRegionError):
-        return "no AWS region configured: set AWS_REGION (for example eu-west-1)"
+        return f"no AWS region configured: {REGION_FIX}"
+    if isinstance(exc, InvalidRegionError):
+        return f"{exc} (AWS_REGION / AWS_DEFAULT_REGION): {REGION_FIX}"
+    if isinstance(exc, ProfileNotFound):
+        return (f"AWS profile {exc.kwargs.get('profile')!r} is not in the AWS config files (AWS_PROFILE): "
+                "set AWS_PROFILE to one that `aws configure list-profiles` shows, or unset it")
     if isinstance(exc, EndpointConnectionError):
         return f"cannot reach AWS at {exc.kwargs.get('endpoint_url')}: check AWS_REGION and AWS_ENDPOINT_URL"
     code = error_code(exc)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bot import __version__
+from bot import __version__, completion
 from bot.api import Cyto
 from bot.db import DatabaseError
 from bot.engine import EngineError, RunSummary
@@ -22,7 +22,7 @@ from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.progress import RunProgress, summary_lines
 from bot.report import ReportResult
-from bot.settings import ConfigError
+from bot.settings import ConfigError, Settings
 from bot.states import JobState
 from bot.store import StoreError
 
@@ -57,8 +57,9 @@ def open_session() -> Cyto:
     return Cyto.from_env()
 
 
-def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def parse_params(pairs: tuple[str, ...], params_json: str | None, params_file: str | None = None) -> dict[str, Any]:
+    """--params-file, then --params, then each --param: a later one wins for the same key."""
+    params: dict[str, Any] = read_params_file(params_file) if params_file else {}
     if params_json:
         try:
             loaded = json.loads(params_json)
@@ -78,21 +79,61 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
     return params
 
 
+def read_params_file(path: str) -> dict[str, Any]:
+    """A JSON or YAML file holding one object of pipeline parameters."""
+    import yaml
+
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - read at once
+    except OSError as exc:
+        raise UsageFailure(f"--params-file {path}: {exc.strerror or exc}") from None
+    try:
+        loaded = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.endswith(".json") else "YAML or JSON"
+        raise UsageFailure(f"--params-file {path} is not valid {kind}: {' '.join(str(exc).split())}") from None
+    if not isinstance(loaded, dict):
+        raise UsageFailure(f"--params-file {path} must hold one object of KEY: VALUE pairs, "
+                           f"not {type(loaded).__name__}")
+    return loaded
+
+
+def checked_resources(vcpus: float | None = None, memory: str | None = None, storage: str | None = None,
+                      timeout: str | None = None, retries: int | None = None) -> dict[str, Any]:
+    """The resource options as the engine's keyword arguments, each parsed and range-checked with
+    the option's own name in the message (`--memory 64 is out of range: …`)."""
+    from bot.sizes import parse_resources
+
+    values, errors = parse_resources({"vcpus": vcpus, "memory": memory, "storage": storage, "timeout": timeout,
+                                      "retries": retries})
+    if errors:
+        name, message = next(iter(errors.items()))
+        raise UsageFailure(f"--{name} {message}")
+    return values
+
+
 def resource_options(func: F) -> F:
     options = [
         click.option("--pipeline", help="Pipeline to run (default: CYTO_DEFAULT_PIPELINE or cytometry)."),
         click.option("--vcpus", type=float, help="vCPUs per job (default 1)."),
-        click.option("--memory", "memory_mib", type=int, help="Memory per job in MiB (default 2048)."),
-        click.option("--storage", "storage_gib", type=int, help="Scratch storage per job in GiB (default 20)."),
-        click.option("--timeout", "timeout_s", type=int, help="Seconds before a job is stopped (default 3600)."),
+        click.option("--memory", metavar="SIZE", help="Memory per job: 4096 (MiB), 512M or 4G (default 2G)."),
+        click.option("--storage", metavar="SIZE", help="Scratch storage per job: 20 (GiB) or 1T (default 20G)."),
+        click.option("--timeout", metavar="DURATION",
+                     help="Time before a job is stopped: 3600 (s), 90m or 2h (default 1h)."),
         click.option("--retries", type=int, help="Automatic retries of a failed analysis (default 2)."),
         click.option("--param", "param_pairs", multiple=True, metavar="KEY=VALUE",
                      help="A pipeline parameter (repeatable); VALUE is JSON or a string."),
         click.option("--params", "params_json", metavar="JSON", help="Pipeline parameters as a JSON object."),
+        click.option("--params-file", type=click.Path(dir_okay=False),
+                     help="Pipeline parameters from a JSON or YAML file (--params and --param override it)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON (a stable shape, see README.md \"Scripting\") instead of text.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,8 +142,8 @@ def cli() -> None:
     """cyto-bot: run every analysis of a batch as its own job, and follow the run.
 
     Configuration comes from environment variables (CYTO_STORE, CYTO_EXECUTOR, CYTO_DB, ...);
-    with none set, the store is ./cyto-data, jobs run as local processes and runs are kept in
-    ./.cyto/runs.sqlite.
+    with none set, the store is ~/cyto-data, jobs run as local processes and runs are kept in the
+    user's state directory (`cyto doctor` prints where).
     """
 
 
@@ -130,46 +171,125 @@ def follow(cyto: Cyto, run_id: str, out: Any = None, interval: float = 0.5) -> R
         progress.close()
 
 
+def reconcile(cyto: Cyto) -> None:
+    """Bring the ledger up to date (one poll) before showing it; a failure to reach the executor
+    is a note, and the ledger is shown as it stands."""
+    try:
+        cyto.poll()
+    except (ExecutorError, StoreError) as exc:
+        click.echo(f"note: showing the run database as it stands; it could not be brought up to date: {exc}",
+                   err=True)
+
+
 def report(summary: RunSummary, cyto: Cyto | None = None) -> int:
     """Print the summary; for a finished run followed to its end, build its report and say where it is."""
     for line in summary_lines(summary):
         click.echo(line)
     if cyto is not None and summary.finished:
         _print_report(_build_report(cyto, summary.run.id))
+    return exit_code(summary)
+
+
+@cli.command()
+@click.argument("date", shell_complete=completion.complete_date)
+@click.argument("batch", shell_complete=completion.complete_batch)
+@resource_options
+@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (analyses, parameters, resources, estimated "
+              "job-hours) and submit nothing.")
+@click.option("--allow-concurrent", is_flag=True,
+              help="Start even while another run of the batch is unfinished; this run then writes to its own "
+                   "Output/DATE/BATCH.run-RUN/ folder.")
+@json_option
+@friendly_errors
+def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory: str | None,
+        storage: str | None, timeout: str | None, retries: int | None, param_pairs: tuple[str, ...],
+        params_json: str | None, params_file: str | None, wait: bool, dry_run: bool, allow_concurrent: bool,
+        as_json: bool) -> None:
+    """Submit one job per analysis of Input/DATE/BATCH/.
+
+    Refused (exit 2, nothing recorded) while another run of the batch is unfinished, unless
+    --allow-concurrent.
+
+    Example: cyto run 2018-12-05 batch-7 --pipeline wordcount --memory 4G --timeout 2h --wait
+    """
+    resources = checked_resources(vcpus, memory, storage, timeout, retries)
+    params = parse_params(param_pairs, params_json, params_file)
+    cyto = open_session()
+    plan = cyto.plan(date, batch, pipeline=pipeline, params=params, **resources)
+    if dry_run:
+        show_plan(cyto, plan, as_json)
+        return
+    started = cyto.engine.start_run(plan, requested_by=_whoami(), allow_concurrent=allow_concurrent)
+    if as_json and not wait:  # with --wait, the one JSON document is the final status
+        click.echo(json.dumps({"version": 1, "run_id": started.id, "analyses": len(plan.analyses),
+                               "output": cyto.engine.output_uri(started)}))
+    elif not as_json:
+        click.echo(f"run {started.id}: {len(plan.analyses)} analyses of {plan.ref.label} submitted "
+                   f"({plan.pipeline}, {plan.resources.vcpus:g} vCPU, {plan.resources.memory_mib} MiB)")
+        if started.outputs_scoped:
+            click.echo(f"another run of {plan.ref.label} is unfinished: this run writes to "
+                       f"{cyto.engine.output_uri(started)}")
+    if wait:
+        sys.exit(finish(cyto, follow(cyto, started.id, out=sys.stderr if as_json else None), as_json, followed=True))
+
+
+def finish(cyto: Cyto, summary: RunSummary, as_json: bool, followed: bool = False) -> int:
+    """Show a run's summary, as text or as the `status --json` shape; return the exit code. A run
+    followed to its end (--wait) also gets its report built, and the text says where it is."""
+    if not as_json:
+        return report(summary, cyto if followed else None)
+    from bot.json_views import status_view
+
+    click.echo(json.dumps(status_view(summary, cyto.jobs(summary.run.id)), indent=2))
+    return exit_code(summary)
+
+
+def exit_code(summary: RunSummary) -> int:
     return EXIT_OK if summary.count(JobState.FAILED) == 0 and summary.count(JobState.CANCELLED) == 0 \
         else EXIT_FAILED
 
 
-@cli.command()
-@click.argument("date")
-@click.argument("batch")
-@resource_options
-@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
-@friendly_errors
-def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory_mib: int | None,
-        storage_gib: int | None, timeout_s: int | None, retries: int | None, param_pairs: tuple[str, ...],
-        params_json: str | None, wait: bool) -> None:
-    """Submit one job per analysis of Input/DATE/BATCH/.
+def show_plan(cyto: Cyto, plan: Any, as_json: bool) -> None:
+    from bot import dry_run
+    from bot.sizes import format_duration, format_mib
 
-    Example: cyto run 2018-12-05 batch-7 --pipeline wordcount --memory 4096 --wait
-    """
-    cyto = open_session()
-    plan = cyto.plan(date, batch, pipeline=pipeline, vcpus=vcpus, memory_mib=memory_mib, storage_gib=storage_gib,
-                     timeout_s=timeout_s, retries=retries, params=parse_params(param_pairs, params_json))
-    started = cyto.engine.start_run(plan, requested_by=_whoami())
-    click.echo(f"run {started.id}: {len(plan.analyses)} analyses of {plan.ref.label} submitted "
-               f"({plan.pipeline}, {plan.resources.vcpus:g} vCPU, {plan.resources.memory_mib} MiB)")
-    if wait:
-        sys.exit(report(follow(cyto, started.id), cyto))
+    analyses = dry_run.analyses_with_params(cyto.store, plan)
+    history = [cyto.status(r.id) for r in cyto.runs(dry_run.HISTORY_RUNS) if r.pipeline == plan.pipeline]
+    guess = dry_run.estimate(plan, history)
+    if as_json:
+        click.echo(json.dumps(dry_run.plan_view(plan, analyses, guess), indent=2))
+        return
+    r = plan.resources
+    click.echo(f"dry run, nothing submitted: {len(analyses)} analyses of {plan.ref.label}, pipeline {plan.pipeline}")
+    click.echo(f"each job: {r.vcpus:g} vCPU, {format_mib(r.memory_mib)} memory, {r.storage_gib}G storage, "
+               f"timeout {format_duration(r.timeout_s)}, {r.retries} automatic retries")
+    for a in analyses:
+        note = "  (params.json)" if a.has_params_file else ""
+        click.echo(f"  {a.name}  {json.dumps(a.params, sort_keys=True)}{note}")
+    if guess.job_hours is None:
+        click.echo(f"estimate: no finished {plan.pipeline} job in the run database yet; at most "
+                   f"{guess.max_job_hours:.2f} job-hours if every job ran to its timeout")
+    else:
+        click.echo(f"estimate: {guess.jobs} jobs × {guess.median_job_s:.0f} s (median of {guess.history_jobs} "
+                   f"earlier {plan.pipeline} jobs) ≈ {guess.job_hours:.2f} job-hours, {guess.vcpu_hours:.2f} "
+                   f"vCPU-hours; at most {guess.max_job_hours:.2f} job-hours (the timeout)")
 
 
 @cli.command()
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
+@json_option
 @friendly_errors
-def runs(limit: int) -> None:
-    """List recent runs, newest first."""
+def runs(limit: int, as_json: bool) -> None:
+    """List recent runs, newest first (after bringing the run database up to date)."""
     cyto = open_session()
+    reconcile(cyto)
     found = cyto.runs(limit)
+    if as_json:
+        from bot.json_views import runs_view
+
+        click.echo(json.dumps(runs_view(cyto.status(r.id) for r in found), indent=2))
+        return
     if not found:
         click.echo("no runs yet: start one with `cyto run DATE BATCH` or try `cyto demo`")
         return
@@ -183,10 +303,11 @@ def runs(limit: int) -> None:
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+@json_option
 @friendly_errors
-def status(run_id: str, wait: bool) -> None:
+def status(run_id: str, wait: bool, as_json: bool) -> None:
     """Show a run's counts by state, durations and failure reasons (polls once first).
 
     After a crash or a restart, `cyto status RUN --wait` resumes following the run.
@@ -194,21 +315,27 @@ def status(run_id: str, wait: bool) -> None:
     cyto = open_session()
     cyto.engine.get_run(run_id)
     if wait:
-        sys.exit(report(follow(cyto, run_id), cyto))
-    cyto.poll()
-    sys.exit(report(cyto.status(run_id)))
+        sys.exit(finish(cyto, follow(cyto, run_id, out=sys.stderr if as_json else None), as_json, followed=True))
+    reconcile(cyto)
+    sys.exit(finish(cyto, cyto.status(run_id), as_json))
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.argument("analysis")
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
+@click.argument("analysis", shell_complete=completion.complete_analysis)
 @click.option("--tail", default=15, show_default=True, help="How many last lines to show.")
 @click.option("--attempt", type=int, help="Which attempt (default: the latest that ran).")
+@json_option
 @friendly_errors
-def logs(run_id: str, analysis: str, tail: int, attempt: int | None) -> None:
+def logs(run_id: str, analysis: str, tail: int, attempt: int | None, as_json: bool) -> None:
     """Show the part of an analysis's log worth reading: the first error and the last lines."""
     cyto = open_session()
     found = cyto.logs(run_id, analysis, attempt, tail=tail)
+    if as_json:
+        from bot.json_views import logs_view
+
+        click.echo(json.dumps(logs_view(run_id, found), indent=2))
+        return
     click.echo(f"{analysis}, attempt {found.attempt} (full log: {found.full_log})")
     if found.explanation:
         click.echo(found.explanation)
@@ -219,18 +346,25 @@ def logs(run_id: str, analysis: str, tail: int, attempt: int | None) -> None:
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.argument("analysis", required=False)
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
+@click.argument("analysis", required=False, shell_complete=completion.complete_analysis)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed analysis of the run.")
-@click.option("--memory", "memory_mib", type=int, help="Memory in MiB for the new attempt.")
+@click.option("--memory", metavar="SIZE", help="Memory for the new attempt: 4096 (MiB), 512M or 8G.")
+@click.option("--vcpus", type=float, help="vCPUs for the new attempt.")
+@click.option("--timeout", metavar="DURATION", help="Time limit for the new attempt: 3600 (s), 90m or 2h.")
 @click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
 @friendly_errors
-def retry(run_id: str, analysis: str | None, all_failed: bool, memory_mib: int | None, wait: bool) -> None:
-    """Retry one failed analysis of a run, or all failed ones with --failed."""
+def retry(run_id: str, analysis: str | None, all_failed: bool, memory: str | None, vcpus: float | None,
+          timeout: str | None, wait: bool) -> None:
+    """Retry one failed analysis of a run, or all failed ones with --failed.
+
+    Example: cyto retry 3fa2c1 A05 --timeout 2h --memory 8G
+    """
     if bool(analysis) == all_failed:
         raise UsageFailure("name one ANALYSIS to retry, or pass --failed to retry every failed analysis")
+    overrides = checked_resources(vcpus=vcpus, memory=memory, timeout=timeout)
     cyto = open_session()
-    retried = cyto.retry(run_id, analysis, by=_whoami(), memory_mib=memory_mib)
+    retried = cyto.retry(run_id, analysis, by=_whoami(), **overrides)
     if not retried:
         click.echo(f"run {run_id}: nothing to retry")
     else:
@@ -240,7 +374,7 @@ def retry(run_id: str, analysis: str | None, all_failed: bool, memory_mib: int |
 
 
 @cli.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
 @friendly_errors
 def cancel(run_id: str) -> None:
     """Cancel a run: queued jobs are dropped, running ones stopped."""
@@ -252,46 +386,147 @@ def cancel(run_id: str) -> None:
 
 
 @cli.command()
-@click.argument("date", required=False)
+@click.argument("date", required=False, shell_complete=completion.complete_date)
+@json_option
 @friendly_errors
-def batches(date: str | None) -> None:
+def batches(date: str | None, as_json: bool) -> None:
     """List the dates in the store, or the batches of DATE with their number of analyses."""
+    from bot import catalog, json_views
+    from bot.layout import BatchRef, parse_date
+
     cyto = open_session()
     cyto.store.check()
     if date is None:
-        dates = cyto.dates()
-        if not dates:
+        by_date = {d: cyto.batches(d) for d in cyto.dates()}
+        if as_json:
+            click.echo(json.dumps(json_views.dates_view(by_date), indent=2))
+            return
+        if not by_date:
             click.echo(f"{cyto.store.uri} has no Input/YYYY-MM-DD/ folders yet")
-        for d in dates:
-            names = cyto.batches(d)
+        for d, names in by_date.items():
             click.echo(f"{d}  {len(names)} batch{'es' if len(names) != 1 else ''}: {', '.join(names[:5])}"
                        f"{' …' if len(names) > 5 else ''}")
         return
-    from bot import catalog
-    from bot.layout import BatchRef, parse_date
-
-    names = cyto.batches(parse_date(date))
-    if not names:
+    date = parse_date(date)
+    counts = {name: sum(1 for _ in catalog.iter_analyses(cyto.store, BatchRef(date, name)))
+              for name in cyto.batches(date)}
+    if as_json:
+        click.echo(json.dumps(json_views.batches_view(date, counts), indent=2))
+        return
+    if not counts:
         click.echo(f"no batches on {date}")
-    for name in names:
-        count = sum(1 for _ in catalog.iter_analyses(cyto.store, BatchRef(date, name)))
+    for name, count in counts.items():
         click.echo(f"{name}  {count} analys{'es' if count != 1 else 'is'}")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
+@click.argument("analysis", required=False, shell_complete=completion.complete_analysis)
+@json_option
+@friendly_errors
+def outputs(run_id: str, analysis: str | None, as_json: bool) -> None:
+    """List what a run's analyses wrote under Output/ (or one ANALYSIS's files).
+
+    Example: cyto outputs 3fa2c1 A05 --json
+    """
+    from bot.outputs import list_outputs
+
+    cyto = open_session()
+    found = list_outputs(cyto.store, *_run_and_analyses(cyto, run_id, analysis))
+    if as_json:
+        click.echo(json.dumps({"version": 1, "run_id": run_id, "outputs": [
+            {"analysis": f.analysis, "path": f.relative, "size": f.size, "uri": f.uri} for f in found]}, indent=2))
+        return
+    if not found:
+        click.echo(f"run {run_id}: no outputs yet")
+    for f in found:
+        click.echo(f"{f.analysis}/{f.relative}  {_bytes(f.size)}  {f.uri}")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN", shell_complete=completion.complete_run)
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--analysis", "analyses", multiple=True, shell_complete=completion.complete_analysis,
+              help="Only this analysis (repeatable; default: every analysis of the run).")
+@friendly_errors
+def download(run_id: str, dest: str, analyses: tuple[str, ...]) -> None:
+    """Fetch a run's outputs into DEST/ANALYSIS/... (S3 through boto3's transfer manager).
+
+    Example: cyto download 3fa2c1 ./results --analysis A05
+    """
+    from pathlib import Path
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from bot.outputs import download as fetch
+    from bot.outputs import list_outputs
+
+    cyto = open_session()
+    ref, names = _run_and_analyses(cyto, run_id, None)
+    for name in analyses:
+        if name not in names:
+            raise UsageFailure(f"--analysis {name}: run {run_id} has no analysis {name!r}")
+    files = list_outputs(cyto.store, ref, list(analyses) or names)
+    if not files:
+        click.echo(f"run {run_id}: no outputs to download yet")
+        return
+    total = sum(f.size for f in files)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task(f"{len(files)} files", total=total)
+        written = fetch(cyto.store, files, Path(dest), lambda n: bar.advance(task, n))
+    click.echo(f"downloaded {len(written)} files ({_bytes(total)}) of run {run_id} to {Path(dest).resolve()}")
+
+
+def _run_and_analyses(cyto: Cyto, run_id: str, analysis: str | None) -> tuple[Any, list[str]]:
+    """The run's file layout (where its outputs are) and its analyses, or the one asked for."""
+    from bot.engine import run_layout
+
+    run_ = cyto.engine.get_run(run_id)
+    names = [j.analysis for j in cyto.jobs(run_id)]
+    if analysis is not None:
+        if analysis not in names:
+            raise UsageFailure(f"run {run_id} has no analysis {analysis!r} (it has {', '.join(names[:5])}"
+                               f"{' …' if len(names) > 5 else ''})")
+        names = [analysis]
+    return run_layout(run_), names
+
+
+def _bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:g} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size} B"
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @cli.command()
 @click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default="cytometry", show_default=True,
               help="The cytometry plate, or the word-count batch.")
 @click.option("--retries", default=1, show_default=True, help="Automatic retries of a failing analysis.")
+@click.option("--yes", "confirmed", is_flag=True, help="Write the demo batch even when the store is an S3 bucket.")
 @friendly_errors
-def demo(pipeline: str, retries: int) -> None:
+def demo(pipeline: str, retries: int, confirmed: bool) -> None:
     """Create a sample batch (one analysis fails on purpose), run it and show the result.
 
     The cytometry demo is a small plate of synthetic FCS files (debris, doublets, a spillover matrix,
     a drifting well, a gap in Time, a well with too few events, an unreadable file); it ends with the
-    QC verdicts and where the run report is.
+    QC verdicts and where the run report is. With an S3 store (the lab's bucket) it refuses unless
+    --yes: the demo would add a batch to it.
     """
     from bot.demo import CYTOMETRY_FAILING, FAILING_ANALYSIS, write_cytometry_batch, write_demo_batch
 
+    settings = Settings.from_env()
+    if settings.store.startswith("s3://") and not confirmed:
+        raise UsageFailure(f"the store is the bucket {settings.store}: the demo would write a batch to its Input/ and "
+                           "run it there; pass --yes to do that, or run it on a local folder "
+                           "(env -u CYTO_STORE -u CYTO_EXECUTOR cyto demo)")
     cyto = open_session()
     if pipeline == "cytometry":
         try:
@@ -355,7 +590,7 @@ def report_command(run_id: str, out_dir: str | None) -> None:
     Example: cyto report 3fa2c1 --out ./reports
     """
     cyto = open_session()
-    cyto.poll()
+    reconcile(cyto)
     summary = cyto.status(run_id)
     if not summary.finished:
         click.echo(f"run {run_id} is {summary.run.state.value.lower()}: the report shows it as it is now")
@@ -421,7 +656,7 @@ def split_fasta(fasta_file: str, chunks: int, date: str, batch_name: str) -> Non
 def merge(run_id: str) -> None:
     """Sum the k-mer tables of a finished fasta-kmers run into Output/DATE/BATCH/merged/."""
     from bot import fasta
-    from bot.layout import BatchRef
+    from bot.engine import run_layout
 
     cyto = open_session()
     cyto.poll()
@@ -433,7 +668,7 @@ def merge(run_id: str) -> None:
         missing = [j.analysis for j in cyto.db.jobs(run_id) if j.state != JobState.SUCCEEDED]
         raise UsageFailure(f"run {run_id} has {len(missing)} chunk(s) without a result "
                            f"({', '.join(missing[:5])}); retry them first")
-    ref = BatchRef(run_.date, run_.batch)
+    ref = run_layout(run_)
     analyses = [j.analysis for j in cyto.db.jobs(run_id)]
     if "merged" in analyses:
         raise UsageFailure(f"batch {ref.label} has an analysis named 'merged'; its output would be overwritten")

@@ -7,6 +7,7 @@ expects, and a rowcount of 0 means someone else acted first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bot.states import (
     ATTEMPT_TRANSITIONS,
@@ -121,12 +123,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE attempts ADD COLUMN failure_rule TEXT;
     ALTER TABLE attempts ADD COLUMN cancel_sent_at REAL;
     """,
+    # 4: a run started while another run of its batch was unfinished keeps its outputs apart.
+    """
+    ALTER TABLE runs ADD COLUMN outputs_scoped INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_batch ON runs(date, batch, state);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class DatabaseError(RuntimeError):
     """The run database cannot be used; the message names the file and the fix."""
+
+
+class BatchBusy(Exception):
+    """A run was refused because another run of the same batch is unfinished (`active`)."""
+
+    def __init__(self, active: Run) -> None:
+        super().__init__(f"run {active.id} of {active.label} is still active")
+        self.active = active
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,8 @@ class Run:
     slack_thread_ts: str | None
     version: int
     cancel_epoch: int = 0  # how many cancels the run has seen; a retry asked for before a cancel loses
+    # Started alongside another unfinished run of the batch: outputs go to Output/{date}/{batch}.run-{run}/.
+    outputs_scoped: bool = False
 
     @property
     def label(self) -> str:
@@ -195,6 +212,7 @@ def _run(row: Mapping[str, Any]) -> Run:
     d["params"] = json.loads(d["params"])
     d["resources"] = json.loads(d["resources"])
     d["state"] = RunState(d["state"])
+    d["outputs_scoped"] = bool(d["outputs_scoped"])
     return Run(**d)
 
 
@@ -223,6 +241,10 @@ def _job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
             _attempt({name: row[f"a_{name}"] for name in _ATTEMPT_FIELDS}))
 
 
+_ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('ACTIVE', 'CANCELLING')
+                      ORDER BY created_at DESC, id"""
+
+
 def sqlite_path(url: str) -> str:
     """Accept a plain path or an SQLAlchemy-style `sqlite:///path` URL."""
     if url.startswith("sqlite:///"):
@@ -232,28 +254,150 @@ def sqlite_path(url: str) -> str:
     return url
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+_REQUIRED_TABLES = ("runs", "jobs", "attempts")
+FileIdentity = tuple[int, int]  # (st_dev, st_ino): which file a path named when it was opened
+
+
 class RunDB:
+    """The run database. A file that exists must already be a cyto-bot ledger (it is never rebuilt
+    empty); a new one is created only when the file does not exist, complete or not at all. Every
+    connection checks that the path still names the file opened at start: a ledger deleted or
+    replaced under a running process stops its writes instead of splitting it in two."""
+
+    # Class-level defaults keep a RunDB built with __new__ (a test of the locked case) usable.
+    _identity: FileIdentity | None = None
+    _lost: DatabaseError | None = None
+
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._local = threading.local()
         if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._absolute = os.path.abspath(os.path.expanduser(self.path))  # a later chdir changes nothing
+            file = Path(self._absolute)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot create the folder of the run database {self.path}: "
+                                    f"{exc.strerror}; point CYTO_DB at a writable path") from exc
+            if not file.exists():
+                self._refuse_orphaned_log(file)
+                self._create(file)
+            self._check_header(file)
+            self._identity = self._current_identity()
         self._migrate()
+        try:  # only now that the file is known to be ours (a ledger keeps this setting)
+            self._conn().execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from exc
+
+    # -- opening, creating and recognising the file -------------------------------------------
+    def _file(self) -> str:
+        return getattr(self, "_absolute", None) or os.path.abspath(os.path.expanduser(self.path))
+
+    def _current_identity(self) -> FileIdentity | None:
+        try:
+            st = os.stat(self._file())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DatabaseError(f"cannot read the run database {self.path}: {exc.strerror} (CYTO_DB)") from exc
+        return (st.st_dev, st.st_ino)
+
+    def _create(self, file: Path) -> None:
+        """Build a new, fully migrated ledger beside `file` and link it into place, so that no
+        process ever sees a half-made database (and two starting at once agree on one file)."""
+        tmp = file.with_name(f".{file.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                for sql in MIGRATIONS:
+                    for statement in filter(str.strip, sql.split(";")):
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+                os.link(tmp, file)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot create the run database {self.path}: {exc}; "
+                                "point CYTO_DB at a writable path") from exc
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the run database {self.path}: {exc.strerror}; "
+                                "point CYTO_DB at a writable path") from exc
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+    def _refuse_orphaned_log(self, file: Path) -> None:
+        """A write-ahead log without its database is what is left of a ledger deleted or moved away.
+        SQLite would replay it into a new file of the same name; refuse instead."""
+        for suffix in ("-wal", "-journal"):
+            log = file.with_name(file.name + suffix)
+            if log.exists() and log.stat().st_size > 0:
+                raise DatabaseError(
+                    f"the run database {self.path} is missing but its {log.name} is still there: the "
+                    f"database was deleted or moved. Restore it beside {log.name}, or delete {log.name} "
+                    "(and any -shm file) to start a new ledger (CYTO_DB)")
+
+    def _check_header(self, file: Path) -> None:
+        try:
+            with open(file, "rb") as fh:
+                header = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise DatabaseError(f"cannot read the run database {self.path}: {exc.strerror} (CYTO_DB)") from exc
+        if not header:
+            raise DatabaseError(
+                f"{self.path} is an empty file, not a cyto-bot run database (a ledger whose data was lost?); "
+                "restore it from a backup, or delete it to start a new ledger (CYTO_DB)")
+        if header != SQLITE_HEADER:
+            raise DatabaseError(f"{self.path} is not a cyto-bot run database (not an SQLite file); "
+                                "point CYTO_DB at another file")
+
+    def _check_identity(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+        if self._identity is None:
+            return
+        now = self._current_identity()
+        if now == self._identity:
+            return
+        if now is None:
+            what = "was deleted while this process was using it"
+            fix = "restore the file from a backup, then restart cyto-bot"
+        else:
+            what = "was replaced by another file while this process was using it"
+            fix = "restart cyto-bot to use the new file, or put the old one back"
+        self._lost = DatabaseError(f"the run database {self.path} {what}; this process has stopped "
+                                   f"recording anything. {fix} (CYTO_DB)")
+        raise self._lost
 
     # -- connections and transactions ---------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        self._check_identity()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(os.path.expanduser(self.path), timeout=10, isolation_level=None,
-                                       check_same_thread=True)
+                if self.path == ":memory:":
+                    conn = sqlite3.connect(":memory:", isolation_level=None)
+                else:
+                    # mode=rw: a connection opened later never creates an empty file in place of a lost one.
+                    uri = f"file:{quote(self._file())}?mode=rw"
+                    conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None,
+                                           check_same_thread=True)
                 conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as exc:
+                self._check_identity()  # "unable to open" because the file is gone says so
                 raise self._explain(exc) from exc
             self._local.conn = conn
+            self._check_identity()  # the file opened is the one checked at start
         return conn
 
     def _explain(self, exc: sqlite3.Error) -> DatabaseError:
@@ -261,13 +405,28 @@ class RunDB:
         if "locked" in text or "busy" in text:
             return DatabaseError(f"the run database {self.path} is locked by another process; "
                                  "wait for it or stop it, then try again (CYTO_DB)")
-        if "not a database" in text or "malformed" in text:
+        if "not a database" in text:
             return DatabaseError(f"{self.path} is not a cyto-bot run database ({text}); "
                                  "point CYTO_DB at another file")
-        return DatabaseError(f"run database {self.path}: {text} (CYTO_DB)")
+        if "malformed" in text or "corrupt" in text:
+            return DatabaseError(f"the run database {self.path} is damaged ({text}); restore it from a "
+                                 "backup, or point CYTO_DB at another file")
+        if "readonly" in text or "read-only" in text:
+            return DatabaseError(f"the run database {self.path} is read-only ({text}); make the file "
+                                 "and its folder writable (CYTO_DB)")
+        if "disk" in text or "full" in text:
+            return DatabaseError(f"the run database {self.path} cannot be written ({text}); check the "
+                                 "disk and its free space (CYTO_DB)")
+        if "unable to open" in text:
+            return DatabaseError(f"cannot open the run database {self.path} ({text}); check that the "
+                                 "file and its folder exist and are readable (CYTO_DB)")
+        return DatabaseError(f"the run database {self.path} failed: {text}; if this repeats, the file "
+                             "may be damaged or not cyto-bot's (CYTO_DB)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Any sqlite3 error inside it (statement or commit) rolls it back
+        and is raised as a DatabaseError; errors the body catches itself stay its own."""
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -275,31 +434,45 @@ class RunDB:
             raise self._explain(exc) from exc
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
                 raise self._explain(exc) from exc
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise self._explain(exc) from exc
+        self._check_identity()  # a commit into a file deleted meanwhile is not kept: say so
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        conn = self._conn()
         try:
-            return self._conn().execute(sql, args).fetchall()
+            return conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise self._explain(exc) from exc
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if self.path == ":memory:" and not tables:
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                tables.add("schema_version")
+            if "schema_version" not in tables:
+                held = f"holds the tables {', '.join(sorted(tables)[:5])}" if tables else "has no tables"
+                raise DatabaseError(f"{self.path} is not a cyto-bot run database (it {held} and no "
+                                    "schema_version); point CYTO_DB at another file, or delete an empty one")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             current = row[0] if row else 0
             if current > SCHEMA_VERSION:
                 raise DatabaseError(
                     f"the run database {self.path} has schema version {current}, newer than this "
                     f"cyto-bot understands ({SCHEMA_VERSION}); upgrade cyto-bot or use another CYTO_DB")
+            if current and not tables.issuperset(_REQUIRED_TABLES):
+                missing = ", ".join(t for t in _REQUIRED_TABLES if t not in tables)
+                raise DatabaseError(f"the run database {self.path} is damaged (schema version {current} "
+                                    f"but no {missing} table); restore it from a backup (CYTO_DB)")
             for sql in MIGRATIONS[current:]:
                 for statement in filter(str.strip, sql.split(";")):
                     conn.execute(statement)
@@ -315,6 +488,15 @@ class RunDB:
 
     def runs(self, limit: int = 50) -> list[Run]:
         return [_run(r) for r in self._query("SELECT * FROM runs ORDER BY created_at DESC, id LIMIT ?", (limit,))]
+
+    def active_runs(self, date: str, batch: str) -> list[Run]:
+        """The unfinished (ACTIVE or CANCELLING) runs of a batch, newest first."""
+        return [_run(r) for r in self._query(_ACTIVE_RUNS_SQL, (date, batch))]
+
+    def active_run(self, date: str, batch: str) -> Run | None:
+        """The newest unfinished run of a batch, if any."""
+        rows = self._query(_ACTIVE_RUNS_SQL + " LIMIT 1", (date, batch))
+        return _run(rows[0]) if rows else None
 
     def unfinished_run_ids(self) -> list[str]:
         return [r[0] for r in self._query(
@@ -370,18 +552,22 @@ class RunDB:
                          (channel, thread_ts, run_id))
 
     def create_run(self, run: Run, analyses: Sequence[str], max_attempts: int,
-                   job_names: Sequence[str], now: float) -> bool:
+                   job_names: Sequence[str], now: float, *, allow_concurrent: bool = False) -> bool:
         """Record a run, one job per analysis and each job's first attempt (the intent to submit).
-        Returns False when the run id is taken."""
+        Returns False when the run id is taken. Raises BatchBusy when another run of the batch is
+        unfinished, unless `allow_concurrent`; then the new run's outputs are scoped to it."""
         with self.transaction() as conn:
+            active = conn.execute(_ACTIVE_RUNS_SQL + " LIMIT 1", (run.date, run.batch)).fetchone()
+            if active is not None and not allow_concurrent:
+                raise BatchBusy(_run(active))
             try:
                 conn.execute(
                     """INSERT INTO runs (id, date, batch, pipeline, params, resources, executor, store,
-                       requested_by, state, created_at, slack_channel, slack_thread_ts)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       requested_by, state, created_at, slack_channel, slack_thread_ts, outputs_scoped)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (run.id, run.date, run.batch, run.pipeline, json.dumps(run.params),
                      json.dumps(run.resources), run.executor, run.store, run.requested_by, run.state.value,
-                     run.created_at, run.slack_channel, run.slack_thread_ts))
+                     run.created_at, run.slack_channel, run.slack_thread_ts, int(active is not None)))
             except sqlite3.IntegrityError:
                 return False
             first_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
@@ -660,6 +846,12 @@ class RunDB:
 
 class _Refused(Exception):
     """Rolls a compare-and-set transaction back when one of its guards fails."""
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back after a failure; a connection too broken to roll back has nothing to keep."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
 
 
 @dataclass(frozen=True)

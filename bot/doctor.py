@@ -94,11 +94,26 @@ def check_slack(settings: Settings) -> list[Check]:
                             "to the workspace; then update SLACK_BOT_TOKEN if it changed"))
     else:
         checks.append(Check("Slack scopes", True, ", ".join(REQUIRED_SCOPES)))
-    if settings.slack_app_token and not settings.slack_app_token.startswith("xapp-"):
-        checks.append(Check("Slack app token", False, "SLACK_APP_TOKEN does not start with xapp-",
-                            "create an app-level token with the connections:write scope (Basic Information > "
-                            "App-Level Tokens) for Socket Mode and put it in SLACK_APP_TOKEN"))
+    checks.append(check_app_token(settings))
     return checks
+
+
+APP_TOKEN_FIX = ("create an app-level token with the connections:write scope (the app's Basic Information > "
+                 "App-Level Tokens) and export SLACK_APP_TOKEN=xapp-...; or serve over HTTP instead "
+                 "(cyto serve --http with SLACK_SIGNING_SECRET)")
+
+
+def check_app_token(settings: Settings) -> Check:
+    """Socket Mode (plain `cyto serve`) needs an app-level token; HTTP mode needs the signing secret."""
+    token = settings.slack_app_token
+    if token and token.startswith("xapp-"):
+        return Check("Slack app token", True, "set for Socket Mode (SLACK_APP_TOKEN)")
+    if token:
+        return Check("Slack app token", False, "SLACK_APP_TOKEN does not start with xapp-", APP_TOKEN_FIX)
+    if settings.slack_signing_secret:
+        return Check("Slack app token", True, "not set: `cyto serve --http` only (SLACK_SIGNING_SECRET is set)")
+    return Check("Slack app token", False, "neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET "
+                 "(HTTP) is set, so `cyto serve` cannot receive commands", APP_TOKEN_FIX)
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -108,18 +123,25 @@ def check_store(settings: Settings) -> list[Check]:
     from bot.store import StoreError, open_store
 
     where = "bucket" if settings.store.startswith("s3://") else "folder"
+    inside = _inside_layout(settings.store)
+    if inside:
+        return [Check(f"Store {where}", False, f"CYTO_STORE={settings.store} points inside the store's "
+                      f"{inside}/ folder; the store is the folder that holds Input/, Output/ and Logs/",
+                      f"export CYTO_STORE={_quote(_store_above(settings.store, inside))}")]
     if not settings.store.startswith("s3://"):
-        folder = settings.store.removeprefix("file://")
+        folder = os.path.expanduser(settings.store.removeprefix("file://"))
         if not os.path.isdir(folder):
             return [Check("Store folder", False, f"{folder} does not exist (CYTO_STORE)",
-                          f"create it (mkdir -p {folder}) and put batches under Input/YYYY-MM-DD/BATCH/ANALYSIS/, "
-                          "or run `cyto demo`")]
+                          f"mkdir -p {_quote(folder)}  (then put batches under Input/YYYY-MM-DD/BATCH/ANALYSIS/, "
+                          "or run `cyto demo`)")]
     try:
         store = open_store(settings.store)
         store.check()
     except StoreError as exc:
-        fix = ("create the deploy stack (deploy/README.md) and set CYTO_STORE to its Store output, and check "
-               "the AWS credentials and AWS_REGION" if where == "bucket" else "fix CYTO_STORE")
+        fix = ("aws cloudformation describe-stacks --stack-name cyto-bot --query "
+               "\"Stacks[0].Outputs[?OutputKey=='Store'].OutputValue\" --output text  (set CYTO_STORE to "
+               "the stack's Store output; see deploy/README.md)" if where == "bucket"
+               else "export CYTO_STORE=~/cyto-data  (or another folder)")
         return [Check(f"Store {where}", False, str(exc), fix)]
     checks = [Check(f"Store {where}", True, f"{store.uri} is reachable (CYTO_STORE)")]
     children = list(store.list_children("Input/"))
@@ -139,13 +161,53 @@ def check_store(settings: Settings) -> list[Check]:
     return checks
 
 
+_LAYOUT_FOLDERS = ("Input", "Output", "Logs")
+
+
+def _inside_layout(store: str) -> str | None:
+    """`Input` when CYTO_STORE names the store's Input/ folder (or one below it), else None."""
+    parts = [p for p in store.removeprefix("s3://").removeprefix("file://").split("/") if p]
+    for folder in _LAYOUT_FOLDERS:
+        if folder in parts[1 if store.startswith("s3://") else 0:]:
+            return folder
+    return None
+
+
+def _store_above(store: str, folder: str) -> str:
+    head = store.rstrip("/")
+    while head and head.rsplit("/", 1)[-1] != folder:
+        head = head.rsplit("/", 1)[0]
+    return head.rsplit("/", 1)[0] or "/"
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+# -- AWS ----------------------------------------------------------------------------------------------
+def uses_aws(settings: Settings) -> bool:
+    return settings.executor == "batch" or settings.store.startswith("s3://")
+
+
+def check_region() -> Check:
+    from bot import aws
+
+    region, source = aws.region()
+    if region is None:
+        return Check("AWS region", False, "no region in AWS_REGION, AWS_DEFAULT_REGION or the AWS profile",
+                     "export AWS_REGION=eu-west-1  (the region of the deploy stack)")
+    return Check("AWS region", True, f"{region} (from {source})")
+
+
 # -- Batch and CloudWatch Logs --------------------------------------------------------------------------
 def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]:
-    batch = client("batch")
     queue_name = settings.batch_job_queue or ""
     checks: list[Check] = []
 
     def queue() -> list[Check]:
+        batch = client("batch")
         found = batch.describe_job_queues(jobQueues=[queue_name]).get("jobQueues", [])
         if not found:
             return [Check("Batch job queue", False, f"{queue_name} does not exist (CYTO_BATCH_JOB_QUEUE)",
@@ -178,6 +240,7 @@ def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]
         return result
 
     def definition() -> Check:
+        batch = client("batch")
         ident = settings.batch_job_definition or ""
         query = ({"jobDefinitions": [ident]} if ":" in ident
                  else {"jobDefinitionName": ident, "status": "ACTIVE"})
@@ -212,7 +275,33 @@ def check_log_group(settings: Settings, client: Callable[[str], Any]) -> Check:
     return Check("Log group", True, f"{group} exists (CYTO_LOG_GROUP)")
 
 
-# -- local executor -----------------------------------------------------------------------------------
+# -- local executor ----------------------------------------------------------------------------------
+LOCAL_COMMAND_FIX = ("unset CYTO_LOCAL_COMMAND  (the default runs python -m container.entrypoint), or point it at "
+                     "a command that runs the job entrypoint; then `cyto doctor --no-slack` again")
+
+
+def check_local_jobs(settings: Settings) -> list[Check]:
+    from bot.executors import ExecutorError
+    from bot.executors.local import LocalExecutor
+    from bot.local_check import run_no_op_job
+
+    try:
+        LocalExecutor(settings.local_spool, 1)
+    except ExecutorError as exc:
+        elsewhere = _quote(os.path.expanduser("~/cyto-jobs"))
+        return [Check("Local job spool", False, str(exc),
+                      f"export CYTO_LOCAL_SPOOL={elsewhere}  (any folder you can write)")]
+    checks = [Check("Local job spool", True, f"{settings.local_spool} is writable (CYTO_LOCAL_SPOOL)")]
+    result = run_no_op_job(settings.local_command)
+    if result.ok:
+        checks.append(Check("Local jobs", True, f"a no-op job ran in {result.seconds:.1f} s ({result.command})"))
+    else:
+        checks.append(Check("Local jobs", False, f"a no-op job failed with `{result.command}`: {result.detail}",
+                            LOCAL_COMMAND_FIX))
+    return checks
+
+
+# -- the run database ----------------------------------------------------------------------------------
 def check_database(settings: Settings) -> Check:
     from bot.db import DatabaseError, RunDB, sqlite_path
 
@@ -227,8 +316,9 @@ def check_database(settings: Settings) -> Check:
             raise DatabaseError(f"{directory} is not writable")
         RunDB(settings.db).runs(1)
     except (DatabaseError, OSError) as exc:
-        return Check("Run database", False, f"{exc} (CYTO_DB)",
-                     "point CYTO_DB at a writable file path (its folder is created if missing)")
+        return Check("Run database", False, str(exc) if "CYTO_DB" in str(exc) else f"{exc} (CYTO_DB)",
+                     f"export CYTO_DB={_quote(os.path.expanduser('~/cyto-runs.sqlite'))}  (any writable file path; "
+                     "its folder is created if missing)")
     return Check("Run database", True, f"{path} is writable (CYTO_DB)")
 
 
@@ -242,16 +332,24 @@ def run_checks(settings: Settings, *, slack: bool = True,
         def client(service: str) -> Any:
             return aws.client(service, retry_mode="standard", max_attempts=2)
 
+    aws_fix = "check AWS_PROFILE, AWS_REGION and the credentials"
     checks: list[Check] = []
     if slack:
         checks += _guard("Slack token", "check SLACK_BOT_TOKEN and SLACK_API_URL", lambda: check_slack(settings))
+    if uses_aws(settings):
+        checks += _guard("AWS region", aws_fix, check_region)
     checks += _guard("Store", "check CYTO_STORE, AWS_REGION and the credentials", lambda: check_store(settings))
     if settings.executor == "batch":
         checks += check_batch(settings, client)
         checks += _guard("Log group", "check CYTO_LOG_GROUP, AWS_REGION and the credentials",
                          lambda: check_log_group(settings, client))
     checks += _guard("Run database", "check CYTO_DB", lambda: check_database(settings))
+    if settings.executor == "local":
+        checks += _guard("Local jobs", LOCAL_COMMAND_FIX, lambda: check_local_jobs(settings))
     return checks
+
+
+SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 
 
 def render(checks: Iterable[Check]) -> str:
@@ -259,16 +357,24 @@ def render(checks: Iterable[Check]) -> str:
 
 
 @click.command()
-@click.option("--no-slack", "skip_slack", is_flag=True, help="Skip the Slack checks (CLI-only use).")
+@click.option("--no-slack", "skip_slack", is_flag=True,
+              help="Skip the Slack checks (CLI-only use; implied when no SLACK_* token is set).")
 def doctor(skip_slack: bool) -> None:
-    """Check the configuration against the live services; exit 0 only when every check passes."""
+    """Check the configuration against the live services, one line per check.
+
+    Exit codes: 0 every check passed, 1 a service or set-up check failed, 2 the configuration
+    itself is invalid (an environment variable with a bad value).
+    """
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         click.echo(Check("Configuration", False, str(exc), "fix the environment variable named above").line())
-        sys.exit(1)
-    checks = run_checks(settings, slack=not skip_slack)
+        sys.exit(2)
+    slack = not skip_slack and any(os.environ.get(name, "").strip() for name in SLACK_VARIABLES)
+    checks = run_checks(settings, slack=slack)
     click.echo(render(checks))
+    if not slack and not skip_slack:
+        click.echo("(Slack not checked: no SLACK_* token is set; the CLI and notebooks need none)")
     failed = sum(not c.ok for c in checks)
     click.echo(f"\n{len(checks) - failed} of {len(checks)} checks passed" + ("" if failed else " — ready"))
     sys.exit(1 if failed else 0)

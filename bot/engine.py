@@ -22,14 +22,14 @@ from enum import StrEnum
 from typing import Any
 
 from bot import catalog, failure_policy
-from bot.db import Attempt, DatabaseError, Job, Run, RunDB, Transition
+from bot.db import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
 from bot.layout import BatchRef, LayoutError
 from bot.parameters import check_parameters
 from bot.states import ACTIVE, DISPLAY_ORDER, JobState, RunState, final_run_state
 from bot.store import ObjectNotFound, Store, StoreError
-from container.contract import JobEnvironment, attempt_log_name
+from container.contract import JobEnvironment
 from container.pipelines import ParameterError
 from container.pipelines import available as available_pipelines
 
@@ -38,6 +38,7 @@ SUBMIT_CHUNK = 100
 _GENERIC_REASON = re.compile(r"^(exit code -?\d+)?$")
 # A job the executor has never heard of this long after submission is reported lost.
 LOST_AFTER_S = 300.0
+_SKIPPED = "skipped: the run was cancelled"
 # Recording a submission is retried this many times (a locked database) before the claim is left for
 # the next pass, which looks the jobs up by name instead of submitting them again.
 RECORD_TRIES = 3
@@ -54,6 +55,21 @@ class NotFound(EngineError):
 
 class BadParameters(EngineError):
     """The pipeline's own parameter check refused the run's parameters or an analysis's params.json."""
+
+
+CONCURRENT_HINT = "cancel it or pass --allow-concurrent to run both, each writing its own Output folder"
+STOPPING_HINT = "wait for it to stop or pass --allow-concurrent to run both, each writing its own Output folder"
+
+
+class BatchInUse(EngineError):
+    """Another run of the batch is unfinished; a second one needs `allow_concurrent`."""
+
+    def __init__(self, active: Run, done: int, total: int, hint: str = CONCURRENT_HINT) -> None:
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(active.created_at))
+        super().__init__(
+            f"run {active.id} of {active.label} is still {active.state.value.lower()} (started by "
+            f"{active.requested_by} at {started}, {done}/{total} done); {hint}")
+        self.active, self.done, self.total, self.started = active, done, total, started
 
 
 class AlreadyRetried(EngineError):
@@ -155,6 +171,8 @@ class Engine:
         self._token_prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._live_tokens: set[str] = set()
         self._tokens_lock = threading.Lock()
+        # Runs this process has cancelled: its own submission passes stop submitting them at once.
+        self._cancelled_here: set[str] = set()
 
     # -- events -------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -192,8 +210,11 @@ class Engine:
                 raise EngineError(str(exc)) from exc
 
     def start_run(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None,
-                  slack_thread_ts: str | None = None, submit: bool = True) -> Run:
-        """Record the run and the intent to submit each analysis, then submit them."""
+                  slack_thread_ts: str | None = None, submit: bool = True, allow_concurrent: bool = False) -> Run:
+        """Record the run and the intent to submit each analysis, then submit them.
+
+        Refused (BatchInUse, nothing recorded) while another run of the batch is unfinished, unless
+        `allow_concurrent`: then this run writes to its own Output/{date}/{batch}.run-{run}/ folder."""
         now = self.clock()
         for _ in range(10):
             run = Run(id=new_run_id(), date=plan.ref.date, batch=plan.ref.batch, pipeline=plan.pipeline,
@@ -202,7 +223,12 @@ class Engine:
                       finished_at=None, cancel_requested_by=None, slack_channel=slack_channel,
                       slack_thread_ts=slack_thread_ts, version=0)
             names = [job_name(run.id, a, 1) for a in plan.analyses]
-            if self.db.create_run(run, plan.analyses, plan.resources.retries + 1, names, now):
+            try:
+                created = self.db.create_run(run, plan.analyses, plan.resources.retries + 1, names, now,
+                                             allow_concurrent=allow_concurrent)
+            except BatchBusy as busy:
+                raise self._in_use(busy.active) from None
+            if created:
                 break
         else:  # pragma: no cover - 10 collisions of 24 random bits
             raise EngineError("could not allocate a run id")
@@ -210,6 +236,22 @@ class Engine:
         if submit:
             self.submit_pending(run.id)
         return self.get_run(run.id)
+
+    def _in_use(self, active: Run, hint: str | None = None) -> BatchInUse:
+        if hint is None:
+            hint = STOPPING_HINT if active.state == RunState.CANCELLING else CONCURRENT_HINT
+        counts = self.db.counts(active.id)
+        done = sum(counts.get(s, 0) for s in JobState if s not in ACTIVE)
+        return BatchInUse(active, done, sum(counts.values()), hint)
+
+    def _refuse_shared_output(self, run: Run) -> None:
+        """A retry must not write an Output folder that another unfinished run is writing (a finished
+        run retried after a newer run of its batch started)."""
+        mine = run_layout(run).output_prefix
+        for other in self.db.active_runs(run.date, run.batch):
+            if other.id != run.id and run_layout(other).output_prefix == mine:
+                raise self._in_use(other, f"it writes the same Output folder as run {run.id}: retry after "
+                                          "it has finished, or cancel it")
 
     # -- submission ---------------------------------------------------------------------------
     def submit_pending(self, run_id: str) -> int:
@@ -250,6 +292,8 @@ class Engine:
     def _submit_one(self, run: Run, job: Job, before: Attempt) -> tuple[str | None, str | None]:
         """(executor job id, None), or (None, why it cannot be submitted). Never raises: one bad
         analysis must not stop its chunk-mates."""
+        if run.id in self._cancelled_here:
+            return None, _SKIPPED
         try:
             if before.claim_token is not None:
                 found = self.executor.find(before.job_name)
@@ -280,7 +324,9 @@ class Engine:
                 time.sleep(0.2)
         self._stop_lost(run_id, lost)
         for (job, _), (job_id, error) in zip(claimed, results, strict=True):
-            if job_id:
+            if error is _SKIPPED:
+                self.db.clear_claim(job.id, job.attempt, token)  # cancelled before it was submitted
+            if job_id or error is _SKIPPED:
                 continue
             reason = error or "could not submit"
             rule = "not retried automatically: the analysis cannot be submitted as it is"
@@ -361,12 +407,13 @@ class Engine:
         return stale
 
     def job_spec(self, run: Run, job: Job, attempt: Attempt) -> JobSpec:
-        ref = BatchRef(run.date, run.batch).analysis(job.analysis)
+        ref = run_layout(run).analysis(job.analysis)
         resources = Resources(**{**run.resources, **(attempt.resources or {})})
         env = JobEnvironment(
             run_id=run.id, attempt=attempt.attempt, date=run.date, batch=run.batch, analysis=job.analysis,
             pipeline=run.pipeline, input_uri=self.store.uri_for(ref.input_prefix),
-            output_uri=self.store.uri_for(ref.output_prefix), logs_uri=self.store.uri_for(ref.logs_prefix),
+            output_uri=self.store.uri_for(ref.output_prefix),
+            logs_uri=self.store.uri_for(ref.run_logs_prefix(run.id)),
             params=run.params, vcpus=resources.vcpus, memory_mib=resources.memory_mib)
         tags = {"cyto:run": run.id, "cyto:date": run.date, "cyto:batch": run.batch,
                 "cyto:analysis": job.analysis, "cyto:requested-by": run.requested_by}
@@ -444,6 +491,7 @@ class Engine:
             return []
         state = final_run_state(counts, run.state == RunState.CANCELLING)
         if self.db.finish_run(run_id, state, self.clock()):
+            self._cancelled_here.discard(run_id)
             return [Event(EventKind.RUN_FINISHED, run_id, state=state.value)]
         return []
 
@@ -461,13 +509,16 @@ class Engine:
 
     # -- people's requests --------------------------------------------------------------------
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
-              memory_mib: int | None = None, submit: bool = True) -> list[str]:
-        """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None.
+              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
+              submit: bool = True) -> list[str]:
+        """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None;
+        `memory_mib`, `vcpus` and `timeout_s` override the run's resources for the new attempts.
         Returns the analyses retried; an analysis someone else already retried is left out. A run
         being cancelled is never reopened; a retry after a cancel has finished is a new action."""
         run = self.get_run(run_id)
         if run.state == RunState.CANCELLING:
             raise EngineError(f"run {run_id} is being cancelled; wait for it to stop, then retry")
+        self._refuse_shared_output(run)
         if analysis is not None:
             job = self.db.job(run_id, analysis)
             if job is None:
@@ -479,10 +530,12 @@ class Engine:
             jobs = [job]
         else:
             jobs = self.db.jobs(run_id, [JobState.FAILED])
+        overrides = {k: v for k, v in (("memory_mib", memory_mib), ("vcpus", vcpus), ("timeout_s", timeout_s))
+                     if v is not None}
         resources = None
-        if memory_mib is not None:
-            validate_resources(Resources(**{**run.resources, "memory_mib": memory_mib}))
-            resources = {"memory_mib": memory_mib}
+        if overrides:
+            validate_resources(Resources(**{**run.resources, **overrides}))
+            resources = overrides
         retried = [job.analysis for job in jobs
                    if self.db.retry_job(job, job_name(run_id, job.analysis, job.attempt + 1), by, resources,
                                         self.clock(), run.cancel_epoch)]
@@ -502,6 +555,7 @@ class Engine:
         self.get_run(run_id)
         if not self.db.request_cancel(run_id, by, self.clock()):
             return False
+        self._cancelled_here.add(run_id)
         self._send_pending_cancels([run_id])
         self._publish([Event(EventKind.RUN_CANCELLING, run_id, by=by)])
         self._publish(self._finish_if_done(run_id))
@@ -528,6 +582,15 @@ class Engine:
         return RunSummary(run, {s: counts.get(s, 0) for s in DISPLAY_ORDER}, len(jobs), end - run.created_at,
                           durations, failures, dict(reasons))
 
+    def output_uri(self, run: Run, analysis: str | None = None) -> str:
+        """Where the run's outputs are: the batch's Output folder, or one analysis's."""
+        ref = run_layout(run)
+        return self.store.uri_for(ref.analysis(analysis).output_prefix if analysis else ref.output_prefix)
+
+    def log_uri(self, run: Run, analysis: str, attempt: int) -> str:
+        """Where the store keeps exactly this attempt's log."""
+        return self.store.uri_for(run_layout(run).analysis(analysis).attempt_log_key(run.id, attempt))
+
     def log_excerpt(self, run_id: str, analysis: str, attempt: int | None = None, *,
                     tail: int = 15, max_chars: int = 2500) -> LogExcerpt:
         """The lines worth reading from an attempt's log: from the executor's own log when it has
@@ -540,8 +603,7 @@ class Engine:
         record = self.db.attempt(job.id, number)
         if record is None:
             raise NotFound(f"{analysis} has no attempt {number}")
-        ref = BatchRef(run.date, run.batch).analysis(analysis)
-        log_key = ref.logs_prefix + attempt_log_name(number)
+        log_key = run_layout(run).analysis(analysis).attempt_log_key(run.id, number)
         text, source = None, None
         if record.executor_job_id:
             status = JobStatus(record.executor_job_id, record.state, record.reason, record.exit_code,
@@ -561,6 +623,11 @@ class Engine:
         explanation = explain(record, run.resources) if callable(explain) else None
         excerpt = select(text, tail=tail, max_chars=max_chars) if text else None
         return LogExcerpt(analysis, number, excerpt, source, self.store.uri_for(log_key), explanation)
+
+
+def run_layout(run: Run) -> BatchRef:
+    """Where a run's files live: its batch, with its own Output folder when it ran alongside another."""
+    return BatchRef(run.date, run.batch, run.id if run.outputs_scoped else None)
 
 
 def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: bool,
@@ -653,5 +720,5 @@ def with_overrides(resources: Resources, **overrides: Any) -> Resources:
     return replace(resources, **{k: v for k, v in overrides.items() if v is not None})
 
 
-__all__ = ["AlreadyRetried", "Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound", "Plan",
-           "RunSummary"]
+__all__ = ["AlreadyRetried", "BatchInUse", "Engine", "EngineError", "Event", "EventKind", "LayoutError", "NotFound",
+           "Plan", "RunSummary"]

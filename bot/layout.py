@@ -1,10 +1,15 @@
 """Storage layout rules: where a batch's inputs, outputs and logs live. Pure code, no I/O.
 
-    Input/{YYYY-MM-DD}/{batch}/{analysis}/...   what the lab drops in
-    Output/{YYYY-MM-DD}/{batch}/{analysis}/...  what a job writes
-    Logs/{YYYY-MM-DD}/{batch}/{analysis}/...    a copy of each attempt's log
-    Output/{YYYY-MM-DD}/{batch}/_runs/{run}/... what belongs to one run as a whole (its report, merged
-                                                tables); `_runs` is reserved, so no analysis is named so
+    Input/{YYYY-MM-DD}/{batch}/{analysis}/...                   what the lab drops in
+    Output/{YYYY-MM-DD}/{batch}/{analysis}/...                  what a job writes (one run's results, whole)
+    Output/{YYYY-MM-DD}/{batch}.run-{run}/{analysis}/...        ... of a run started alongside another
+    Logs/{YYYY-MM-DD}/{batch}/{analysis}/{run}/attempt-{N}.log  a copy of each attempt's log
+    Output/{YYYY-MM-DD}/{batch}/_runs/{run}/...                 one run's own results (report, merged tables);
+                                                                `_runs` is reserved: no analysis is named so
+
+Files belong to a run: logs are always run-scoped; outputs go to the batch's Output folder unless
+the run was started (with --allow-concurrent) while another run of the batch was unfinished, and
+then to its own `{batch}.run-{run}` folder, so two runs never write the same place.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from container.contract import attempt_log_name
 
 INPUT = "Input"
 OUTPUT = "Output"
@@ -78,6 +85,8 @@ def check_analysis_name(name: str) -> str:
 class BatchRef:
     date: str
     batch: str
+    # The run whose outputs are kept apart (a run started alongside another); None: the batch's own folder.
+    output_run: str | None = None
 
     def __post_init__(self) -> None:
         parse_date(self.date)
@@ -93,6 +102,8 @@ class BatchRef:
 
     @property
     def output_prefix(self) -> str:
+        if self.output_run is not None:
+            return f"{OUTPUT}/{self.date}/{self.batch}.run-{self.output_run}/"
         return f"{OUTPUT}/{self.date}/{self.batch}/"
 
     @property
@@ -123,6 +134,14 @@ class AnalysisRef:
     @property
     def logs_prefix(self) -> str:
         return f"{self.batch_ref.logs_prefix}{self.name}/"
+
+    def run_logs_prefix(self, run_id: str) -> str:
+        """Where one run's attempts of this analysis leave their logs."""
+        return f"{self.logs_prefix}{check_name(run_id, 'run id')}/"
+
+    def attempt_log_key(self, run_id: str, attempt: int) -> str:
+        """The key of one attempt's log: the only place `cyto logs`, excerpts and links look."""
+        return self.run_logs_prefix(run_id) + attempt_log_name(attempt)
 
 
 def nearest(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:

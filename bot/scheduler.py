@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.db import DatabaseError
+
 log = logging.getLogger(__name__)
 
 
@@ -16,12 +18,20 @@ class PollScheduler:
         self._poll = poll
         self.seconds = seconds
         self._scheduler = BackgroundScheduler(daemon=True)
+        self._last_database_error: str | None = None
 
     def _tick(self) -> None:
         try:
             self._poll()
+        except DatabaseError as exc:
+            # Said once, not at every tick: a ledger deleted or replaced under the process stays so.
+            if str(exc) != self._last_database_error:
+                log.error("poll failed: %s", exc)
+            self._last_database_error = str(exc)
         except Exception:  # a failed poll must not stop the next one
             log.exception("poll failed; retrying at the next tick")
+        else:
+            self._last_database_error = None
 
     def start(self) -> None:
         import datetime as dt

@@ -10,6 +10,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bot import paths
+
 
 class ConfigError(ValueError):
     pass
@@ -17,13 +19,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = "./cyto-data"
+    store: str = paths.DEFAULT_STORE
     executor: str = "local"
-    db: str = "./.cyto/runs.sqlite"
+    db: str = ""  # empty: under the user's state directory, per store and executor (bot/paths.py)
     poll_seconds: float = 10.0
-    local_spool: str = "./.cyto/local-jobs"
+    local_spool: str = ""  # empty: beside the default run database
     local_max_parallel: int | None = None
     local_command: tuple[str, ...] | None = None
+    local_keep_days: float = 30.0
     batch_job_queue: str | None = None
     batch_job_definition: str | None = None
     log_group: str = "/aws/batch/job"
@@ -36,6 +39,14 @@ class Settings:
     default_pipeline: str = "cytometry"
     max_memory_mib: int = 65_536  # the out-of-memory rule doubles memory up to this (bot/failure_policy.py)
 
+    def __post_init__(self) -> None:
+        if self.store == paths.DEFAULT_STORE:
+            object.__setattr__(self, "store", paths.default_store())
+        if not self.db:
+            object.__setattr__(self, "db", paths.default_db(self.store, self.executor))
+        if not self.local_spool:
+            object.__setattr__(self, "local_spool", paths.default_spool(self.store, self.executor))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -47,11 +58,13 @@ class Settings:
         settings = cls(
             store=get("CYTO_STORE", cls.store) or cls.store,
             executor=(get("CYTO_EXECUTOR", cls.executor) or cls.executor).lower(),
-            db=get("CYTO_DB", cls.db) or cls.db,
+            db=get("CYTO_DB", "") or "",
             poll_seconds=_number(get("CYTO_POLL_SECONDS"), "CYTO_POLL_SECONDS", cls.poll_seconds, 0.1, 3600),
-            local_spool=get("CYTO_LOCAL_SPOOL", cls.local_spool) or cls.local_spool,
+            local_spool=get("CYTO_LOCAL_SPOOL", "") or "",
             local_max_parallel=_int_or_none(get("CYTO_LOCAL_MAX_PARALLEL"), "CYTO_LOCAL_MAX_PARALLEL"),
             local_command=_command(get("CYTO_LOCAL_COMMAND"), "CYTO_LOCAL_COMMAND"),
+            local_keep_days=_number(get("CYTO_LOCAL_KEEP_DAYS"), "CYTO_LOCAL_KEEP_DAYS", cls.local_keep_days,
+                                    0.01, 36500),
             batch_job_queue=get("CYTO_BATCH_JOB_QUEUE"),
             batch_job_definition=get("CYTO_BATCH_JOB_DEFINITION"),
             log_group=get("CYTO_LOG_GROUP", cls.log_group) or cls.log_group,
@@ -80,8 +93,20 @@ class Settings:
             if not self.store.startswith("s3://"):
                 raise ConfigError(f"CYTO_EXECUTOR=batch needs CYTO_STORE=s3://bucket[/prefix], not {self.store!r}: "
                                   "Batch jobs cannot read a local folder")
+        scheme = self.store.partition(":")[0]
+        if ":" in self.store and len(scheme) > 1 and scheme.isalnum() and not self.store.startswith(("s3://", "file://")):
+            raise ConfigError(f"CYTO_STORE={self.store!r}: expected a folder or s3://bucket[/prefix]")
         if self.store.startswith("s3://") and not self.store[5:].split("/")[0]:
             raise ConfigError(f"CYTO_STORE={self.store!r}: expected s3://bucket[/prefix]")
+        from container.pipelines import available
+
+        if self.default_pipeline not in available():
+            import difflib
+
+            close = difflib.get_close_matches(self.default_pipeline, available(), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"CYTO_DEFAULT_PIPELINE={self.default_pipeline!r} is not a pipeline: {hint}"
+                              f"(choose one of: {', '.join(available())})")
         if self.slack_api_url and not self.slack_api_url.startswith(("http://", "https://")):
             raise ConfigError(f"SLACK_API_URL={self.slack_api_url!r}: expected an http(s) URL")
 

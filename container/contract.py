@@ -3,6 +3,11 @@
 Both executors (local process pool and AWS Batch) build a job's environment with
 `JobEnvironment.to_env()`, and the entrypoint reads it back with `JobEnvironment.from_env()`,
 so the two sides cannot disagree. container/README.md documents the same names.
+
+Files belong to a run: CYTO_OUTPUT_URI is the analysis's output folder, which the job replaces
+whole (its `result.json`, written last, names CYTO_RUN_ID and CYTO_ATTEMPT and lists every other
+file); CYTO_LOGS_URI is the run's own log folder for the analysis, in which the attempt's log is
+`attempt-{CYTO_ATTEMPT}.log`.
 """
 
 from __future__ import annotations
@@ -12,15 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-RUN_ID = "CYTO_RUN_ID"
+RUN_ID = "CYTO_RUN_ID"  # named in result.json and in the log folder (CYTO_LOGS_URI ends with it)
 ATTEMPT = "CYTO_ATTEMPT"
 DATE = "CYTO_DATE"
 BATCH = "CYTO_BATCH"
 ANALYSIS = "CYTO_ANALYSIS"
 PIPELINE = "CYTO_PIPELINE"
 INPUT_URI = "CYTO_INPUT_URI"
-OUTPUT_URI = "CYTO_OUTPUT_URI"
-LOGS_URI = "CYTO_LOGS_URI"
+OUTPUT_URI = "CYTO_OUTPUT_URI"  # the analysis's output folder: after the job, it holds exactly its files
+LOGS_URI = "CYTO_LOGS_URI"  # the run's log folder for the analysis: attempt-{N}.log goes in it
 PARAMS = "CYTO_PARAMS"
 VCPUS = "CYTO_VCPUS"
 MEMORY_MIB = "CYTO_MEMORY_MIB"

@@ -1,8 +1,9 @@
 """The job entrypoint: `python -m container.entrypoint`, run by every executor.
 
 It reads the environment-variable contract (container/contract.py), stages the analysis folder
-into `in/`, runs the pipeline into `out/`, writes `out/result.json`, uploads `out/` to
-CYTO_OUTPUT_URI (on failure too) and always uploads the attempt's log to CYTO_LOGS_URI.
+into `in/`, runs the pipeline into `out/`, writes `out/result.json`, makes CYTO_OUTPUT_URI hold
+exactly `out/` (on failure too; files an earlier run or attempt left there are removed, result.json
+is written last) and always uploads the attempt's log to CYTO_LOGS_URI.
 The last log line is the outcome; on failure it is `ERROR: <reason>`. See container/README.md.
 """
 
@@ -45,7 +46,7 @@ from container.pipelines import (
     UnknownPipeline,
     load,
 )
-from container.staging import StagingError, download_prefix, join_uri, upload_dir, upload_file
+from container.staging import StagingError, download_prefix, join_uri, replace_prefix, upload_file
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM'd process
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -304,13 +305,18 @@ class Job:
             self.outcome.fail(exc)
 
     def _upload_outputs(self, spec: JobEnvironment) -> None:
+        """Replace the output folder's content with this attempt's files, result.json last: what an
+        earlier run or attempt left there and this one did not write is removed."""
         try:
-            written = upload_dir(self.output_dir, spec.output_uri)
+            written, removed = replace_prefix(self.output_dir, spec.output_uri, RESULT_FILE)
         except Exception as exc:
             self.log.error("could not upload the outputs to %s: %s", spec.output_uri, exc)
             self.outcome.fail(exc)
             return
         self.log.info("uploaded %d file(s) to %s", len(written), spec.output_uri)
+        if removed:
+            shown = ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
+            self.log.info("removed %d file(s) an earlier run or attempt left there: %s", len(removed), shown)
 
     def _log_outcome(self) -> None:
         if self.outcome.error is None:

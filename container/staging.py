@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from container.atomic import create_beside
+
+S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 
 
 class StagingError(RuntimeError):
@@ -188,6 +191,93 @@ def upload_file(source: Path, uri: str) -> str:
     return uri
 
 
+def replace_prefix(source: Path, prefix_uri: str, last: str) -> tuple[list[str], list[str]]:
+    """Make the folder `prefix_uri` hold exactly the files under `source`; return (URIs written,
+    relative paths removed).
+
+    `last` (a file directly in `source`, e.g. result.json) is removed from the folder first and
+    uploaded last, so while the folder is being replaced it has no `last` and, once `last` is back,
+    everything beside it came from `source`: files an earlier run or attempt left are deleted.
+    """
+    delete_under(prefix_uri, [last])
+    files = {path.relative_to(source).as_posix(): path for path in _walk_files(source)}
+    written = [upload_file(path, join_uri(prefix_uri, relative))
+               for relative, path in files.items() if relative != last]
+    stale = [relative for relative in list_under(prefix_uri) if relative not in files]
+    delete_under(prefix_uri, stale)
+    if last in files:
+        written.append(upload_file(files[last], join_uri(prefix_uri, last)))
+    return written, stale
+
+
+def list_under(prefix_uri: str) -> list[str]:
+    """The files under the folder `prefix_uri`, as sorted paths relative to it ([] when it is absent)."""
+    location = parse_uri(prefix_uri)
+    if isinstance(location, S3Location):
+        prefix = location.folder_prefix
+        keys = _list_s3_keys(_s3_client(), prefix_uri, location.bucket, prefix)
+        return sorted(key[len(prefix):] for key in keys if not key.endswith("/"))
+    if not location.path.is_dir():
+        return []
+    return sorted(path.relative_to(location.path).as_posix() for path in _walk_files(location.path))
+
+
+def delete_under(prefix_uri: str, relatives: Sequence[str]) -> None:
+    """Delete these files (paths relative to the folder `prefix_uri`); a missing one is not an error."""
+    if not relatives:
+        return
+    location = parse_uri(prefix_uri)
+    if isinstance(location, S3Location):
+        _delete_s3(prefix_uri, location, relatives)
+        return
+    root = location.path
+    for relative in relatives:
+        target = _deletable(root, relative)
+        try:
+            target.unlink(missing_ok=True)
+            _remove_empty_parents(target.parent, root)
+        except OSError as exc:
+            raise StagingError(f"cannot remove {target}: {exc.strerror or exc}") from exc
+
+
+def _delete_s3(prefix_uri: str, location: S3Location, relatives: Sequence[str]) -> None:
+    client = _s3_client()
+    keys = [location.folder_prefix + relative for relative in relatives]
+    for start in range(0, len(keys), S3_DELETE_BATCH):
+        chunk = keys[start:start + S3_DELETE_BATCH]
+        with _s3_errors(prefix_uri):
+            response = client.delete_objects(Bucket=location.bucket, Delete={
+                "Objects": [{"Key": key} for key in chunk], "Quiet": True})
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StagingError(f"s3://{location.bucket}/{first.get('Key')}: could not delete "
+                               f"({first.get('Code')}: {first.get('Message')}); {len(errors)} object(s) left")
+
+
+def _deletable(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing a path that leaves `root`; the last part is not resolved, so a
+    symlink is removed itself, never what it points to."""
+    parts = relative.split("/")
+    target = root / relative
+    if relative.startswith("/") or ".." in parts or not relative.strip("/") or \
+            not target.parent.resolve().is_relative_to(root.resolve()):
+        raise StagingError(f"refusing to remove {relative!r}: it is outside {root}")
+    return target
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `root` while they are empty."""
+    root = root.resolve()
+    folder = folder.resolve()
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone): stop here
+        folder = folder.parent
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -205,7 +295,7 @@ def _copy_file(source: Path, target: Path) -> None:
     """Copy via a temporary file and a rename, so a reader never sees half a file."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        fd, tmp = create_beside(target)  # with the user's umask, unlike mkstemp
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)
@@ -222,7 +312,14 @@ def _s3_client() -> Any:
         import boto3
     except ImportError as exc:  # pragma: no cover - boto3 is in the job image
         raise StagingError("s3:// URIs need boto3, which is not installed") from exc
-    return boto3.client("s3")
+    # botocore reads AWS_DEFAULT_REGION and the profile, not AWS_REGION; honour it as the AWS CLI does.
+    region = (os.environ.get("AWS_REGION") or "").strip() or None
+    try:
+        return boto3.session.Session(region_name=region).client("s3")
+    except Exception as exc:
+        if not _is_boto_error(exc):
+            raise
+        raise StagingError(f"cannot make an S3 client (check AWS_PROFILE and AWS_REGION): {exc}") from exc
 
 
 @contextmanager

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.layout import LayoutError, parse_date
+from bot.sizes import SizeError, parse_duration_s, parse_memory_mib, parse_storage_gib
 
 USAGE = """\
 *`/cyto` commands*
-• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]` — run every analysis of a batch
+• `/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N] \
+[params='{"k": 4}']` — run every analysis of a batch
+• `/cyto run` — the same through a form (date, batch, pipeline, parameters, resources)
+   add `--allow-concurrent` to start it while another run of the batch is unfinished (it writes its own Output folder)
 • `/cyto status [RUN]` — progress of a run (the newest when RUN is left out)
 • `/cyto retry RUN [ANALYSIS]` — retry one failed analysis, or every failed one
 • `/cyto cancel RUN` — stop a run
@@ -18,8 +23,8 @@ USAGE = """\
 • `/cyto help` — this text
 Example: `/cyto run 2018-12-05 batch-7 pipeline=wordcount memory=4G`"""
 
-RUN_OPTIONS = ("pipeline", "vcpus", "memory", "retries")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
+RUN_OPTIONS = ("pipeline", "vcpus", "memory", "storage", "timeout", "retries", "params")
+RUN_FLAGS = ("--allow-concurrent",)
 
 
 class UsageError(ValueError):
@@ -39,6 +44,10 @@ class RunRequest:
     vcpus: float | None = None
     memory_mib: int | None = None
     retries: int | None = None
+    allow_concurrent: bool = False
+    storage_gib: int | None = None
+    timeout_s: int | None = None
+    params: dict[str, Any] | None = None  # pipeline parameters: params='{"k": 4}' or the form's field
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,13 @@ def parse(text: str) -> Request:
 
 
 def _parse_run(args: list[str]) -> RunRequest:
-    form = "/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=MiB|4G] [retries=N]"
+    form = ("/cyto run DATE BATCH [pipeline=NAME] [vcpus=N] [memory=4G] [storage=20G] [timeout=2h] [retries=N] "
+            "[params='{\"k\": 4}'] [--allow-concurrent]")
+    flags = {_flag(a) for a in args if _flag(a)}
+    for flag in flags:
+        if flag not in RUN_FLAGS:
+            raise UsageError(f"unknown flag `{flag}`; the only flag is {', '.join(RUN_FLAGS)}: `{form}`")
+    args = [a for a in args if not _flag(a)]
     positional = [a for a in args if "=" not in a]
     options = [a for a in args if "=" in a]
     if len(positional) < 2:
@@ -119,20 +134,47 @@ def _parse_run(args: list[str]) -> RunRequest:
         vcpus=_number(values["vcpus"], "vcpus") if "vcpus" in values else None,
         memory_mib=parse_memory(values["memory"]) if "memory" in values else None,
         retries=_whole(values["retries"], "retries") if "retries" in values else None,
+        storage_gib=_size(parse_storage_gib, values["storage"], "storage") if "storage" in values else None,
+        timeout_s=_size(parse_duration_s, values["timeout"], "timeout") if "timeout" in values else None,
+        params=_params(values["params"]) if "params" in values else None,
+        allow_concurrent="--allow-concurrent" in flags,
     )
 
 
+def _params(text: str) -> dict[str, Any]:
+    """A JSON object, or YAML's flow form of one (`{k: 4}`): quotes may not survive a Slack client."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"params `{text}` is not an object: write params='{{\"k\": 4}}' or params=\"{{k: 4}}\"")
+    return loaded
+
+
+def _size(parse: Callable[[str], int], text: str, name: str) -> int:
+    try:
+        return parse(text)
+    except SizeError as exc:
+        raise UsageError(f"{name} {exc}") from None
+
+
+def _flag(word: str) -> str | None:
+    """`--name` as written, or as a Slack client's autocorrect leaves it (`—name`); None otherwise."""
+    for dash in ("--", "\u2014", "\u2013"):
+        if word.startswith(dash) and "=" not in word and len(word) > len(dash):
+            return "--" + word[len(dash):].lower()
+    return None
+
+
 def parse_memory(text: str) -> int:
-    """`4096`, `4096MiB`, `512M` or `4G` (binary units) as MiB."""
-    match = _MEMORY.match(text.strip())
-    if not match:
-        raise UsageError(f"memory `{text}` is not a size: write MiB (4096) or with a unit (512M, 4G)")
-    amount = float(match.group(1))
-    unit = (match.group(2) or "m").lower()
-    mib = amount * 1024 if unit.startswith("g") else amount
-    if mib != int(mib) or mib < 1:
-        raise UsageError(f"memory `{text}` is not a whole number of MiB")
-    return int(mib)
+    """`4096`, `4096MiB`, `512M` or `4G` (binary units) as MiB, read as the CLI reads `--memory`."""
+    try:
+        return parse_memory_mib(text)
+    except SizeError as exc:
+        raise UsageError(f"memory {exc}") from None
 
 
 def _split(text: str) -> list[str]:

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import catalog
 from bot.db import DatabaseError
-from bot.engine import EngineError
+from bot.engine import BatchInUse, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.store import StoreError
@@ -45,9 +46,14 @@ Body = dict[str, Any]
 
 
 def register(app: App, bot: CytoBot) -> None:
+    from handlers import home, modal
+
     commands = Commands(bot)
     clicks = Clicks(bot)
+    commands.form = modal.RunForm(bot, commands.run, REFUSALS)
     app.command("/cyto")(ack=commands.ack, lazy=[commands.handle])
+    modal.register(app, commands.form)  # `/cyto run` alone: the run form (views.open, block_suggestion, …)
+    app.event("app_home_opened")(home.Home(bot).opened)
     app.action(re.compile(rf"^({render.RETRY}|{render.RETRY_MORE_MEMORY}):\d+$"))(
         ack=_ack_click, lazy=[clicks.retry_one])
     app.action(re.compile(rf"^{render.RETRY_LISTED}:\d+$"))(ack=_ack_click, lazy=[clicks.retry_listed])
@@ -68,6 +74,7 @@ def ephemeral(respond: Respond, message: SlackMessage | str) -> None:
 class Commands:
     def __init__(self, bot: CytoBot) -> None:
         self.bot = bot
+        self.form: Any = None  # handlers.modal.RunForm, set by `register`
 
     def _check(self, body: Body) -> tuple[Request | None, str | None]:
         """The parsed request, or the ephemeral answer that ends it here."""
@@ -82,7 +89,15 @@ class Commands:
             return None, refusal
         return request, None
 
-    def ack(self, ack: Ack, body: Body) -> None:
+    def ack(self, ack: Ack, body: Body, client: WebClient) -> None:
+        if self.form is not None and _wants_form(body):
+            refusal = self.bot.permissions.refusal(body.get("user_id"), body.get("channel_id"))
+            if refusal:
+                ack(text=refusal)
+                return
+            ack()
+            self.form.open(body, client)  # views.open within the trigger's 3 s
+            return
         request, answer = self._check(body)
         if answer is not None:
             ack(text=answer)
@@ -92,6 +107,8 @@ class Commands:
             ack()
 
     def handle(self, body: Body, respond: Respond) -> None:
+        if self.form is not None and _wants_form(body):
+            return  # the form opened in the ack
         request, _ = self._check(body)
         if request is None:
             return  # answered in the ack
@@ -108,9 +125,15 @@ class Commands:
     def run(self, request: RunRequest, user: str, channel: str, respond: Respond) -> None:
         bot = self.bot
         plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
-                             memory_mib=request.memory_mib, retries=request.retries)
+                             memory_mib=request.memory_mib, retries=request.retries, storage_gib=request.storage_gib,
+                             timeout_s=request.timeout_s, params=request.params)
         # Recorded but not submitted until the thread exists, so every message has a home.
-        run = bot.engine.start_run(plan, requested_by=user, submit=False)
+        try:
+            run = bot.engine.start_run(plan, requested_by=user, submit=False,
+                                       allow_concurrent=request.allow_concurrent)
+        except BatchInUse as exc:
+            ephemeral(respond, render.batch_in_use(exc.active, exc.done, exc.total, exc.started))
+            return
         try:
             posted = bot.client.chat_postMessage(channel=channel, **render.started_message(run, len(plan.analyses))
                                                  .payload())
@@ -257,6 +280,12 @@ class Clicks:
         if not cancelled:
             ephemeral(respond, f"Run `{run_id}` has already finished or is being cancelled.")
         self.bot.wake()
+
+
+def _wants_form(body: Body) -> bool:
+    from handlers.modal import wants_form
+
+    return wants_form(body.get("text")) and bool(body.get("trigger_id"))
 
 
 def _user(body: Body) -> str:

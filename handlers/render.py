@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.db import Run
-from bot.engine import RunSummary
+from bot.engine import RunSummary, run_layout
 from bot.states import DISPLAY_ORDER, JobState, RunState
 
 MAX_BLOCKS = 50
@@ -195,8 +195,12 @@ def root_message(summary: RunSummary) -> SlackMessage:
 def started_message(run: Run, total: int) -> SlackMessage:
     """The root message as first posted, before the run has a summary."""
     headline = f"{mention(run.requested_by)} started *{escape(run.label)}*: {total} analyses"
+    details = resources_line(run)
+    if run.outputs_scoped:
+        details += (f"\nAnother run of this batch is unfinished: this one writes its own "
+                    f"`{escape(run_layout(run).output_prefix)}`")
     return SlackMessage(headline, (
-        SectionBlock(block_id="headline", text=MarkdownTextObject(text=f"{headline}\n{resources_line(run)}")),
+        SectionBlock(block_id="headline", text=MarkdownTextObject(text=f"{headline}\n{details}")),
         SectionBlock(block_id="progress", text=MarkdownTextObject(
             text=f"{progress_bar(0, total)}\n⏳ {total} pending\n⏱ Submitting")),
     ))
@@ -334,6 +338,15 @@ def status_message(summary: RunSummary) -> SlackMessage:
         text = "Failure reasons:\n" + "\n".join(f"• {n} × {escape(r)}" for r, n in top)
         blocks.append(SectionBlock(block_id="reasons", text=MarkdownTextObject(text=text[:MAX_SECTION_CHARS])))
     return SlackMessage(root.text, tuple(blocks))
+
+
+def batch_in_use(active: Run, done: int, total: int, started: str) -> str:
+    """The answer to a `/cyto run` of a batch that another run is still working on."""
+    still = "being cancelled" if active.state == RunState.CANCELLING else "still running"
+    return (f"⚠️ Run `{active.id}` of *{escape(active.label)}* is {still} (started by "
+            f"{mention(active.requested_by)} at {started}, {done}/{total} done), so nothing was started. "
+            f"Cancel it (`/cyto cancel {active.id}`), or add `--allow-concurrent` to run both, each writing "
+            "its own Output folder.")
 
 
 def text_message(text: str) -> SlackMessage:

@@ -19,7 +19,6 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.db import Run
 from bot.engine import Engine, EngineError
-from bot.layout import BatchRef
 from bot.store import StoreError
 from handlers import render, results
 from handlers.render import FailureEntry, SlackMessage
@@ -71,7 +70,7 @@ class Reporter:
             if (run.state.is_finished and run.finished_at is not None and shown.done_alert_for != run.finished_at
                     and not self.state.unposted_failures(run_id)):
                 summary = self.engine.summary(run_id)
-                output = self.engine.store.uri_for(BatchRef(run.date, run.batch).output_prefix)
+                output = self.engine.output_uri(run)
                 done = results.prepare(self.engine, summary, output)  # the report, QC verdicts and link
                 ts = self._post(run, done.message)
                 self.state.set_done_alert(run_id, run.finished_at, ts)
@@ -114,9 +113,9 @@ class Reporter:
                 entry.analysis, entry.attempt, entry.reason, entry.exit_code, excerpt.full_log, True, text,
                 excerpt.explanation, memory, render.is_memory_death(entry.reason, entry.exit_code, text),
                 rule=rule)
-        ref = BatchRef(run.date, run.batch).analysis(entry.analysis)
         return FailureEntry(entry.analysis, entry.attempt, entry.reason, entry.exit_code,
-                            self.engine.store.uri_for(ref.logs_prefix), entry.detailed, None, None, memory,
+                            self.engine.log_uri(run, entry.analysis, entry.attempt), entry.detailed, None, None,
+                            memory,
                             render.is_memory_death(entry.reason, entry.exit_code, None), rule=rule)
 
     def _memory_of(self, run: Run, entry: FailureEntry) -> int | None:

@@ -90,8 +90,11 @@ def serve(use_http: bool, host: str, port: int) -> None:
     Example: `cyto serve --http --port 3000`
     """
     from bot.cli import UsageFailure
+    from bot.db import DatabaseError
+    from bot.executors import ExecutorError
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
+    from bot.store import StoreError
     from handlers.app import CytoBot, build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -106,11 +109,14 @@ def serve(use_http: bool, host: str, port: int) -> None:
     if missing:
         raise UsageFailure(f"set {' and '.join(missing)} (from the Slack app's settings; "
                                    "see handlers/README.md)")
-    bot = CytoBot.from_settings(settings)
+    try:
+        bot = CytoBot.from_settings(settings)
+        unfinished = bot.engine.db.unfinished_run_ids()
+    except (DatabaseError, StoreError, ExecutorError) as exc:
+        raise UsageFailure(str(exc)) from None
     app = build_app(bot, signing_secret=settings.slack_signing_secret)
     scheduler = PollScheduler(bot.poll_cycle, settings.poll_seconds)
     bot.wake = scheduler.poll_now
-    unfinished = bot.engine.db.unfinished_run_ids()
     log.info("resuming %d unfinished run(s); polling every %gs", len(unfinished), settings.poll_seconds)
     scheduler.start()  # its first tick runs at once: polls every unfinished run and catches Slack up
     socket_mode = None

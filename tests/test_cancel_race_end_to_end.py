@@ -4,7 +4,6 @@ chunk of 100 is being submitted must leave no job running at the local executor 
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Sequence
@@ -84,9 +83,9 @@ def test_local_executor_runs_nothing_after_a_cancel_during_submission(tmp_path: 
     engine.poll()
     assert engine.get_run(run_id).state == RunState.CANCELLED
     assert len(executor.submitted) >= 120
-    results = [json.loads((d / "result.json").read_text()) for d in spool.iterdir() if d.is_dir()]
-    assert len(results) == len(executor.submitted)
-    assert {r["state"] for r in results} == {"CANCELLED"}  # none started, none left queued
+    names = local.job_names()
+    assert len(names) == len(executor.submitted)
+    assert {s.state for s in local.describe(names).values()} == {JobState.CANCELLED}  # none started or queued
     assert {job.state for job in engine.db.jobs(run_id)} == {JobState.CANCELLED}
 
 

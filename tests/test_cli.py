@@ -68,7 +68,7 @@ def test_failures_give_exit_1_and_retry_needs_a_target(batch: dict[str, str]) ->
     (("run", "2018-12-05", ".."), "batch name '..' is not allowed"),
     (("run", "2018-12-05", "b8"), "no batch 'b8' on 2018-12-05; batches on that date: b7"),
     (("run", "2018-12-05", "b7", "--pipeline", "nope"), "unknown pipeline 'nope'"),
-    (("run", "2018-12-05", "b7", "--memory", "10"), "memory mib 10 is out of range"),
+    (("run", "2018-12-05", "b7", "--memory", "10"), "--memory 10 is out of range: 128M to 1024G"),
     (("run", "2018-12-05", "b7", "--param", "novalue"), "expected KEY=VALUE"),
     (("status", "zzzzzz"), "no run 'zzzzzz'"),
     (("batches", "yesterday"), "YYYY-MM-DD"),
@@ -119,8 +119,9 @@ def _cli_env(cyto_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CYTO_", "SLACK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CYTO_", "SLACK_", "XDG_"))}
     env["PYTHONPATH"] = str(ROOT)
+    env["HOME"] = str(tmp_path / "home")  # the defaults live under the user's home (bot/paths.py)
     # The console script that `pip install` made beside this interpreter, as a new user runs it.
     script = Path(sys.executable).with_name("cyto")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
@@ -132,7 +133,10 @@ def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
     report = next(line for line in result.stdout.splitlines() if line.startswith("  report: "))
     assert report.endswith("report.html") and Path(report.removeprefix("  report: ")).is_file()
     assert "ERROR: no FCS file could be analysed" in result.stdout
-    assert (tmp_path / ".cyto" / "runs.sqlite").exists()
+    assert (tmp_path / "home" / "cyto-data" / "Output").is_dir()
+    state = tmp_path / "home" / ".local" / "state" / "cyto-bot"
+    assert [p.name for p in state.glob("*/runs.sqlite")] == ["runs.sqlite"]
+    assert not (tmp_path / ".cyto").exists() and not (tmp_path / "cyto-data").exists()
 
     words = subprocess.run([*command, "demo", "--pipeline", "wordcount"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)

@@ -8,6 +8,7 @@ from container.cytometry.stats import (
     Measurer,
     median,
     median_rcv,
+    moments,
     percentile,
     quantiles,
     sorted_histogram,
@@ -102,3 +103,30 @@ def test_time_slices_group_as_searchsorted(order: str) -> None:
     which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, 9)  # the definition
     np.testing.assert_array_equal(ends, np.cumsum(np.bincount(which, minlength=10)))
     np.testing.assert_array_equal(grouped, v[np.argsort(which, kind="stable")])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000, 100_003])
+def test_moments_equal_numpy(n: int) -> None:
+    rng = np.random.default_rng(n + 1)
+    events = np.vstack(
+        [
+            rng.normal(80_000, 80, n),  # large mean, tiny spread: centring keeps the variance
+            rng.lognormal(7, 1.2, n),
+            rng.normal(100, 300, n),  # mostly compensated negatives
+        ]
+    ).astype(np.float32)
+    masks = [None, rng.random(n) < 0.3, np.zeros(n, dtype=bool), events[1] > 1000]
+    found = moments(events, [0, 1, 2], masks)
+    for mask, values in zip(masks, found, strict=True):
+        for j in range(3):
+            v = (events[j] if mask is None else events[j][mask]).astype(np.float64)
+            mean, gmean, cv = values[j]
+            if v.size == 0:
+                assert all(np.isnan(values[j]))
+                continue
+            assert mean == pytest.approx(v.mean(), rel=1e-12, abs=1e-9)
+            pos = v[v > 0]
+            want_g = float(np.exp(np.log(pos).mean())) if pos.size else np.nan
+            np.testing.assert_allclose(gmean, want_g, rtol=1e-10, equal_nan=True)
+            want_cv = 100 * v.std(ddof=1) / v.mean() if v.size >= 2 and v.mean() > 0 else np.nan
+            np.testing.assert_allclose(cv, want_cv, rtol=1e-8, equal_nan=True)

@@ -43,7 +43,7 @@ def test_start_records_and_submits_one_job_per_analysis(setup) -> None:
     env = spec.environment()
     assert env["CYTO_INPUT_URI"].endswith("/store/Input/2018-12-05/b7/A02/")
     assert env["CYTO_OUTPUT_URI"].endswith("/store/Output/2018-12-05/b7/A02/")
-    assert env["CYTO_LOGS_URI"].endswith("/store/Logs/2018-12-05/b7/A02/")
+    assert env["CYTO_LOGS_URI"].endswith(f"/store/Logs/2018-12-05/b7/A02/{run.id}/")
     assert env["CYTO_ATTEMPT"] == "1" and env["CYTO_PIPELINE"] == "wordcount"
     assert spec.tags["cyto:requested-by"] == "alice"
     assert events[0].kind == EventKind.RUN_STARTED

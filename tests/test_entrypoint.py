@@ -221,10 +221,10 @@ def test_unknown_pipeline_exits_2(store: LocalStore) -> None:
     assert json.loads(store.output("result.json").read_text())["status"] == "failed"
 
 
-def test_nothing_to_count_exits_1_with_the_reason_and_no_traceback(store: LocalStore) -> None:
+def test_nothing_to_count_is_bad_input_exit_2_with_the_reason_and_no_traceback(store: LocalStore) -> None:
     store.put("params.json", b"{}")
     job = run_job(store.env())
-    assert job.code == 1
+    assert job.code == 2  # an empty analysis folder would fail the same way again
     assert job.last_line == "ERROR: nothing to count: the analysis folder has no files"
     assert "Traceback" not in store.log()  # an expected failure says why in its ERROR line
 
@@ -422,3 +422,93 @@ def test_job_sees_thread_limits_from_its_vcpus(store: LocalStore, tmp_path: Path
     seen = json.loads(store.output("threads.json").read_text())
     assert seen["OPENBLAS_NUM_THREADS"] == "2" and seen["MKL_NUM_THREADS"] == "2"
     assert seen["OMP_NUM_THREADS"] == "3"
+
+
+def test_an_unreadable_fcs_file_is_bad_input_exit_2(store: LocalStore) -> None:
+    """Issue 12: a garbage FCS file failed with exit 1 and was retried twice; it is bad input."""
+    store.put("plate/A01.fcs", b"FCS3.0  this is not a real FCS file at all")
+    job = run_job({**store.env(), "CYTO_PIPELINE": "cytometry"})
+    assert job.code == 2
+    assert job.last_line.startswith("ERROR: no FCS file could be analysed (1 failed): plate/A01.fcs: ")
+    assert "Traceback" not in store.log()
+
+
+# -- the output folder holds one attempt's results, whole -----------------------------------------
+
+WRITES_PIPELINE = '''
+def run(ctx):
+    for name in ctx.params["write"]:
+        path = ctx.output_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    if ctx.params.get("fail"):
+        from container.pipelines import PipelineError
+        raise PipelineError("failed on purpose")
+    return {}
+'''
+
+RUN_WITH_WRITES = RUN_WITH_THREADS.replace('"threads"', '"writes"').replace("threads_pipeline", "writes_pipeline")
+
+
+def run_writes(tmp_path: Path, input_uri: str, output_uri: str, logs_uri: str, run_id: str, attempt: int,
+               params: dict[str, Any], extra_env: Mapping[str, str] | None = None) -> Finished:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "writes_pipeline.py").write_text(WRITES_PIPELINE)
+    spec = JobEnvironment(run_id=run_id, attempt=attempt, date=DATE, batch=BATCH, analysis=ANALYSIS,
+                          pipeline="writes", input_uri=input_uri, output_uri=output_uri, logs_uri=logs_uri,
+                          params=params)
+    env = {**base_env(), **spec.to_env(), **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join([str(plugins), env["PYTHONPATH"]])
+    done = subprocess.run([sys.executable, "-c", RUN_WITH_WRITES], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    return Finished(done.returncode, done.stdout, done.stderr)
+
+
+def test_a_retry_attempt_and_a_later_run_replace_the_output_folder_whole(store: LocalStore,
+                                                                          tmp_path: Path) -> None:
+    store.put("a.txt", b"a\n")
+    folder = store.root / "Output" / FOLDER
+    args = (tmp_path, store.uri("Input"), store.uri("Output"), store.uri("Logs"))
+
+    first = run_writes(*args, "run-a", 1, {"write": ["stats.csv", "plots/stale.png"], "fail": True})
+    assert first.code == 1, first.stdout + first.stderr
+    retry = run_writes(*args, "run-a", 2, {"write": ["stats.csv"]})
+    assert retry.code == 0, retry.stdout + retry.stderr
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["result.json", "stats.csv"]
+    result = json.loads((folder / "result.json").read_text())
+    assert (result["run_id"], result["attempt"], result["status"]) == ("run-a", 2, "succeeded")
+    assert [f["path"] for f in result["outputs"]] == ["stats.csv"]
+    assert "removed 1 file(s) an earlier run or attempt left there: plots/stale.png" in retry.stdout
+
+    later = run_writes(*args, "run-b", 1, {"write": ["qc.txt"], "fail": True})
+    assert later.code == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["qc.txt", "result.json"]
+    result = json.loads((folder / "result.json").read_text())
+    assert (result["run_id"], result["attempt"], result["status"]) == ("run-b", 1, "failed")
+    assert [f["path"] for f in result["outputs"]] == ["qc.txt"]
+
+
+def test_output_folder_replaced_whole_on_s3(moto_endpoint: str, tmp_path: Path) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="lab")
+    s3.put_object(Bucket="lab", Key=f"Input/{FOLDER}/a.txt", Body=b"a\n")
+    s3.put_object(Bucket="lab", Key=f"Output/{FOLDER}0/other.png", Body=b"another analysis")
+    args = (tmp_path, f"s3://lab/Input/{FOLDER}/", f"s3://lab/Output/{FOLDER}/", f"s3://lab/Logs/{FOLDER}/run-a/")
+    aws = {**FAKE_AWS, "AWS_ENDPOINT_URL": moto_endpoint}
+
+    assert run_writes(*args, "run-a", 1, {"write": ["stats.csv", "plots/stale.png"]}, aws).code == 0
+    second = run_writes(*args, "run-a", 2, {"write": ["stats.csv"]}, aws)
+    assert second.code == 0, second.stdout + second.stderr
+
+    listed = s3.list_objects_v2(Bucket="lab", Prefix="Output/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == [f"Output/{FOLDER}/result.json", f"Output/{FOLDER}/stats.csv",
+                                                f"Output/{FOLDER}0/other.png"]
+    result = json.loads(s3.get_object(Bucket="lab", Key=f"Output/{FOLDER}/result.json")["Body"].read())
+    assert (result["run_id"], result["attempt"]) == ("run-a", 2)
+    assert [f["path"] for f in result["outputs"]] == ["stats.csv"]
+    logs = s3.list_objects_v2(Bucket="lab", Prefix=f"Logs/{FOLDER}/run-a/")["Contents"]
+    assert sorted(o["Key"] for o in logs) == [f"Logs/{FOLDER}/run-a/attempt-{n}.log" for n in (1, 2)]

@@ -53,6 +53,17 @@ def test_prefixes_follow_the_layout() -> None:
         ref.analysis("../../Output")
 
 
+def test_files_belong_to_a_run() -> None:
+    a = BatchRef("2018-12-05", "batch-7").analysis("A01")
+    assert a.run_logs_prefix("3fa2c1") == "Logs/2018-12-05/batch-7/A01/3fa2c1/"
+    assert a.attempt_log_key("3fa2c1", 2) == "Logs/2018-12-05/batch-7/A01/3fa2c1/attempt-2.log"
+    scoped = BatchRef("2018-12-05", "batch-7", output_run="3fa2c1").analysis("A01")
+    assert scoped.output_prefix == "Output/2018-12-05/batch-7.run-3fa2c1/A01/"
+    assert (scoped.input_prefix, scoped.logs_prefix) == (a.input_prefix, a.logs_prefix)
+    with pytest.raises(LayoutError):
+        a.run_logs_prefix("../x")
+
+
 def test_nearest_dates_are_ordered_by_distance() -> None:
     assert nearest_dates("2018-12-05", ["2018-11-01", "2018-12-07", "2018-12-04", "bogus"]) == [
         "2018-12-04", "2018-12-07", "2018-11-01"]

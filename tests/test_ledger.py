@@ -444,3 +444,66 @@ def test_other_failures_follow_retries_and_say_so(tmp_path: Path) -> None:
     executor.set("A000", JobState.FAILED, exit_code=1)
     engine.poll()
     assert db.job(run.id, "A000").failure_rule == "automatic retries spent (1, --retries)"
+
+
+# -- two processes on one database -------------------------------------------------------------------
+
+SLOW_OR_FAILING_JOB = """
+import os, sys, time
+time.sleep(0.2)
+if os.environ["CYTO_ATTEMPT"] == "1" and int(os.environ["CYTO_ANALYSIS"][1:]) % 3 == 0:
+    print("ERROR: flaky", flush=True)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path: Path, cyto_env: dict[str, str],
+                                                                      trial: int) -> None:
+    import json
+    import os
+    import random
+    import subprocess
+    import sys
+
+    from bot.api import Cyto
+    from bot.executors.local import LocalExecutor
+
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "job.py"
+    script.write_text(SLOW_OR_FAILING_JOB)
+    env = {**cyto_env, "CYTO_LOCAL_COMMAND": f"{sys.executable} {script}", "CYTO_LOCAL_MAX_PARALLEL": "4"}
+    cyto = Cyto.from_env(env)
+    for i in range(24):
+        cyto.store.write_bytes(f"Input/{DATE}/{BATCH}/A{i:03d}/x.txt", b"x\n")
+    run = cyto.engine.start_run(cyto.plan(DATE, BATCH, pipeline="wordcount", retries=0), "alice", submit=False)
+    proc_env = {**os.environ, **env, "PYTHONPATH": str(root)}
+
+    def actor(action: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "tests.ledger_actor", action, run.id], env=proc_env,
+                                cwd=root, stdout=subprocess.PIPE, text=True)
+
+    pollers = [actor("poll"), actor("poll")]
+    time.sleep(random.Random(trial).uniform(0.3, 1.5))
+    others = [actor("retry-all"), actor("cancel")]
+    outputs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in [*others, *pollers]]
+    cancelled = next(o["result"] for o in outputs if o["action"] == "cancel")
+    for _ in range(200):
+        if cyto.engine.get_run(run.id).state.is_finished:
+            break
+        cyto.poll()
+        time.sleep(0.1)
+    final = cyto.engine.get_run(run.id)
+    assert final.state.is_finished, cyto.db.counts(run.id)
+    if cancelled:
+        assert final.state == RunState.CANCELLED, outputs
+    spool = Path(env["CYTO_LOCAL_SPOOL"])
+    local = LocalExecutor(spool, command=(sys.executable, "-c", "pass"))
+    job_dirs = set(local.job_names())
+    assert job_dirs, "the executor ran the run's jobs"
+    held = {a.executor_job_id for job in cyto.db.jobs(run.id) for a in cyto.db.attempts(job.id) if a.executor_job_id}
+    assert job_dirs <= held, "every job the executor has is one the ledger knows"
+    unfinished = [name for name, status in local.describe(sorted(job_dirs)).items()
+                  if not status.state.is_terminal]
+    assert unfinished == [], "no job left queued or running"

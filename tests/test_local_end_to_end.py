@@ -58,7 +58,7 @@ def test_batch_outputs_equal_wc_and_bad_input_is_reported_without_retries(cyto: 
         for name in files:
             assert counted[name] == gnu_wc(store_root / "Input" / DATE / BATCH / analysis / name), name
         assert (store_root / "Output" / DATE / BATCH / analysis / "result.json").exists()
-        assert (store_root / "Logs" / DATE / BATCH / analysis / "attempt-1.log").exists()
+        assert (store_root / "Logs" / DATE / BATCH / analysis / run.id / "attempt-1.log").exists()
 
     broken = cyto.db.job(run.id, "A05-broken")
     attempts = cyto.db.attempts(broken.id)
@@ -67,7 +67,7 @@ def test_batch_outputs_equal_wc_and_bad_input_is_reported_without_retries(cyto: 
     assert all(a.exit_code == 2 for a in attempts)
     assert "missing.txt" in broken.reason
     assert broken.failure_rule.startswith("bad input or parameters (exit code 2): not retried automatically")
-    assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / "attempt-1.log").exists()
+    assert (store_root / "Logs" / DATE / BATCH / "A05-broken" / run.id / "attempt-1.log").exists()
     excerpt = cyto.logs(run.id, "A05-broken")
     assert excerpt.attempt == 1
     assert excerpt.excerpt is not None and "missing.txt" in excerpt.excerpt.text.splitlines()[-1]
@@ -141,7 +141,7 @@ def test_a_job_whose_runner_was_killed_is_reported_lost_not_left_running(tmp_pat
                              command=[sys.executable, "-c", "import time; time.sleep(60)"])
     job = executor.submit(spec("victim"))
     wait_for(executor, job, {JobState.RUNNING})
-    claim = _json.loads((tmp_path / "spool" / job / "claimed.json").read_text())
+    claim = _json.loads((tmp_path / "spool" / "jobs" / job / "claimed.json").read_text())
     os.killpg(os.getpgid(claim["pid"]), signal.SIGKILL)  # the runner and its job, as a reboot would
     deadline = time.time() + 10
     while time.time() < deadline:

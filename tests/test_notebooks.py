@@ -112,7 +112,8 @@ def test_watch_notebook_follows_a_run_to_the_end(
         env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cyto = Cyto(Settings.from_env(env))
     older = cyto.engine.start_run(cyto.plan(DATE, "batch-7", pipeline="wordcount"), "test", submit=False)
-    cyto.engine.start_run(cyto.plan(DATE, "batch-7", pipeline="wordcount"), "test", submit=False)  # the newest
+    cyto.engine.start_run(cyto.plan(DATE, "batch-7", pipeline="wordcount"), "test", submit=False,
+                          allow_concurrent=True)  # the newest
 
     nb, values = execute("watch", tmp_path, monkeypatch, CYTO_NOTEBOOK_RUN=older.id, CYTO_NOTEBOOK_WAIT="1")
 

@@ -14,7 +14,9 @@ from container.staging import (
     StagingError,
     download_prefix,
     join_uri,
+    list_under,
     parse_uri,
+    replace_prefix,
     safe_target,
     upload,
     upload_dir,
@@ -139,6 +141,40 @@ def test_local_upload_dir_and_file(tmp_path: Path) -> None:
     }
 
 
+def test_local_replace_prefix_leaves_exactly_the_new_files(tmp_path: Path) -> None:
+    store = tmp_path / "lab store"
+    earlier = {"result.json": b'{"run_id": "old"}', "stats.csv": b"old", "plots/stale.png": b"png",
+               "plots/deep/er.png": b"png", ".stats.csv.tmp": b"half a copy"}
+    for name, data in earlier.items():
+        write(store / "Output/A1" / name, data)
+    write(store / "Output/A10/keep.png", b"another analysis")
+    out = tmp_path / "out"
+    write(out / "stats.csv", b"new")
+    write(out / "plots/p.png", b"new png")
+    write(out / "result.json", b'{"run_id": "new"}')
+    prefix = (store / "Output" / "A1").as_uri() + "/"
+
+    written, removed = replace_prefix(out, prefix, "result.json")
+
+    assert written[-1] == prefix + "result.json", "result.json is written last"
+    assert sorted(removed) == [".stats.csv.tmp", "plots/deep/er.png", "plots/stale.png"]
+    assert tree(store) == {"Output/A1/stats.csv": b"new", "Output/A1/plots/p.png": b"new png",
+                           "Output/A1/result.json": b'{"run_id": "new"}', "Output/A10/keep.png": b"another analysis"}
+    assert not (store / "Output/A1/plots/deep").exists(), "emptied folders are removed"
+    assert list_under(prefix) == ["plots/p.png", "result.json", "stats.csv"]
+
+
+def test_local_replace_prefix_into_a_new_folder_and_removing_a_symlink_not_its_target(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write(out / "result.json", b"{}")
+    assert replace_prefix(out, str(tmp_path / "store/Output/A1"), "result.json") == (
+        [str(tmp_path / "store/Output/A1") + "/result.json"], [])
+    precious = write(tmp_path / "elsewhere/precious.txt", b"keep")
+    (tmp_path / "store/Output/A1/link.txt").symlink_to(precious)
+    _, removed = replace_prefix(out, str(tmp_path / "store/Output/A1"), "result.json")
+    assert removed == ["link.txt"] and precious.read_bytes() == b"keep"
+
+
 # -- S3 (moto, in process) ----------------------------------------------------------------------
 
 
@@ -237,3 +273,30 @@ def test_s3_upload_needs_an_object_key(s3: Any, tmp_path: Path) -> None:
     log = write(tmp_path / "job.log", b"line\n")
     with pytest.raises(StagingError, match="names a folder"):
         upload_file(log, f"s3://{BUCKET}/Logs/A1/")
+
+
+def test_s3_replace_prefix_deletes_what_an_earlier_run_left_in_batches(s3: Any, tmp_path: Path) -> None:
+    put(s3, "Output/A1/result.json", b'{"run_id": "old"}')
+    put(s3, "Output/A1/stats.csv", b"old")
+    for i in range(1003):  # more than one DeleteObjects call (at most 1,000 keys each)
+        put(s3, f"Output/A1/plots/p{i:04d}.png", b"png")
+    put(s3, "Output/A10/keep.png", b"another analysis")
+    put(s3, "Logs/A1/r1/attempt-1.log", b"log")
+    out = tmp_path / "out"
+    write(out / "stats.csv", b"new")
+    write(out / "result.json", b'{"run_id": "new"}')
+
+    written, removed = replace_prefix(out, f"s3://{BUCKET}/Output/A1", "result.json")
+
+    assert written == [f"s3://{BUCKET}/Output/A1/stats.csv", f"s3://{BUCKET}/Output/A1/result.json"]
+    assert len(removed) == 1003
+    assert keys(s3) == {"Output/A1/stats.csv": b"new", "Output/A1/result.json": b'{"run_id": "new"}',
+                        "Output/A10/keep.png": b"another analysis", "Logs/A1/r1/attempt-1.log": b"log"}
+    assert list_under(f"s3://{BUCKET}/Output/A1/") == ["result.json", "stats.csv"]
+    assert list_under(f"s3://{BUCKET}/Output/none/") == []
+
+
+def test_s3_replace_prefix_in_a_missing_bucket_names_it(s3: Any, tmp_path: Path) -> None:
+    write(tmp_path / "out" / "result.json", b"{}")
+    with pytest.raises(StagingError, match="does not exist"):
+        replace_prefix(tmp_path / "out", "s3://no-such-bucket/Output/A1/", "result.json")

@@ -1,29 +1,41 @@
-"""Runs one local job to completion: `python -m bot.executors.local_runner JOB_DIR`.
+"""Runs one local job to completion: `python -m bot.executors.local_runner SPOOL/jobs/NAME`.
 
 The local executor starts one runner per job in its own session, so a job outlives the process
 that submitted it (a killed CLI or bot does not kill its jobs). The runner claims the job with an
-exclusive create, so a job directory is executed at most once however often it is launched, and it
-records the outcome in result.json, which is the executor's only source of truth for a finished job.
+exclusive create, so a job is executed at most once however often it is launched. The job runs in
+its own process group and is killed when its runner dies, so a lost attempt never keeps writing
+beside its retry. The outcome goes to `done/NAME.json`, the executor's only source of truth for a
+finished job, and the job's folder is removed: the spool's `jobs/` holds live jobs only.
+
+The spool (see bot/executors/local.py):
+    jobs/NAME/      spec.json, launched.json, claimed.json, process.json, cancel   (live jobs only)
+    queue/SEQ-NAME  a job waiting for a free slot (SEQ orders the queue)
+    done/NAME.json  a finished job's result
+    logs/NAME.log   a job's output, live or finished
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SPEC = "spec.json"
 CLAIM = "claimed.json"
-RESULT = "result.json"
-OUTPUT = "output.log"
+PROCESS = "process.json"  # the job's pid, which is also its process group id
 CANCEL = "cancel"
+JOBS, QUEUE, DONE, LOGS = "jobs", "queue", "done", "logs"
 KILL_GRACE_S = 10.0
+LOST_REASON = "the job's process disappeared (killed, or the machine restarted)"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -32,14 +44,69 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def spool_of(job_dir: Path) -> Path:
+    return job_dir.parent.parent
+
+
+def result_path(spool: Path, name: str) -> Path:
+    return spool / DONE / f"{name}.json"
+
+
+def log_path(spool: Path, name: str) -> Path:
+    return spool / LOGS / f"{name}.log"
+
+
+def finish(job_dir: Path, result: dict[str, Any]) -> None:
+    """Record a job's result and remove its live folder (and queue marker, if it never started)."""
+    spool, name = spool_of(job_dir), job_dir.name
+    write_json_atomic(result_path(spool, name), result)
+    spec = read_json(job_dir / SPEC)
+    if spec and spec.get("queue_marker"):
+        (spool / QUEUE / spec["queue_marker"]).unlink(missing_ok=True)
+    shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        # A claim file is created empty and filled an instant later; treat it as not there yet.
+        return None
+
+
 def claim(job_dir: Path) -> bool:
     try:
         fd = os.open(job_dir / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):  # another runner has it, or it finished meanwhile
         return False
     with os.fdopen(fd, "w") as fh:
         json.dump({"pid": os.getpid(), "started_at": time.time()}, fh)
     return True
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the job receive SIGKILL when its runner dies (Linux prctl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before the line above took effect
+            os._exit(137)
+
+    return preexec
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def run_jobs(job_dir: Path | None) -> int:
@@ -47,30 +114,42 @@ def run_jobs(job_dir: Path | None) -> int:
     # A cancel is the job's `cancel` file; SIGTERM only wakes the runner up to look at it, so a signal
     # meant for a job that finished an instant ago cannot stop the next one.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    spool, keep_days = spool_of(job_dir) if job_dir else None, None
     while job_dir is not None:
         spec = run(job_dir)
+        if spec is not None:
+            keep_days = spec.get("keep_days", keep_days)
         job_dir = start_next(job_dir, spec) if spec is not None else None
+    if spool is not None and keep_days is not None:  # out of work: tidy the history, off the hot path
+        from bot.executors.local import prune_finished
+
+        prune_finished(spool, float(keep_days))
     return 0
 
 
 def run(job_dir: Path) -> dict[str, Any] | None:
     """Run one job to its result; returns its spec, or None when another runner has it."""
-    if (job_dir / RESULT).exists() or not claim(job_dir):
+    spool = spool_of(job_dir)
+    if result_path(spool, job_dir.name).exists() or not claim(job_dir):
         return None
-    spec = json.loads((job_dir / SPEC).read_text())
-    started = json.loads((job_dir / CLAIM).read_text())["started_at"]
+    spec = read_json(job_dir / SPEC)
+    claimed = read_json(job_dir / CLAIM)
+    if spec is None or claimed is None:
+        return None  # cancelled and tidied away between the launch and the claim
+    started = claimed["started_at"]
     stop_reason: list[str] = []
     env = {**os.environ, **spec["env"]}
-    with open(job_dir / OUTPUT, "ab", buffering=0) as log:
+    with open(log_path(spool, job_dir.name), "ab", buffering=0) as log:
         try:
             proc = subprocess.Popen(spec["argv"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or None)
+                                    stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or None,
+                                    process_group=0, preexec_fn=_die_with_parent())
         except OSError as exc:
             log.write(f"cannot start the job: {exc}\n".encode())
-            write_json_atomic(job_dir / RESULT, {"state": "FAILED", "exit_code": None, "started_at": started,
-                                                 "stopped_at": time.time(),
-                                                 "reason": f"cannot start the job: {exc}"})
+            finish(job_dir, {"state": "FAILED", "exit_code": None, "started_at": started,
+                             "stopped_at": time.time(), "reason": f"cannot start the job: {exc}"})
             return spec
+        write_json_atomic(job_dir / PROCESS, {"pid": proc.pid})
         deadline = started + float(spec["timeout_s"])
         while proc.poll() is None:
             if (job_dir / CANCEL).exists():
@@ -82,12 +161,13 @@ def run(job_dir: Path) -> dict[str, Any] | None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.2)
         if proc.poll() is None:
-            proc.terminate()
+            kill_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=KILL_GRACE_S)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
+        kill_group(proc.pid, signal.SIGKILL)  # anything the job left behind in its group
     code = proc.returncode
     if stop_reason and stop_reason[0] == "cancelled":
         state, reason = "CANCELLED", "cancelled"
@@ -99,8 +179,8 @@ def run(job_dir: Path) -> dict[str, Any] | None:
         state, reason = "FAILED", f"killed by signal {signal.Signals(-code).name}"
     else:
         state, reason = "FAILED", f"exit code {code}"
-    write_json_atomic(job_dir / RESULT, {"state": state, "exit_code": code, "reason": reason,
-                                         "started_at": started, "stopped_at": time.time()})
+    finish(job_dir, {"state": state, "exit_code": code, "reason": reason,
+                     "started_at": started, "stopped_at": time.time()})
     return spec
 
 
@@ -109,7 +189,7 @@ def start_next(job_dir: Path, spec: dict[str, Any]) -> Path | None:
     instead of at the engine's next poll."""
     from bot.executors.local import LocalExecutor
 
-    return LocalExecutor(job_dir.parent, spec.get("max_parallel"), command=spec["argv"]).pump(take_one=True)
+    return LocalExecutor(spool_of(job_dir), spec.get("max_parallel"), command=spec["argv"]).pump(take_one=True)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from bot.store import ObjectInfo, ObjectNotFound, StoreError
+from container.atomic import create_beside
 
 
 class LocalStore:
@@ -57,7 +57,7 @@ class LocalStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        fd, tmp = create_beside(path)  # with the user's umask, unlike mkstemp
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

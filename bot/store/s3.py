@@ -56,6 +56,14 @@ class S3Store:
                 self._client = aws.client("s3", retry_mode="standard", max_pool_connections=32)
         return self._client
 
+    def object_key(self, key: str) -> str:
+        """The bucket's key for a store key (the store's prefix in front)."""
+        return self._key(key)
+
+    def errors(self, uri: str) -> Any:
+        """A context that turns boto3 failures on `uri` into one-line StoreErrors."""
+        return self._errors(uri)
+
     def _key(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise StoreError(f"key {key!r} points outside the store")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import fcs, gating, qc, stats
+from container.cytometry import fcs, gating, gatingfile, qc, stats
 from container.cytometry.params import Params
 from container.cytometry.transforms import Scale, compensate
 
@@ -26,17 +26,32 @@ def scale_of(params: Params) -> Scale:
     return Scale(params.transform, params.cofactor, params.logicle)
 
 
-def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | None = None) -> FileResult:
+def analyse(
+    path: Path,
+    name: str,
+    params: Params,
+    measurer: stats.Measurer | None = None,
+    gating_file: gatingfile.GatingFile | None = None,
+) -> FileResult:
     start = time.perf_counter()
     measurer = measurer or stats.Measurer()
     sample = fcs.read(path)
-    compensated = compensate(sample) if params.compensate else []
-    scale = scale_of(params)
-    gates = gating.gate(sample, params, scale)
+    if gating_file is not None:
+        # FlowKit gates from the raw file with the gating file's own compensation; the statistics
+        # use the same matrix (the workspace's, else the file's spillover)
+        gates = gatingfile.apply(gating_file, path, sample, name)
+        compensated = compensate(sample, gatingfile.compensation(gating_file, name)) if params.compensate else []
+    else:
+        compensated = compensate(sample) if params.compensate else []
+        gates = gating.gate(sample, params, scale_of(params))
     channels = [ch for ch in sample.channels if ch.kind != "time"]
     rows = []
-    measured = measurer.measure(sample.events, [ch.index for ch in channels], [p.mask for p in gates.populations])
-    for pop, values in zip(gates.populations, measured, strict=True):
+    indices = [ch.index for ch in channels]
+    masks = [p.mask for p in gates.populations]
+    measured = measurer.measure(sample.events, indices, masks)
+    moments = stats.moments(sample.events, indices, masks)
+    total = sample.n_events
+    for pop, values, more in zip(gates.populations, measured, moments, strict=True):
         parent = gates.get(pop.parent)
         parent_count = parent.count if parent is not None else pop.count
         row: dict[str, Any] = {
@@ -45,11 +60,20 @@ def analyse(path: Path, name: str, params: Params, measurer: stats.Measurer | No
             "parent": pop.parent,
             "events": pop.count,
             "pct_of_parent": 100.0 * pop.count / parent_count if parent_count else float("nan"),
+            "pct_of_total": 100.0 * pop.count / total if total else float("nan"),
         }
         for ch in channels:
             median, rcv = values[ch.index]
-            row[f"{ch.name}_median"] = median
-            row[f"{ch.name}_rCV"] = rcv
+            mean, gmean, cv = more[ch.index]
+            row.update(
+                {
+                    f"{ch.name}_median": median,
+                    f"{ch.name}_mean": mean,
+                    f"{ch.name}_geomean": gmean,
+                    f"{ch.name}_CV": cv,
+                    f"{ch.name}_rCV": rcv,
+                }
+            )
         rows.append(row)
     fsc, _, _, _, _ = gating.scatter_channels(sample, params)
     drift = qc.drift(sample, gates, params, qc.drift_channel(sample, params, fsc))

@@ -7,10 +7,18 @@ and returns nothing at all for 24-bit integers. So FlowIO reads the TEXT segment
 the DATA segment is decoded here in chunks straight into a channel-major float32 array, with
 the same pre-processing as `FlowData.as_array()` (bit masks, $TIMESTEP, log amplification $PnE,
 gain $PnG). tests/test_cytometry_fcs.py checks the result against `as_array()` on real files.
+
+Nothing is guessed. The HEADER is checked here first, so that an empty, foreign or cut-short
+file fails with plain words ("not an FCS file", "the file ends inside its TEXT segment: it was
+cut short"); every parse error of FlowIO's becomes an FcsError. HEADER DATA offsets left blank
+(allowed for large files, and written by some tools for any file) are taken from $BEGINDATA and
+$ENDDATA. FCS 3.2's per-channel $PnDATATYPE is decoded field by field (tests/test_cytometry_reader.py
+builds such files byte by byte); a type/width combination that is not in the standard is refused.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +76,8 @@ class Sample:
 
 
 def read(path: Path) -> Sample:
-    try:
-        fd = flowio.FlowData(str(path), only_text=True, nextdata_offset=0)
-    except flowio.exceptions.FlowIOException as exc:
-        raise FcsError(str(exc)) from None
-    except (ValueError, KeyError, IndexError, OSError, UnicodeError) as exc:
-        raise FcsError(f"not a readable FCS file ({type(exc).__name__}: {exc})") from None
+    header = _header(path)
+    fd = _text(path, header)
     text: dict[str, str] = fd.text
     notes: list[str] = []
     if _int(text, "nextdata", 0) != 0:
@@ -145,6 +149,113 @@ def read(path: Path) -> Sample:
     )
 
 
+HEADER_SIZE = 58
+VERSIONS = ("2.0", "3.0", "3.1", "3.2")
+
+
+@dataclass(frozen=True)
+class _Header:
+    version: str
+    text_start: int
+    text_stop: int
+    data_offsets_blank: bool  # HEADER data offsets left blank: $BEGINDATA/$ENDDATA give them
+    size: int
+
+
+def _header(path: Path) -> _Header:
+    """Check the HEADER before FlowIO parses anything, so that each failure has plain words."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(HEADER_SIZE)
+    except OSError as exc:
+        raise FcsError(f"cannot open the file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise FcsError("not an FCS file: it is empty")
+    version = raw[3:6].decode("ascii", "replace")
+    if not raw.startswith(b"FCS") or len(raw) < HEADER_SIZE or raw[6:10] != b"    ":
+        raise FcsError("not an FCS file: it does not start with an FCS HEADER")
+    if version not in VERSIONS:
+        raise FcsError(f"not an FCS file this pipeline reads: version {version!r} (2.0, 3.0, 3.1, 3.2 are)")
+    fields = [raw[a : a + 8].strip() for a in range(10, 58, 8)]
+    try:
+        text_start, text_stop = int(fields[0]), int(fields[1])
+    except ValueError:
+        raise FcsError("not an FCS file: the HEADER's TEXT offsets are not numbers") from None
+    if not 0 < text_start <= text_stop:
+        raise FcsError(f"not an FCS file: the HEADER's TEXT offsets {text_start}-{text_stop} are impossible")
+    if text_stop >= size:
+        raise FcsError(
+            f"the file ends inside its TEXT segment: it was cut short ({size} bytes; TEXT ends at byte {text_stop})"
+        )
+    blank = fields[2] == b"" and fields[3] == b""
+    if not blank and not (fields[2].isdigit() and fields[3].isdigit()):
+        raise FcsError("not an FCS file: the HEADER's DATA offsets are not numbers")
+    return _Header(version, text_start, text_stop, blank, size)
+
+
+class _ZeroDataOffsets(io.RawIOBase):
+    """The file as FlowIO should see it: blank HEADER DATA offsets read as 0 ("see TEXT")."""
+
+    _PATCH = (26, b"       0       0")
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 (closed by FlowIO through close())
+        self.name = str(path)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        at = self._fh.tell()
+        n = self._fh.readinto(buffer)
+        start, patch = self._PATCH
+        lo, hi = max(at, start), min(at + n, start + len(patch))
+        if lo < hi:
+            memoryview(buffer)[lo - at : hi - at] = patch[lo - start : hi - start]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _text(path: Path, header: _Header) -> flowio.FlowData:
+    """FlowIO's parse of HEADER and TEXT, every failure as an FcsError in plain words."""
+    source: Any = str(path)
+    if header.data_offsets_blank:
+        if header.version == "2.0":
+            raise FcsError("the HEADER's DATA offsets are blank, and FCS 2.0 keeps them nowhere else")
+        source = io.BufferedReader(_ZeroDataOffsets(path))
+    try:
+        return flowio.FlowData(
+            source, only_text=True, nextdata_offset=0, ignore_offset_discrepancy=header.data_offsets_blank
+        )
+    except flowio.exceptions.FlowIOException as exc:
+        message = str(exc)
+        if "greater than file size" in message:
+            raise FcsError(
+                f"the file ends inside its DATA segment: it was cut short ({header.size} bytes)"
+            ) from None
+        raise FcsError(message) from None
+    except KeyError as exc:
+        raise FcsError(f"required keyword ${str(exc.args[0]).upper()} is missing") from None
+    except (ValueError, IndexError, OSError, UnicodeError, EOFError) as exc:
+        raise FcsError(f"the TEXT segment cannot be parsed ({type(exc).__name__}: {exc})") from None
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
 def _int(text: dict[str, str], key: str, default: int | None = None) -> int:
     value = text.get(key)
     if value is None or not value.strip():
@@ -175,20 +286,33 @@ def _byte_order(text: dict[str, str]) -> str:
 
 
 def _data_layout(text: dict[str, str], n_channels: int) -> list[tuple[str, int]]:
-    """(kind, byte width) per channel, kind being "f" (float) or "u" (unsigned integer)."""
-    datatype = text.get("datatype", "").strip().upper()
-    if datatype == "F":
-        return [("f", 4)] * n_channels
-    if datatype == "D":
-        return [("f", 8)] * n_channels
-    if datatype != "I":
-        raise FcsError(f"$DATATYPE={datatype or '?'} is not supported (only I, F and D)")
+    """(kind, byte width) per channel, kind being "f" (float) or "u" (unsigned integer).
+
+    FCS 3.2 lets $PnDATATYPE override $DATATYPE for one channel (I, F or D); $PnB must then
+    agree with the type (32 for F, 64 for D). Any other combination is refused, never guessed.
+    """
+    default = text.get("datatype", "").strip().upper()
+    if default not in ("I", "F", "D"):
+        raise FcsError(f"$DATATYPE={default or '?'} is not supported (only I, F and D)")
     layout = []
     for i in range(1, n_channels + 1):
-        bits = _int(text, f"p{i}b")
-        if bits not in (8, 16, 24, 32, 64):
-            raise FcsError(f"$P{i}B={bits}: integer widths of 8, 16, 24, 32 or 64 bits are supported")
-        layout.append(("u", bits // 8))
+        own = text.get(f"p{i}datatype", "").strip().upper()
+        kind = own or default
+        key = f"$P{i}DATATYPE={own}" if own else f"$DATATYPE={default}"
+        if kind not in ("I", "F", "D"):
+            raise FcsError(f"{key} is not supported (only I, F and D)")
+        bits = _int(text, f"p{i}b", 0 if kind != "I" else None)
+        if kind == "I":
+            if bits not in (8, 16, 24, 32, 64):
+                raise FcsError(f"$P{i}B={bits}: integer widths of 8, 16, 24, 32 or 64 bits are supported")
+            layout.append(("u", bits // 8))
+            continue
+        want = 32 if kind == "F" else 64
+        # FCS 3.1 files with $DATATYPE F/D have written other $PnB values; only an explicit
+        # per-channel type must agree with its width.
+        if own and bits not in (0, want):
+            raise FcsError(f"{key} needs $P{i}B={want}, got $P{i}B={bits}")
+        layout.append(("f", want // 8))
     return layout
 
 

@@ -7,7 +7,6 @@ Unknown keys are rejected too: a typo such as "transfrom" would otherwise be sil
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,9 @@ ROOT = "all"
 AUTO_GATES = ("cells", "singlets")
 TRANSFORMS = ("logicle", "arcsinh")
 GATE_TYPES = ("rectangle", "polygon")
-SCALES = ("transformed", "linear")
+SCALES = ("linear", "decades", "transformed")
+LEGACY_SCALE = "transformed"  # what a gate without "scale" means: the old default, kept working
+MAX_DECADES = 20.0  # |bound| in decades above this is a data value written under the wrong scale
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,22 @@ class Gate:
     type: str
     x: str
     y: str | None
-    scale: str
+    scale: str  # the gate's "scale" as written: a unit for both axes, "x/y" per axis
     x_bounds: tuple[float | None, float | None] | None = None
     y_bounds: tuple[float | None, float | None] | None = None
     vertices: tuple[tuple[float, float], ...] | None = None
+    scale_named: bool = True  # False: no "scale" key, the legacy transformed unit was assumed
+
+    @property
+    def x_unit(self) -> str:
+        return self.scale.split("/")[0]
+
+    @property
+    def y_unit(self) -> str | None:
+        if self.y is None:
+            return None
+        parts = self.scale.split("/")
+        return parts[-1]
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,11 @@ class Params:
     singlet_tolerance: float = 3.0
     fsc_area: str | None = None
     fsc_height: str | None = None
+    fsc_width: str | None = None
     ssc_area: str | None = None
     max_plot_points: int = 20_000
+    gating_file: str | None = None  # a FlowJo workspace (.wsp) or GatingML 2.0 document (.xml) in the folder
+    sample_group: str | None = None  # the workspace's sample group whose gates apply
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -69,10 +85,18 @@ class Params:
 
 
 def _gate_json(gate: Gate) -> dict[str, Any]:
-    out: dict[str, Any] = {k: v for k, v in asdict(gate).items() if v is not None}
-    for key in ("x_bounds", "y_bounds", "vertices"):
-        if key in out:
-            out[key] = json.loads(json.dumps(out[key]))
+    """The gate as params.json would give it (so summary.json's parameters can be used again)."""
+    out: dict[str, Any] = {"name": gate.name, "parent": gate.parent, "type": gate.type, "x": gate.x}
+    if gate.y is not None:
+        out["y"] = gate.y
+    # per-axis units are written back as they are given; a gate without a scale as the one used
+    out["scale"] = {"x": gate.x_unit, "y": gate.y_unit} if "/" in gate.scale else gate.scale
+    if gate.x_bounds is not None:
+        out["bounds"] = {"x": list(gate.x_bounds)}
+        if gate.y_bounds is not None:
+            out["bounds"]["y"] = list(gate.y_bounds)
+    if gate.vertices is not None:
+        out["vertices"] = [list(v) for v in gate.vertices]
     return out
 
 
@@ -102,9 +126,16 @@ def parse(raw: Mapping[str, Any]) -> Params:
         singlet_tolerance=_number(raw, "singlet_tolerance", d.singlet_tolerance, low=0.0, low_open=True),
         fsc_area=_optional_str(raw, "fsc_area"),
         fsc_height=_optional_str(raw, "fsc_height"),
+        fsc_width=_optional_str(raw, "fsc_width"),
         ssc_area=_optional_str(raw, "ssc_area"),
         max_plot_points=_int(raw, "max_plot_points", d.max_plot_points, low=100, high=1_000_000),
+        gating_file=_gating_file(raw.get("gating_file")),
+        sample_group=_optional_name(raw, "sample_group"),
     )
+    if params.gating_file is not None and params.gates:
+        raise ParameterError("gating_file: give either gates or a gating_file, not both")
+    if params.sample_group is not None and not (params.gating_file or "").lower().endswith(".wsp"):
+        raise ParameterError("sample_group: only a FlowJo workspace (gating_file ending in .wsp) has sample groups")
     return params
 
 
@@ -166,6 +197,31 @@ def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def _optional_name(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _gating_file(value: Any) -> str | None:
+    """A path inside the analysis folder (checked by text only: parse() reads no file)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"gating_file: expected a file name such as \"panel.wsp\", got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or ".." in parts or ":" in parts[0]:
+        raise ParameterError(f"gating_file: must be a path inside the analysis folder, got {value!r}")
+    if not value.lower().endswith((".wsp", ".xml")):
+        raise ParameterError(
+            f"gating_file: expected a FlowJo workspace (.wsp) or a GatingML 2.0 document (.xml), got {value!r}"
+        )
+    return value
+
+
 def _logicle(value: Any) -> Logicle:
     if value is None:
         return Logicle()
@@ -223,25 +279,58 @@ def _gate(item: Any, where: str, defined: set[str]) -> Gate:
     kind = item.get("type")
     if kind not in GATE_TYPES:
         raise ParameterError(f"{where}.type: expected one of {', '.join(GATE_TYPES)}, got {kind!r}")
-    scale = item.get("scale", "transformed")
-    if scale not in SCALES:
-        raise ParameterError(f"{where}.scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     x = item.get("x")
     if not isinstance(x, str) or not x:
         raise ParameterError(f"{where}.x: expected a channel name, got {x!r}")
     y = item.get("y")
     if y is not None and (not isinstance(y, str) or not y):
         raise ParameterError(f"{where}.y: expected a channel name, got {y!r}")
+    scale, units = _scale(item.get("scale"), f"{where}.scale", y is not None)
+    named = item.get("scale") is not None
     if kind == "rectangle":
         if "vertices" in item:
             raise ParameterError(f"{where}.vertices: only polygon gates take vertices; use bounds")
         x_bounds, y_bounds = _bounds(item.get("bounds"), f"{where}.bounds", y is not None)
-        return Gate(name, parent, kind, x, y, scale, x_bounds=x_bounds, y_bounds=y_bounds)
+        _check_decades(f"{where}.bounds.x", units[0], x_bounds)
+        if y_bounds is not None:
+            _check_decades(f"{where}.bounds.y", units[1], y_bounds)
+        return Gate(name, parent, kind, x, y, scale, x_bounds=x_bounds, y_bounds=y_bounds, scale_named=named)
     if y is None:
         raise ParameterError(f"{where}.y: a polygon gate needs a y channel")
     if "bounds" in item:
         raise ParameterError(f"{where}.bounds: only rectangle gates take bounds; use vertices")
-    return Gate(name, parent, kind, x, y, scale, vertices=_vertices(item.get("vertices"), f"{where}.vertices"))
+    vertices = _vertices(item.get("vertices"), f"{where}.vertices")
+    _check_decades(f"{where}.vertices (x)", units[0], tuple(v[0] for v in vertices))
+    _check_decades(f"{where}.vertices (y)", units[1], tuple(v[1] for v in vertices))
+    return Gate(name, parent, kind, x, y, scale, vertices=vertices, scale_named=named)
+
+
+def _scale(value: Any, where: str, has_y: bool) -> tuple[str, tuple[str, str]]:
+    """The gate's scale as stored ("linear", or "linear/decades" per axis) and the unit of each axis."""
+    if value is None:
+        return LEGACY_SCALE, (LEGACY_SCALE, LEGACY_SCALE)
+    if isinstance(value, str):
+        if value not in SCALES:
+            raise ParameterError(f"{where}: expected one of {', '.join(SCALES)}, got {value!r}")
+        return value, (value, value)
+    if isinstance(value, Mapping):
+        keys = {"x", "y"} if has_y else {"x"}
+        if set(value) != keys or any(value[k] not in SCALES for k in keys):
+            shape = '{"x": unit, "y": unit}' if has_y else '{"x": unit}'
+            raise ParameterError(f"{where}: expected {shape} with units from {', '.join(SCALES)}, got {value!r}")
+        x_unit = str(value["x"])
+        y_unit = str(value["y"]) if has_y else x_unit
+        return (f"{x_unit}/{y_unit}" if has_y else x_unit), (x_unit, y_unit)
+    raise ParameterError(f"{where}: expected one of {', '.join(SCALES)} or one per axis, got {value!r}")
+
+
+def _check_decades(where: str, unit: str, values: tuple[float | None, ...]) -> None:
+    for v in values:
+        if unit == "decades" and v is not None and abs(v) > MAX_DECADES:
+            raise ParameterError(
+                f"{where}: {v:g} is not a number of decades (log10 of data units, e.g. 3 for 1,000); "
+                'for data units use "scale": "linear"'
+            )
 
 
 Bounds = tuple[float | None, float | None]

@@ -96,6 +96,9 @@ def flags(sample: Sample, gating: Gating, params: Params, drift_result: dict[str
         "saturated_channels": saturated,
         "signal_drift": bool(drift_result and drift_result["flagged"]),
         "missing_channels": missing,
+        "empty_gates": list(gating.empty_gates),
+        "gates_outside_data": list(gating.gates_outside_data),
+        "unreliable_gates": list(gating.unreliable_gates),
     }
 
 

@@ -11,7 +11,11 @@ from flowutils import transforms as fu_transforms
 from container.cytometry.fcs import Channel, FcsError, Sample
 from container.cytometry.params import Logicle
 
-SPILL_KEYS = ("spillover", "spill", "comp")  # FlowIO drops the "$" and lower-cases keywords
+SPILL_KEYS = ("spillover", "spill", "comp")
+
+
+def _label(key: str) -> str:
+    return f"${key.upper()}" if key in SPILL_KEYS else f"the {key}"  # FlowIO drops the "$" and lower-cases keywords
 COMP_BLOCK = 1 << 13  # events per compensation product: both operands stay in L2
 
 
@@ -45,14 +49,15 @@ def spillover(sample: Sample) -> tuple[str, list[int], np.ndarray] | None:
     return key, indices, matrix
 
 
-def compensate(sample: Sample) -> list[str]:
-    """Apply the file's spillover matrix in place; return the compensated channel names."""
-    found = spillover(sample)
+def compensate(sample: Sample, given: tuple[list[str], np.ndarray] | None = None) -> list[str]:
+    """Apply the file's spillover matrix (or the `given` detectors and matrix) in place; return the
+    compensated channel names."""
+    found = spillover(sample) if given is None else _given(sample, *given)
     if found is None:
         return []
     key, indices, matrix = found
     if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix) > 1e8:
-        raise FcsError(f"${key.upper()} spillover matrix is singular or not finite; set compensate: false")
+        raise FcsError(f"{_label(key)} spillover matrix is singular or not finite; set compensate: false")
     # observed = true @ S per event (row vector); events are stored channel-major, so
     # true^T = inv(S)^T @ observed^T: one BLAS product per cache-sized block of events (small
     # blocks also keep OpenBLAS from spreading a tiny product over threads). Float32 throughout:
@@ -60,6 +65,16 @@ def compensate(sample: Sample) -> list[str]:
     unmix = np.linalg.inv(matrix).T.astype(np.float32)
     _apply_rows(sample.events, indices, unmix)
     return [sample.channels[i].name for i in indices]
+
+
+def _given(sample: Sample, names: list[str], matrix: np.ndarray) -> tuple[str, list[int], np.ndarray]:
+    indices = []
+    for name in names:
+        ch = sample.find(name)
+        if ch is None:
+            raise FcsError(f"the gating file's compensation names channel {name!r} which the file does not have")
+        indices.append(ch.index)
+    return "gating file matrix", indices, matrix
 
 
 def _apply_rows(events: np.ndarray, indices: list[int], matrix: np.ndarray) -> None:

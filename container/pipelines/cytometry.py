@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import analysis, plots, stats, verdict
+from container.cytometry import analysis, gatingfile, plots, stats, verdict
 from container.cytometry import params as params_mod
 from container.cytometry import qc as qc_checks
 from container.cytometry.params import Params
@@ -25,22 +25,29 @@ from container.pipelines import InputError, PipelineContext, PipelineError, chec
 STATS_CSV = "stats.csv"
 QC_JSON = "qc.json"
 SUMMARY_JSON = "summary.json"
-BASE_COLUMNS = ["file", "population", "parent", "events", "pct_of_parent"]
+BASE_COLUMNS = ["file", "population", "parent", "events", "pct_of_parent", "pct_of_total"]
+CHANNEL_STATS = ("median", "mean", "geomean", "CV", "rCV")  # columns <channel>_<stat>
 
 METHOD_NOTES = {
     "reading": "FlowIO 1.4.0 parses HEADER/TEXT (first data set); DATA decoded with numpy exactly as "
     "FlowData.as_array() (bit masks, $TIMESTEP, $PnE log amplification, $PnG gain), stored as float32",
     "compensation": "the file's $SPILLOVER/SPILL/$COMP matrix applied to the channels it names "
     "(observed = true x S); statistics are on compensated, linear values",
-    "transform": "fluorescence channels are transformed for gating and plots only; gate coordinates on "
-    "fluorescence channels are in the transformed scale unless a gate sets scale: linear; scatter and "
-    "time channels are always linear",
-    "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells "
-    "(fallback: 1st percentile); saturated events and SSC <= 0 excluded",
-    "singlets_gate": "FSC-H/FSC-A ratio within singlet_tolerance robust SDs (1.4826 MAD) of its median; "
-    "skipped with a note when there is no FSC height channel",
-    "statistics": "median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles with "
-    "linear interpolation (as numpy.percentile); rCV empty when the median is <= 0",
+    "transform": "fluorescence channels are transformed for plots only; a gate's coordinates are in the "
+    "unit its scale names (linear: data units, decades: log10 of data units, transformed: this scale on "
+    "fluorescence and linear on scatter and time, the meaning of a gate without a scale); rectangle "
+    "bounds are half-open, min <= x < max",
+    "cells_gate": "FSC-A vs SSC-A: cut at the density valley of log10(FSC-A) between debris and cells, "
+    "events with FSC-A <= 0 below it; without a debris population the 1st percentile of all events' "
+    "FSC-A; saturated events and SSC <= 0 excluded; qc.json counts what each criterion removed",
+    "singlets_gate": "FSC-H/FSC-A ratio (else FSC-W) within singlet_tolerance robust SDs (1.4826 MAD) "
+    "of its median; not applied (flag unreliable_gates) when the band reaches 0, holds a doublet's "
+    "value (half the ratio, twice the width) or keeps less than half of the cells",
+    "statistics": "per population: events, % of parent, % of total; per channel in data units "
+    "(compensated, linear): median and rCV = 100 * 0.5 * (P84.13 - P15.87) / median, exact percentiles "
+    "with linear interpolation (as numpy.percentile), rCV empty when the median is <= 0; mean; "
+    "geometric mean = exp(mean(ln x)) over the events with x > 0; CV = 100 * SD (n - 1) / mean, empty "
+    "when the mean is <= 0",
     "qc": "saturated: fraction of events at $PnR - 1 above saturation_threshold; drift: spread (max - min) "
     "of each scatter and fluorescence channel's median over time_slices equal-duration slices of the "
     "cells, relative to its overall median (fluorescence: or its P84 - P16 width when larger), above "
@@ -54,8 +61,14 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     params = checked_params(params_mod.parse, ctx.params, ctx.input_dir)
     files = sorted(p for p in ctx.input_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".fcs")
     if not files:
-        raise PipelineError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
+        raise InputError(f"no FCS files (*.fcs) found in the analysis folder {ctx.analysis or ''}".rstrip())
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    gating_file = None
+    if params.gating_file is not None:
+        try:
+            gating_file = gatingfile.load(ctx.input_dir / params.gating_file, params.sample_group)
+        except gatingfile.GatingFileError as exc:  # it would fail the same way again: bad input
+            raise InputError(str(exc)) from None
 
     rows: list[dict[str, Any]] = []
     channels: list[str] = []
@@ -70,7 +83,7 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
         name = path.relative_to(ctx.input_dir).as_posix()
         start = time.perf_counter()
         try:
-            result = analysis.analyse(path, name, params, measurer)
+            result = analysis.analyse(path, name, params, measurer, gating_file)
         except Exception as exc:  # one bad file must not stop the others
             error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             qc[name] = {"status": "failed", "error": error}
@@ -165,7 +178,7 @@ def _cell(value: Any) -> Any:
 
 
 def _write_stats(path: Path, rows: list[dict[str, Any]], channels: list[str]) -> None:
-    columns = BASE_COLUMNS + [f"{c}_{s}" for c in channels for s in ("median", "rCV")]
+    columns = BASE_COLUMNS + [f"{c}_{s}" for c in channels for s in CHANNEL_STATS]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, restval="")
         writer.writeheader()

@@ -23,9 +23,9 @@ from typing import Any
 
 from container.pipelines import (
     PARAMS_FILE,
+    InputError,
     ParameterError,
     PipelineContext,
-    PipelineError,
     check_with_folder,
     read_params_file,
     unknown_parameters,
@@ -97,7 +97,7 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     settings = read_settings(ctx.params, ctx.input_dir)
     chosen = select_files(candidate_files(ctx.input_dir), settings)
     if not chosen:
-        raise PipelineError("nothing to count: the analysis folder has no files")
+        raise InputError("nothing to count: the analysis folder has no files")
     entries = []
     total = Counts()
     for relative in chosen:

@@ -45,13 +45,17 @@ ALLOW, DENY = Decision.ALLOW, Decision.IMPLICIT_DENY
     ("s3:GetObject", f"{BUCKET}/Input/2018-12-05/b7/A01/a.fcs", {}, ALLOW),
     ("s3:ListBucket", BUCKET, {"s3:prefix": "Input/2018-12-05/b7/A01/"}, ALLOW),
     ("s3:PutObject", f"{BUCKET}/Output/2018-12-05/b7/A01/stats.csv", {}, ALLOW),
-    ("s3:PutObject", f"{BUCKET}/Logs/2018-12-05/b7/A01/attempt-1.log", {}, ALLOW),
+    ("s3:PutObject", f"{BUCKET}/Logs/2018-12-05/b7/A01/3fa2c1/attempt-1.log", {}, ALLOW),
+    # a job replaces its Output folder whole: it lists it and removes what an earlier run left
+    ("s3:ListBucket", BUCKET, {"s3:prefix": "Output/2018-12-05/b7/A01/"}, ALLOW),
+    ("s3:DeleteObject", f"{BUCKET}/Output/2018-12-05/b7/A01/stale.png", {}, ALLOW),
     # must deny:
     ("s3:PutObject", f"{BUCKET}/Input/2018-12-05/b7/A01/a.fcs", {}, DENY),
     ("s3:DeleteObject", f"{BUCKET}/Input/2018-12-05/b7/A01/a.fcs", {}, DENY),
-    ("s3:DeleteObject", f"{BUCKET}/Output/2018-12-05/b7/A01/stats.csv", {}, DENY),
+    ("s3:DeleteObject", f"{BUCKET}/Logs/2018-12-05/b7/A01/3fa2c1/attempt-1.log", {}, DENY),
     ("s3:GetObject", f"{BUCKET}/Output/2018-12-05/b7/A01/stats.csv", {}, DENY),
-    ("s3:ListBucket", BUCKET, {"s3:prefix": "Output/"}, DENY),
+    ("s3:ListBucket", BUCKET, {"s3:prefix": "Logs/"}, DENY),
+    ("s3:ListBucket", BUCKET, {"s3:prefix": ""}, DENY),
     ("s3:ListBucket", BUCKET, {}, DENY),
     ("s3:PutObject", f"{BUCKET}/params.json", {}, DENY),
     ("s3:GetObject", "arn:aws:s3:::another-bucket/Input/x", {}, DENY),
@@ -69,7 +73,7 @@ def test_job_role(policies: dict[str, list[dict[str, Any]]], action: str, resour
 
 def test_job_role_grants_nothing_but_s3(policies: dict[str, list[dict[str, Any]]]) -> None:
     assert allowed_actions(policies["JobRole"]) == {"s3:listbucket", "s3:getobject", "s3:putobject",
-                                                    "s3:abortmultipartupload"}
+                                                    "s3:abortmultipartupload", "s3:deleteobject"}
 
 
 # -- the bot role -------------------------------------------------------------------------------------

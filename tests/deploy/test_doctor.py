@@ -53,7 +53,8 @@ def test_all_green_on_the_stack(stack: dict[str, str], slack: SlackStandIn, tmp_
     put(stack["Bucket"], "Input/2018-12-05/batch-7/A01/a.fcs")
     checks = checks_for(env)
     assert failing(checks) == [], "\n".join(c.line() for c in checks)
-    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "Store bucket", "Input/ layout",
+    assert [c.name for c in checks] == ["Slack token", "Slack scopes", "Slack app token", "AWS region", "Store bucket",
+                                        "Input/ layout",
                                         "Batch job queue", "Batch compute environment", "Batch job definition",
                                         "Log group", "Run database"]
     assert "auth.test" in slack.calls
@@ -62,7 +63,7 @@ def test_all_green_on_the_stack(stack: dict[str, str], slack: SlackStandIn, tmp_
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(doctor, [])
     assert result.exit_code == 0, result.output
-    assert result.output.count("✓") == 9 and "✗" not in result.output
+    assert result.output.count("✓") == 11 and "✗" not in result.output
 
     put(stack["Bucket"], "Input/batch-7/A01/a.fcs")  # no date folder
     layout = next(c for c in checks_for(env) if c.name == "Input/ layout")
@@ -130,13 +131,15 @@ def test_wrong_names_and_unreachable_slack(stack: dict[str, str], slack: SlackSt
 
 def test_local_mode(tmp_path: Path) -> None:
     store = tmp_path / "cyto-data"
-    env = {"CYTO_STORE": str(store), "CYTO_DB": str(tmp_path / "db" / "runs.sqlite")}
+    env = {"CYTO_STORE": str(store), "CYTO_DB": str(tmp_path / "db" / "runs.sqlite"),
+           "CYTO_LOCAL_SPOOL": str(tmp_path / "spool")}
     checks = run_checks(Settings.from_env(env), slack=False)
     assert failing(checks) == ["Store folder"]
     (store / "Input" / "2018-12-05" / "b1" / "A01").mkdir(parents=True)
     checks = run_checks(Settings.from_env(env), slack=False)
     assert failing(checks) == [], [c.line() for c in checks]
-    assert [c.name for c in checks] == ["Store folder", "Input/ layout", "Run database"]
+    assert [c.name for c in checks] == ["Store folder", "Input/ layout", "Run database", "Local job spool",
+                                        "Local jobs"]
 
     readonly = tmp_path / "ro"
     readonly.mkdir()
@@ -151,8 +154,8 @@ def test_local_mode(tmp_path: Path) -> None:
         readonly.chmod(0o700)
 
 
-def test_bad_configuration_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_configuration_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CYTO_EXECUTOR", "batch")
     monkeypatch.delenv("CYTO_BATCH_JOB_QUEUE", raising=False)
     result = CliRunner().invoke(doctor, [])
-    assert result.exit_code == 1 and result.output.startswith("✗ Configuration:")
+    assert result.exit_code == 2 and result.output.startswith("✗ Configuration:")

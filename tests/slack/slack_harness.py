@@ -110,6 +110,36 @@ class Served:
         body = urlencode({"payload": json.dumps(payload)})
         return self.post(body, signed_headers(body, **sign))
 
+    def interaction(self, payload: dict[str, Any], **sign: Any) -> tuple[int, str]:
+        """An interactivity request (block_suggestion, view_submission, …) as Slack posts it."""
+        body = urlencode({"payload": json.dumps(payload)})
+        return self.post(body, signed_headers(body, **sign))
+
+    def suggest(self, view: dict[str, Any], values: dict[str, Any], query: str = "", user: str = USER) -> Any:
+        """What the bot offers in the form's batch menu (a `block_suggestion` request)."""
+        status, answer = self.interaction({
+            "type": "block_suggestion", "user": {"id": user, "team_id": "T0LAB"}, "team": {"id": "T0LAB"},
+            "api_app_id": "A0CYTO", "token": "legacy", "action_id": "batch", "block_id": "batch", "value": query,
+            "container": {"type": "view", "view_id": "V0001"},
+            "view": {**view, "id": "V0001", "state": {"values": values}}})
+        assert status == 200, answer
+        return json.loads(answer)
+
+    def submit_view(self, view: dict[str, Any], values: dict[str, Any], user: str = USER) -> tuple[int, Any]:
+        """Press the form's submit button (a `view_submission` request); returns the ack's body."""
+        status, answer = self.interaction({
+            "type": "view_submission", "user": {"id": user, "team_id": "T0LAB"}, "team": {"id": "T0LAB"},
+            "api_app_id": "A0CYTO", "token": "legacy", "trigger_id": "1.2.4",
+            "view": {**view, "id": "V0001", "state": {"values": values}}})
+        return status, json.loads(answer) if answer.strip() else None
+
+    def event(self, event: dict[str, Any], **sign: Any) -> tuple[int, str]:
+        """An Events API callback (app_home_opened, …) as Slack posts it."""
+        body = json.dumps({"token": "legacy", "team_id": "T0LAB", "api_app_id": "A0CYTO", "type": "event_callback",
+                           "event_id": f"Ev{time.time_ns()}", "event_time": int(time.time()), "event": event})
+        headers = {**signed_headers(body, **sign), "Content-Type": "application/json"}
+        return self.post(body, headers)
+
     def drive(self, run_id: str, timeout: float = 30.0) -> None:
         """Call the poll step until the run has finished (jobs are real processes)."""
         deadline = time.monotonic() + timeout

@@ -59,6 +59,7 @@ class SlackStandIn:
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest payload
         self.uploads: dict[str, Upload] = {}  # file id -> what was announced, sent and shared
+        self.views: list[tuple[str, dict[str, Any]]] = []  # (views.open | views.publish, view) accepted
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -171,6 +172,8 @@ class SlackStandIn:
             return {"ok": True, "upload_url": f"http://127.0.0.1:{port}/upload/{file_id}", "file_id": file_id}
         if method == "files.completeUploadExternal":
             return self._complete_upload(params)
+        if method in ("views.open", "views.publish"):
+            return self._view(method, params)
         if method == "conversations.info":
             return {"ok": True, "channel": {"id": channel, "is_member": True}}
         return {"ok": True}
@@ -204,3 +207,24 @@ class SlackStandIn:
             upload.shared = dict(params)
             done.append({"id": upload.file_id, "title": entry.get("title"), "name": upload.filename})
         return {"ok": True, "files": done}
+
+    def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """views.open needs a trigger id, views.publish a user id; both a view that Block Kit accepts."""
+        from slack_sdk.errors import SlackObjectFormationError
+        from slack_sdk.models.views import View
+
+        raw = params.get("view")
+        view = json.loads(raw) if isinstance(raw, str) else raw
+        if method == "views.open" and not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "views.publish" and (not params.get("user_id") or (view or {}).get("type") != "home"):
+            return {"ok": False, "error": "invalid_arguments"}
+        try:
+            parsed = View(**view)
+            parsed.validate_json()
+        except (TypeError, SlackObjectFormationError) as exc:
+            return {"ok": False, "error": "invalid_arguments", "detail": str(exc)}
+        if len(view.get("blocks", [])) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        self.views.append((method, view))
+        return {"ok": True, "view": {"id": f"V{len(self.views):04d}", **view}}

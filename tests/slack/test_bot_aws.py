@@ -68,7 +68,8 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     section = next(b for b in reply.blocks if b["type"] == "section" and BROKEN in b["text"]["text"])
     assert "```" in section["text"]["text"], "excerpt in a code block"
     assert 'names \\"missing.txt\\", which is not in the analysis folder' in json.dumps(section["text"]["text"])
-    assert f"s3://{batch_setup.bucket}/Logs/{DATE}/{BATCH}/{BROKEN}/attempt-1.log" in text, "where the full log is"
+    assert f"s3://{batch_setup.bucket}/Logs/{DATE}/{BATCH}/{BROKEN}/{run_id}/attempt-1.log" in text, \
+        "where the full log is"
     [retry] = [b for b in buttons(reply) if b["text"]["text"] == "Retry"]
     [first_alert] = [c for c in thread_replies(served, root_ts) if "finished" in c.params["text"]]
     assert first_alert.params["text"].startswith(

@@ -92,7 +92,7 @@ def test_failure_reply_with_excerpt_then_retry_click_succeeds_and_edits_the_repl
     assert "Bad input or parameters (exit code 2): not retried automatically" in text, "which rule applied"
     section = next(b for b in reply.blocks if b["type"] == "section" and "A02" in b["text"]["text"])
     assert "```" in section["text"]["text"] and "missing.fcs" in section["text"]["text"], "excerpt in a code block"
-    assert f"{store}/Logs/2018-12-05/batch-7/A02/attempt-1.log" in text, "where the full log is"
+    assert f"{store}/Logs/2018-12-05/batch-7/A02/{run_id}/attempt-1.log" in text, "where the full log is"
     [retry] = [b for b in buttons(reply) if b["text"]["text"] == "Retry"]
     assert "Retry with 2× memory" not in text, "not a memory death"
     assert "Retry all failed" in json.dumps(root_updates(served, root_ts)[-1].blocks)
@@ -175,7 +175,7 @@ def test_unknown_batch_answers_ephemerally_with_suggestions(served: Served, stor
 
 
 @pytest.mark.parametrize(("text", "reason"), [
-    ("run", "`run` needs DATE and BATCH"),
+    # `run` alone opens the run form (tests/slack/test_run_form.py)
     ("run 2018-12-05", "`run` needs BATCH"),
     ("run 2018-13-05 batch-7", "not a real calendar date"),
     ("run 12/05/2018 batch-7", "not written YYYY-MM-DD"),

@@ -12,5 +12,9 @@ def test_manifest_matches_the_bot() -> None:
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "files:write"}
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
+    # The run form and the App Home (handlers/modal.py, handlers/home.py).
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert "timeout=" in manifest["features"]["slash_commands"][0]["usage_hint"]
     readme = (ROOT / "handlers" / "README.md").read_text()
     assert "deploy/slack-manifest.yaml" in readme and "cyto serve --http" in readme
