@@ -11,12 +11,14 @@ the same calls).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from bot import catalog
 from bot.db import Job, Run, RunDB
 from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
 from bot.executors import Executor, Resources
+from bot.report import ReportResult, build_report
 from bot.settings import Settings
 from bot.store import Store, open_store
 
@@ -93,3 +95,9 @@ class Cyto:
 
     def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
         return self.engine.cancel(run_id, by=by)
+
+    # -- results ------------------------------------------------------------------------------
+    def report(self, run_id: str, out_dir: str | Path | None = None) -> ReportResult:
+        """Build the run's report (and its pipeline's batch tables) into
+        Output/{date}/{batch}/_runs/{run}/, and into `out_dir` too when given."""
+        return build_report(self.engine, run_id, out_dir=out_dir)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bot.layout import INPUT, BatchRef, LayoutError, check_name, is_date, nearest, nearest_dates, parse_date
+from bot.layout import (
+    INPUT,
+    BatchRef,
+    LayoutError,
+    check_analysis_name,
+    check_name,
+    is_date,
+    nearest,
+    nearest_dates,
+    parse_date,
+)
 from bot.store import Store
 
 
@@ -22,10 +32,10 @@ def list_batches(store: Store, date: str) -> list[str]:
 
 
 def iter_analyses(store: Store, ref: BatchRef) -> Iterator[str]:
-    """Analysis names of a batch, streamed; names the layout refuses are skipped."""
+    """Analysis names of a batch, streamed; names the layout refuses (or reserves) are skipped."""
     for name in store.list_children(ref.input_prefix):
         try:
-            yield check_name(name)
+            yield check_analysis_name(name)
         except LayoutError:
             continue
 

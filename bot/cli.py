@@ -21,6 +21,7 @@ from bot.engine import EngineError, RunSummary
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
 from bot.progress import RunProgress, summary_lines
+from bot.report import ReportResult
 from bot.settings import ConfigError, Settings
 from bot.states import JobState
 from bot.store import StoreError
@@ -180,9 +181,12 @@ def reconcile(cyto: Cyto) -> None:
                    err=True)
 
 
-def report(summary: RunSummary) -> int:
+def report(summary: RunSummary, cyto: Cyto | None = None) -> int:
+    """Print the summary; for a finished run followed to its end, build its report and say where it is."""
     for line in summary_lines(summary):
         click.echo(line)
+    if cyto is not None and summary.finished:
+        _print_report(_build_report(cyto, summary.run.id))
     return exit_code(summary)
 
 
@@ -227,13 +231,14 @@ def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory
             click.echo(f"another run of {plan.ref.label} is unfinished: this run writes to "
                        f"{cyto.engine.output_uri(started)}")
     if wait:
-        sys.exit(finish(cyto, follow(cyto, started.id, out=sys.stderr if as_json else None), as_json))
+        sys.exit(finish(cyto, follow(cyto, started.id, out=sys.stderr if as_json else None), as_json, followed=True))
 
 
-def finish(cyto: Cyto, summary: RunSummary, as_json: bool) -> int:
-    """Show a run's summary, as text or as the `status --json` shape; return the exit code."""
+def finish(cyto: Cyto, summary: RunSummary, as_json: bool, followed: bool = False) -> int:
+    """Show a run's summary, as text or as the `status --json` shape; return the exit code. A run
+    followed to its end (--wait) also gets its report built, and the text says where it is."""
     if not as_json:
-        return report(summary)
+        return report(summary, cyto if followed else None)
     from bot.json_views import status_view
 
     click.echo(json.dumps(status_view(summary, cyto.jobs(summary.run.id)), indent=2))
@@ -310,7 +315,7 @@ def status(run_id: str, wait: bool, as_json: bool) -> None:
     cyto = open_session()
     cyto.engine.get_run(run_id)
     if wait:
-        sys.exit(finish(cyto, follow(cyto, run_id, out=sys.stderr if as_json else None), as_json))
+        sys.exit(finish(cyto, follow(cyto, run_id, out=sys.stderr if as_json else None), as_json, followed=True))
     reconcile(cyto)
     sys.exit(finish(cyto, cyto.status(run_id), as_json))
 
@@ -365,7 +370,7 @@ def retry(run_id: str, analysis: str | None, all_failed: bool, memory: str | Non
     else:
         click.echo(f"run {run_id}: retrying {', '.join(retried)}")
     if wait:
-        sys.exit(report(follow(cyto, run_id)))
+        sys.exit(report(follow(cyto, run_id), cyto))
 
 
 @cli.command()
@@ -502,15 +507,20 @@ def _stderr_console() -> Any:
 
 
 @cli.command()
-@click.option("--retries", default=1, show_default=True, help="Automatic retries of the failing analysis.")
+@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default="cytometry", show_default=True,
+              help="The cytometry plate, or the word-count batch.")
+@click.option("--retries", default=1, show_default=True, help="Automatic retries of a failing analysis.")
 @click.option("--yes", "confirmed", is_flag=True, help="Write the demo batch even when the store is an S3 bucket.")
 @friendly_errors
-def demo(retries: int, confirmed: bool) -> None:
-    """Create a sample word-count batch (one analysis fails on purpose), run it and show the result.
+def demo(pipeline: str, retries: int, confirmed: bool) -> None:
+    """Create a sample batch (one analysis fails on purpose), run it and show the result.
 
-    With an S3 store (the lab's bucket) it refuses unless --yes: the demo would add a batch to it.
+    The cytometry demo is a small plate of synthetic FCS files (debris, doublets, a spillover matrix,
+    a drifting well, a gap in Time, a well with too few events, an unreadable file); it ends with the
+    QC verdicts and where the run report is. With an S3 store (the lab's bucket) it refuses unless
+    --yes: the demo would add a batch to it.
     """
-    from bot.demo import FAILING_ANALYSIS, write_demo_batch
+    from bot.demo import CYTOMETRY_FAILING, FAILING_ANALYSIS, write_cytometry_batch, write_demo_batch
 
     settings = Settings.from_env()
     if settings.store.startswith("s3://") and not confirmed:
@@ -518,20 +528,84 @@ def demo(retries: int, confirmed: bool) -> None:
                            "run it there; pass --yes to do that, or run it on a local folder "
                            "(env -u CYTO_STORE -u CYTO_EXECUTOR cyto demo)")
     cyto = open_session()
-    ref, analyses = write_demo_batch(cyto.store)
+    if pipeline == "cytometry":
+        try:
+            ref, analyses = write_cytometry_batch(cyto.store)
+        except RuntimeError as exc:
+            raise UsageFailure(f"{exc}; or try `cyto demo --pipeline wordcount`") from None
+        failing, why = CYTOMETRY_FAILING, "its only FCS file is unreadable"
+    else:
+        ref, analyses = write_demo_batch(cyto.store)
+        failing, why = FAILING_ANALYSIS, "its params.json names a file that is not there"
     click.echo(f"demo batch {ref.label} in {cyto.store.uri}: {len(analyses)} analyses "
-               f"({FAILING_ANALYSIS} fails on purpose: its params.json names a file that is not there)")
-    plan = cyto.plan(ref.date, ref.batch, pipeline="wordcount", retries=retries)
+               f"({failing} fails on purpose: {why})")
+    plan = cyto.plan(ref.date, ref.batch, pipeline=pipeline, retries=retries)
     started = cyto.engine.start_run(plan, requested_by=_whoami())
     summary = follow(cyto, started.id)
-    report(summary)
-    excerpt = cyto.logs(started.id, FAILING_ANALYSIS, tail=5)
-    click.echo(f"\nlog excerpt of {FAILING_ANALYSIS} (attempt {excerpt.attempt}, full log {excerpt.full_log}):")
+    report(summary, cyto)
+    excerpt = cyto.logs(started.id, failing, tail=5)
+    click.echo(f"\nlog excerpt of {failing} (attempt {excerpt.attempt}, full log {excerpt.full_log}):")
     click.echo(excerpt.excerpt.text if excerpt.excerpt else "(no log)")
-    click.echo(f"\nnext: `cyto status {started.id}`, `cyto logs {started.id} {FAILING_ANALYSIS}`, "
-               f"`cyto retry {started.id} {FAILING_ANALYSIS}` after adding the missing file")
+    click.echo(f"\nnext: `cyto status {started.id}`, `cyto logs {started.id} {failing}`, "
+               f"`cyto report {started.id} --out DIR`")
     expected = summary.count(JobState.SUCCEEDED) == len(analyses) - 1 and summary.count(JobState.FAILED) == 1
     sys.exit(EXIT_OK if expected else EXIT_FAILED)
+
+
+def _build_report(cyto: Cyto, run_id: str, out_dir: str | None = None) -> ReportResult | None:
+    try:
+        return cyto.report(run_id, out_dir)
+    except (StoreError, OSError) as exc:
+        click.echo(f"cyto: the report of run {run_id} could not be written: {exc}", err=True)
+        return None
+
+
+def _print_report(result: ReportResult | None) -> None:
+    if result is None:
+        return
+    if result.headline:
+        click.echo(f"  QC: {result.headline}")
+    click.echo(f"  report: {location(result.uri)}")
+    if result.local_path is not None:
+        click.echo(f"  copy: {result.local_path}")
+
+
+def location(uri: str) -> str:
+    """A path for a local file, the URI otherwise."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
+
+
+@cli.command("report")
+@click.argument("run_id", metavar="RUN")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Also write the report into this folder.")
+@friendly_errors
+def report_command(run_id: str, out_dir: str | None) -> None:
+    """Build a run's report: one HTML page (parameters, analyses, failures, timeline, durations, and the
+    pipeline's results such as the QC verdicts), written to Output/DATE/BATCH/_runs/RUN/.
+
+    Example: cyto report 3fa2c1 --out ./reports
+    """
+    cyto = open_session()
+    reconcile(cyto)
+    summary = cyto.status(run_id)
+    if not summary.finished:
+        click.echo(f"run {run_id} is {summary.run.state.value.lower()}: the report shows it as it is now")
+    try:
+        result = cyto.report(run_id, out_dir)
+    except OSError as exc:
+        raise UsageFailure(f"cannot write the report: {exc}") from exc
+    if result.headline:
+        click.echo(f"QC: {result.headline}")
+    click.echo(f"report: {location(result.uri)}")
+    for name, uri in sorted(result.files.items()):
+        if name != "report.html":
+            click.echo(f"  {name}: {location(uri)}")
+    if result.local_path is not None:
+        click.echo(f"copy: {result.local_path}")
 
 
 def _whoami() -> str:

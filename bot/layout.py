@@ -4,6 +4,8 @@
     Output/{YYYY-MM-DD}/{batch}/{analysis}/...                  what a job writes (one run's results, whole)
     Output/{YYYY-MM-DD}/{batch}.run-{run}/{analysis}/...        ... of a run started alongside another
     Logs/{YYYY-MM-DD}/{batch}/{analysis}/{run}/attempt-{N}.log  a copy of each attempt's log
+    Output/{YYYY-MM-DD}/{batch}/_runs/{run}/...                 one run's own results (report, merged tables);
+                                                                `_runs` is reserved: no analysis is named so
 
 Files belong to a run: logs are always run-scoped; outputs go to the batch's Output folder unless
 the run was started (with --allow-concurrent) while another run of the batch was unfinished, and
@@ -25,6 +27,8 @@ INPUT = "Input"
 OUTPUT = "Output"
 LOGS = "Logs"
 
+RUNS = "_runs"  # reserved: the run-scoped folder beside the analyses' outputs
+RESERVED_ANALYSIS_NAMES = frozenset({RUNS})
 MAX_NAME_LENGTH = 200
 _DATE_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -69,6 +73,14 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def check_analysis_name(name: str) -> str:
+    """An analysis name is a folder name that is not reserved for the run's own outputs."""
+    check_name(name, "analysis name")
+    if name in RESERVED_ANALYSIS_NAMES:
+        raise LayoutError(f"analysis name {name!r} is reserved for run reports; rename the folder")
+    return name
+
+
 @dataclass(frozen=True)
 class BatchRef:
     date: str
@@ -98,8 +110,12 @@ class BatchRef:
     def logs_prefix(self) -> str:
         return f"{LOGS}/{self.date}/{self.batch}/"
 
+    def run_prefix(self, run_id: str) -> str:
+        """Where one run's own outputs (report, merged tables) go: never an analysis's folder."""
+        return f"{self.output_prefix}{RUNS}/{check_name(run_id, 'run id')}/"
+
     def analysis(self, name: str) -> AnalysisRef:
-        return AnalysisRef(self, check_name(name, "analysis name"))
+        return AnalysisRef(self, check_analysis_name(name))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from bot.db import Run
 from bot.engine import Engine, EngineError
 from bot.store import StoreError
-from handlers import render
+from handlers import render, results
 from handlers.outbox import Kind, Outbox
 from handlers.render import FailureEntry
 from handlers.slack_state import SlackState
@@ -63,10 +63,10 @@ class Reporter:
             if summary.run.finished_at != run.finished_at:
                 return False  # reopened meanwhile: planned again at the next version
             output = self.engine.output_uri(run)
+            done = results.prepare(self.engine, summary, output)  # the report, QC verdicts and its link
             with self.engine.db.transaction() as conn:
                 self.outbox.add(conn, f"done:{run.id}:{run.finished_at!r}", run.id, Kind.DONE, run.slack_channel,
-                                self.clock(), thread_ts=run.slack_thread_ts,
-                                payload=render.done_alert(summary, output).payload())
+                                self.clock(), thread_ts=run.slack_thread_ts, payload=done.message.payload())
         self.state.set_synced(run_id, start_version)
         return True
 

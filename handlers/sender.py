@@ -24,7 +24,7 @@ from slack_sdk.webhook import WebhookClient
 
 from bot.engine import Engine
 from bot.states import RunState
-from handlers import render
+from handlers import render, results
 from handlers.outbox import EVENT_TYPE, Intent, Kind, Outbox, new_token
 from handlers.render import SlackMessage
 from handlers.slack_state import SlackState
@@ -245,6 +245,12 @@ class Sender:
                 self.state.resolve_hold(intent.run_id, "released", None, self.clock())
                 log.info("run %s released: its thread is %s/%s", intent.run_id, intent.channel, ts)
                 self.on_release(intent.run_id)
+        elif intent.kind == Kind.DONE:
+            # After the alert is recorded as sent: a refused upload is logged, never a second alert.
+            try:
+                results.upload_stored_overview(self.client, self.engine, self.engine.get_run(intent.run_id))
+            except Exception as exc:
+                log.warning("overview of run %s not uploaded: %s", intent.run_id, exc)
         elif rendered is not None and rendered.retried_shown:
             # A failure reply (posted or edited) shows these retries: no edit is needed for them.
             self.state.set_shown_by_key(intent.run_id, intent.key.removeprefix("edit:"), rendered.retried_shown)

@@ -126,14 +126,23 @@ def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("cyto")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
     result = subprocess.run([*command, "demo"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 analyses: 5 succeeded, 1 failed" in result.stdout
-    assert 'ERROR: params.json names "counts.txt"' in result.stdout
+    assert "3 analyses: 2 succeeded, 1 failed" in result.stdout
+    assert "  QC: 5 pass · 2 warn · 2 fail: B03 too few events (400); C01 unreadable" in result.stdout
+    report = next(line for line in result.stdout.splitlines() if line.startswith("  report: "))
+    assert report.endswith("report.html") and Path(report.removeprefix("  report: ")).is_file()
+    assert "ERROR: no FCS file could be analysed" in result.stdout
     assert (tmp_path / "home" / "cyto-data" / "Output").is_dir()
     state = tmp_path / "home" / ".local" / "state" / "cyto-bot"
     assert [p.name for p in state.glob("*/runs.sqlite")] == ["runs.sqlite"]
     assert not (tmp_path / ".cyto").exists() and not (tmp_path / "cyto-data").exists()
+
+    words = subprocess.run([*command, "demo", "--pipeline", "wordcount"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert words.returncode == 0, words.stdout + words.stderr
+    assert "6 analyses: 5 succeeded, 1 failed" in words.stdout
+    assert 'ERROR: params.json names "counts.txt"' in words.stdout
 
 
 @pytest.mark.slow

@@ -117,3 +117,22 @@ def test_local_store_refuses_keys_outside_it(tmp_path) -> None:
     with pytest.raises(StoreError, match="outside"):
         store.write_bytes("../escape.txt", b"x")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_runs_folder_is_reserved_and_run_scoped() -> None:
+    from bot.layout import BatchRef, LayoutError
+
+    ref = BatchRef("2018-12-05", "b7")
+    assert ref.run_prefix("ab12cd") == "Output/2018-12-05/b7/_runs/ab12cd/"
+    with pytest.raises(LayoutError, match="reserved for run reports"):
+        ref.analysis("_runs")
+
+
+def test_an_input_folder_named_runs_is_not_an_analysis(tmp_path) -> None:
+    from bot.catalog import iter_analyses
+    from bot.layout import BatchRef
+    from bot.store.local import LocalStore
+
+    for name in ("A01", "_runs"):
+        (tmp_path / "Input/2018-12-05/b7" / name).mkdir(parents=True)
+    assert list(iter_analyses(LocalStore(tmp_path), BatchRef("2018-12-05", "b7"))) == ["A01"]

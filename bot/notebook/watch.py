@@ -14,7 +14,11 @@ from bot.db import Job, Run
 from bot.engine import NotFound, RunSummary
 from bot.notebook.launch import notebook_user
 from bot.notebook.render import BAR_STYLES, jobs_table_html, log_html, message_html, progress_html, run_label
+from bot.notebook.results import MAX_PLOTS, results_html
+from bot.report import ReportResult
+from bot.report.links import report_link
 from bot.states import JobState, RunState
+from bot.store import ObjectNotFound
 
 LIVE_INTERVAL_S = 2.0
 
@@ -35,6 +39,8 @@ class RunWatcher:
         self._cancel_armed = False
         self._quiet = False
         self._refresh_error: str | None = None
+        self.report: ReportResult | None = None
+        self._report_for: tuple[str, float | None] | None = None  # (run, finished_at) the results show
 
         self.run_picker = widgets.Dropdown(description="Run", layout=widgets.Layout(width="46em"))
         self.reload_button = widgets.Button(description="Reload runs", icon="refresh")
@@ -48,6 +54,7 @@ class RunWatcher:
         self.cancel_button = widgets.Button(description="Cancel run", button_style="danger", icon="stop",
                                             disabled=True)
         self.message = widgets.HTML()
+        self.results = widgets.HTML()
 
         self.run_picker.observe(self._picked, names="value")
         self.analysis.observe(lambda change: None if self._quiet else self.show_log(), names="value")
@@ -59,7 +66,7 @@ class RunWatcher:
             widgets.HBox([self.run_picker, self.reload_button, self.refresh_button]),
             self.progress, self.progress_text, self.table,
             widgets.HBox([self.retry_button, self.cancel_button, self.message]),
-            self.analysis, self.log,
+            self.analysis, self.log, self.results,
         ])
         self.load_runs(run_id)
 
@@ -153,6 +160,36 @@ class RunWatcher:
         if self.cancel_button.disabled:
             self._cancel_armed = False
         self.cancel_button.description = "Confirm cancel" if self._cancel_armed else "Cancel run"
+        self._show_results()
+
+    def _show_results(self) -> None:
+        """When the run has finished: build its report once and show the results under the log."""
+        summary = self.summary
+        if summary is None or not summary.finished:
+            self.results.value, self.report, self._report_for = "", None, None
+            return
+        key = (summary.run.id, summary.run.finished_at)
+        if self._report_for == key:
+            return
+        try:
+            report = self.cyto.report(summary.run.id)
+        except Exception as exc:  # shown in the widget, as in refresh()
+            self.results.value = message_html(f"could not build the run's report: {exc}")
+            return
+        plots: dict[str, list[tuple[str, bytes]]] = {}
+        budget = MAX_PLOTS
+        for analysis, keys in report.results.plots.items():
+            for key_ in keys[:budget]:
+                try:
+                    plots.setdefault(analysis, []).append((key_.rsplit("/", 1)[-1], self.cyto.store.read_bytes(key_)))
+                except ObjectNotFound:
+                    continue
+            budget -= len(keys)
+            if budget <= 0:
+                break
+        link = report_link(self.cyto.store, report.key)
+        self.report, self._report_for = report, key
+        self.results.value = results_html(report, plots, link.url or link.path)
 
     def start(self, interval: float | None = None) -> None:
         """Refresh in the background every `interval` seconds until `stop()` (for a live notebook)."""
@@ -260,4 +297,6 @@ class RunWatcher:
             "retry_disabled": self.retry_button.disabled,
             "cancel_disabled": self.cancel_button.disabled,
             "live": self.live,
+            "results_shown": bool(self.results.value) and self.report is not None,
+            "qc": self.report.headline if self.report else None,
         }

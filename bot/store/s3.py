@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
+
 from bot import aws
 from bot.store import ObjectInfo, ObjectNotFound, StoreError
 
@@ -40,6 +42,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client = client
+        self._signer: Any = None
 
     @classmethod
     def from_uri(cls, uri: str, client: Any = None) -> S3Store:
@@ -114,6 +117,22 @@ class S3Store:
 
     def uri_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def presigned_url(self, key: str, expires_s: int, content_type: str | None = None) -> str:
+        """A GET link to `key` that works without AWS credentials for `expires_s` seconds (at most 7
+        days; with temporary credentials, until they expire if sooner). Signing is local: no request."""
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        if content_type:
+            params["ResponseContentType"] = content_type  # a browser shows the page instead of saving it
+        with self._errors(self.uri_for(key)):
+            if self._signer is None:  # SigV4 whatever the client's default: its links say how long they live
+                from botocore.config import Config
+
+                meta = self.client.meta
+                self._signer = boto3.session.Session().client(
+                    "s3", region_name=meta.region_name, endpoint_url=meta.endpoint_url,
+                    config=meta.config.merge(Config(signature_version="s3v4")))
+            return str(self._signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def check(self) -> None:
         """One ListObjectsV2 under the prefix: what every run needs first. Unlike HeadBucket, its error

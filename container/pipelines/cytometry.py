@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from container.cytometry import analysis, gatingfile, plots, stats
+from container.cytometry import analysis, gatingfile, plots, stats, verdict
 from container.cytometry import params as params_mod
+from container.cytometry import qc as qc_checks
 from container.cytometry.params import Params
 from container.pipelines import InputError, PipelineContext, PipelineError, checked_params
 
@@ -47,9 +48,12 @@ METHOD_NOTES = {
     "with linear interpolation (as numpy.percentile), rCV empty when the median is <= 0; mean; "
     "geometric mean = exp(mean(ln x)) over the events with x > 0; CV = 100 * SD (n - 1) / mean, empty "
     "when the mean is <= 0",
-    "qc": "saturated: fraction of events at $PnR - 1 above saturation_threshold; drift: largest "
-    "deviation of the key channel's median in time_slices equal-duration slices of the cells from its "
-    "overall median, relative to it, above drift_threshold",
+    "qc": "saturated: fraction of events at $PnR - 1 above saturation_threshold; drift: spread (max - min) "
+    "of each scatter and fluorescence channel's median over time_slices equal-duration slices of the "
+    "cells, relative to its overall median (fluorescence: or its P84 - P16 width when larger), above "
+    "drift_threshold; flow rate: events in 100 equal-duration bins, a pause over 5% of the acquisition "
+    "is a gap, a bin over 4x the median rate a burst, over 10% of bins under 0.25x the median a clog; "
+    "verdict per file: fail (unreadable, too few events), warn (any other finding), pass",
 }
 
 
@@ -83,8 +87,10 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
         except Exception as exc:  # one bad file must not stop the others
             error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             qc[name] = {"status": "failed", "error": error}
+            qc[name].update(verdict.judge(qc[name]))
             ctx.log.warning("%s: failed: %s", name, error)
             continue
+        qc_checks.checks(result.qc, result.sample, result.gating, params)
         plot_seconds = _plot(ctx, plotter, name, result, params, plot_names)
         rows.extend(result.rows)
         channels.extend(c for c in result.channels if c not in channels)

@@ -8,6 +8,9 @@ meanwhile never reached Slack) or answer slowly after accepting (`slow_answer`),
 (`auth_error = "invalid_auth"`), refuse a channel with `not_in_channel`, or misbehave at random
 (`chaos`). Posted messages keep their `metadata`, which `conversations.history` (the channel's
 top-level messages) and `conversations.replies` (a thread) return with `include_all_metadata`.
+Files go through Slack's external upload as files_upload_v2 does it: files.getUploadURLExternal
+hands out an upload URL on the stand-in (/upload/{file_id}), the bytes are POSTed there, and
+files.completeUploadExternal shares them (with channel_id and thread_ts) — see `uploads`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ class Chaos:
 
 
 @dataclass
+class Upload:
+    """One file of the external-upload flow."""
+
+    file_id: str
+    filename: str
+    length: int
+    content: bytes | None = None  # what was POSTed to the upload URL
+    shared: dict[str, Any] | None = None  # the files.completeUploadExternal params that shared it
+
+
+@dataclass
 class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     refused_channels: set[str] = field(default_factory=set)
@@ -76,6 +90,7 @@ class SlackStandIn:
         self._drops: dict[str, list[bool]] = {}  # method -> [after_accept]
         self._ts = itertools.count(1)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest payload
+        self.uploads: dict[str, Upload] = {}  # file id -> what was announced, sent and shared
         self.views: list[tuple[str, dict[str, Any]]] = []  # (views.open | views.publish, view) accepted
         stand_in = self
 
@@ -92,6 +107,9 @@ class SlackStandIn:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                if urlparse(self.path).path.startswith("/upload/"):
+                    stand_in._receive_upload(self, self.rfile.read(length))
+                    return
                 raw = self.rfile.read(length).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     params = json.loads(raw or "{}")
@@ -159,6 +177,10 @@ class SlackStandIn:
         with self._lock:
             return [c for c in self.calls if c.method != "respond"]
 
+    def shared_files(self) -> list[Upload]:
+        with self._lock:
+            return [u for u in self.uploads.values() if u.shared is not None]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -220,11 +242,48 @@ class SlackStandIn:
             return {"ok": True, "channel": channel, "ts": key[1], "text": params.get("text")}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"1700000000.{next(self._ts):06d}"}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts):08d}"
+            self.uploads[file_id] = Upload(file_id, str(params.get("filename")), int(params.get("length") or 0))
+            port = self.server.server_address[1]
+            return {"ok": True, "upload_url": f"http://127.0.0.1:{port}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(params)
         if method in ("views.open", "views.publish"):
             return self._view(method, params)
         if method == "conversations.info":
             return {"ok": True, "channel": {"id": channel, "is_member": True}}
         return {"ok": True}
+
+    # -- the external upload ------------------------------------------------------------------
+    def _receive_upload(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        file_id = urlparse(handler.path).path.removeprefix("/upload/")
+        with self._lock:
+            upload = self.uploads.get(file_id)
+            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)}, 200 if upload else 404,
+                                   handler.path))
+            if upload is not None:
+                upload.content = data
+        status, body = (200, f"OK - {len(data)}") if upload is not None else (404, "unknown upload")
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body.encode())
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel_id") or "")
+        if channel in self.refused_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        files = json.loads(params.get("files") or "[]")
+        done = []
+        for entry in files:
+            upload = self.uploads.get(str(entry.get("id")))
+            if upload is None or upload.content is None or len(upload.content) != upload.length:
+                return {"ok": False, "error": "file_upload_size_mismatch" if upload else "file_not_found"}
+            upload.shared = dict(params)
+            done.append({"id": upload.file_id, "title": entry.get("title"), "name": upload.filename})
+        return {"ok": True, "files": done}
 
     def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """views.open needs a trigger id, views.publish a user id; both a view that Block Kit accepts."""

@@ -8,7 +8,10 @@ The moto fixtures come from tests/aws/conftest.py as a plugin; the bot comes fro
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,6 +95,15 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     assert len(alerts) == 2
     assert alerts[-1].params["text"].startswith(f"<@{USER}> *{DATE}/{BATCH}* finished: 5 succeeded, 0 failed of 5")
     assert f"s3://{batch_setup.bucket}/Output/{DATE}/{BATCH}/" in json.dumps(alerts[-1].blocks)
+    # The report, in the run's own folder in S3, linked by a presigned URL that opens it without AWS keys.
+    [where] = [b for b in alerts[-1].blocks if b.get("block_id") == "done_report"]
+    link = re.fullmatch(r"<([^|]+)\|Open the run report> \(link valid 7 days\)", where["elements"][0]["text"])
+    assert link is not None, where
+    url = html.unescape(link.group(1))
+    assert f"/Output/{DATE}/{BATCH}/_runs/{run_id}/report.html?" in url and "X-Amz-Expires=604800" in url
+    with urllib.request.urlopen(url, timeout=10) as response:
+        page = response.read().decode()
+    assert page.startswith("<!DOCTYPE html>") and f"cyto run {run_id}" in page
     assert len(failure_replies(served, root_ts)) == 1, "the retried attempt succeeded: no new failure reply"
     outputs = boto3.client("s3").list_objects_v2(Bucket=batch_setup.bucket, Prefix=f"Output/{DATE}/{BATCH}/")
     assert f"Output/{DATE}/{BATCH}/{BROKEN}/wordcount.json" in {o["Key"] for o in outputs.get("Contents", [])}

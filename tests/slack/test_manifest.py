@@ -9,9 +9,10 @@ from slack_harness import ROOT
 def test_manifest_matches_the_bot() -> None:
     manifest = yaml.safe_load((ROOT / "deploy" / "slack-manifest.yaml").read_text())
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/cyto"]
-    # chat.postMessage/update, the slash command, and conversations.history/replies for the outbox's look-ups
+    # chat.postMessage/update, the slash command, conversations.history/replies for the outbox's look-ups,
+    # and files:write for the batch overview image in the thread
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "channels:history",
-                                                              "groups:history"}
+                                                              "groups:history", "files:write"}
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     # The run form and the App Home (handlers/modal.py, handlers/home.py).
