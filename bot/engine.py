@@ -8,7 +8,6 @@ subscribe to its events; none of them contains run logic.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 import socket
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bot import catalog, failure_policy
+from bot import catalog, claims, failure_policy
 from bot.db import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
@@ -168,7 +167,7 @@ class Engine:
         self._listeners: list[Listener] = []
         # Claims on attempts being submitted are `host:pid:nonce:pass`; a claim is live only while the
         # submission pass that took it runs (see _stale_tokens).
-        self._token_prefix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._token_prefix = claims.new_token()
         self._live_tokens: set[str] = set()
         self._tokens_lock = threading.Lock()
         # Runs this process has cancelled: its own submission passes stop submitting them at once.
@@ -404,7 +403,6 @@ class Engine:
         """Claims whose pass is over: held by a process that no longer exists (a dead pid on this host,
         or another host: a replaced container), or by a pass of this process that ended without
         recording them. A live process on this host is still submitting its own."""
-        host = socket.gethostname()
         with self._tokens_lock:
             live = set(self._live_tokens)
         stale = []
@@ -414,9 +412,8 @@ class Engine:
             if token.startswith(self._token_prefix + ":"):
                 stale.append(token)
                 continue
-            token_host, _, rest = token.partition(":")
-            pid = rest.partition(":")[0]
-            if token_host != host or not pid.isdigit() or not _pid_alive(int(pid)):
+            host, pid = claims.holder(token)
+            if host != socket.gethostname() or pid is None or not claims.pid_alive(pid):
                 stale.append(token)
         return stale
 
@@ -699,16 +696,6 @@ def _last_run_attempt(attempts: Sequence[Attempt], current: int) -> int:
         if record.executor_job_id or record.state != JobState.PENDING:
             return record.attempt
     return current
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id() -> str:

@@ -12,15 +12,13 @@ most once. Edits (`chat.update`) are idempotent and simply retried.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot import claims
 from bot.db import RunDB
 
 # Slack message metadata marking a post with its outbox key (`conversations.replies`/`history`
@@ -65,27 +63,6 @@ def _intent(row: sqlite3.Row) -> Intent:
     return Intent(row["key"], row["run_id"], Kind(row["kind"]), row["channel"], row["thread_ts"], row["target_ts"],
                   row["version"], row["tries"], bool(row["uncertain"]), row["created_at"],
                   json.loads(row["payload"]) if row["payload"] else None)
-
-
-def new_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def token_is_stale(token: str) -> bool:
-    """Whether a claim's process is gone (a dead pid on this host)."""
-    host, _, rest = token.partition(":")
-    pid = rest.partition(":")[0]
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
 
 
 class Outbox:
@@ -141,7 +118,7 @@ class Outbox:
                     ORDER BY created_at, key LIMIT 200""", [*args, now]).fetchall()
             for row in rows:
                 if row["state"] == "sending":
-                    abandoned = token_is_stale(row["claim_token"] or "") or \
+                    abandoned = claims.dead_here(row["claim_token"] or "") or \
                         now - (row["claimed_at"] or 0) > CLAIM_TIMEOUT_S
                     if row["claim_token"] == token or not abandoned:
                         continue

@@ -22,10 +22,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot.claims import new_token
 from bot.engine import Engine
 from bot.states import RunState
 from handlers import render, results
-from handlers.outbox import EVENT_TYPE, Intent, Kind, Outbox, new_token
+from handlers.outbox import EVENT_TYPE, Intent, Kind, Outbox
 from handlers.render import SlackMessage
 from handlers.slack_state import SlackState
 

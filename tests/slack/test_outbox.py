@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.claims import new_token
 from bot.db import Run, RunDB
 from bot.states import RunState
-from handlers.outbox import Kind, Outbox, new_token
+from handlers.outbox import Kind, Outbox
 
 NOW = 1_800_000_000.0
 
