@@ -11,6 +11,21 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
+# Fixtures that start a server (moto, the Slack stand-in, the bot on loopback), mock AWS in process,
+# or run jobs as processes (the local executor behind `cyto_env`, a finished cytometry run): a test
+# that uses one is end to end, and runs in the slow lane. `python -m pytest -m "not slow"` is the fast
+# lane of pure and in-process tests; the README's `python -m pytest` runs both.
+END_TO_END_FIXTURES = frozenset({
+    "moto_server", "aws", "simple_batch", "shim", "batch_setup", "moto_endpoint", "s3", "stack",
+    "slack", "served", "cyto_env", "finished",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def cyto_env(tmp_path: Path) -> dict[str, str]:

@@ -169,7 +169,8 @@ def test_download_from_s3_through_the_transfer_manager(aws: Aws, batch: dict[str
     session = Cyto.from_env(env)
     run = session.engine.db.run  # the ledger, set up as if a run had been made against this store
     plan = Plan(BatchRef("2018-12-05", "b7"), ["A01"], "wordcount", Resources())
-    started = session.engine.start_run(plan, "test")
+    # Recorded, never submitted: a job of this run would replace the Output folder it is to download.
+    started = session.engine.start_run(plan, "test", hold=True)
     assert run(started.id) is not None
     before = aws.calls("s3:GET")
     result = invoke(env, "download", started.id, str(tmp_path / "out"))

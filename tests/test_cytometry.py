@@ -199,6 +199,7 @@ EXPECTED_FAILED = {
 }
 
 
+@pytest.mark.slow
 def test_real_instrument_files(tmp_path: Path) -> None:
     files = fcsparser_files_or_skip()
     summary = run(files[0].parents[2], tmp_path / "out")

@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.api import Cyto
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
 from bot.progress import summary_lines
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
+
+pytestmark = pytest.mark.slow  # every test here runs jobs as processes
 
 DATE, BATCH = "2018-12-05", "batch-7"
 

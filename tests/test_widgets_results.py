@@ -6,10 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from bot.api import Cyto
 from bot.notebook import RunWatcher
 from bot.settings import Settings
 from tests.report_fixtures import finished_cytometry_run
+
+pytestmark = pytest.mark.slow  # every test here runs jobs as processes
 
 
 def test_watcher_shows_the_failed_log_first_then_the_results(tmp_path: Path) -> None:
