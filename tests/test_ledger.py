@@ -509,3 +509,18 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     unfinished = [name for name, status in local.describe(sorted(job_dirs)).items()
                   if not status.state.is_terminal]
     assert unfinished == [], "no job left queued or running"
+
+
+def test_a_held_run_is_submitted_by_nobody_and_a_cancel_abandons_it(tmp_path: Path) -> None:
+    engine, executor, db = make_engine(tmp_path)
+    plan = engine.plan(DATE, BATCH, "wordcount", Resources(retries=0))
+    run = engine.start_run(plan, "alice", hold=True)  # waiting for its Slack thread
+    engine.poll()
+    engine.submit_pending(run.id)
+    assert executor.submit_calls == [] and engine.get_run(run.id).state == RunState.HELD
+    assert engine.cancel(run.id, by="carol") is True  # `cyto cancel` from another front end
+    assert engine.get_run(run.id).state == RunState.CANCELLED
+    assert {j.state for j in db.jobs(run.id)} == {JobState.CANCELLED}
+    assert not engine.release(run.id, "C1", "1.0")  # its thread came too late: nothing starts
+    engine.poll()
+    assert executor.submit_calls == []
