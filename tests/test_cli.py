@@ -16,21 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
+from tests.cli_helpers import invoke, write_two_analyses
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def invoke(env: dict[str, str], *args: str):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
 @pytest.fixture
 def batch(cyto_env: dict[str, str]) -> dict[str, str]:
-    store = Path(cyto_env["CYTO_STORE"])
-    for name in ("A01", "A02"):
-        path = store / "Input/2018-12-05/b7" / name / "x.txt"
-        path.parent.mkdir(parents=True)
-        path.write_text(f"{name} hello world\n")
+    write_two_analyses(Path(cyto_env["CYTO_STORE"]))
     return cyto_env
 
 

@@ -17,21 +17,15 @@ from bot.cli import cli
 from bot.db import RunDB
 from handlers.commands import UsageError, parse, parse_memory
 from tests.aws.conftest import Aws
+from tests.cli_helpers import invoke, write_two_analyses
 
 pytest_plugins = ["tests.aws.conftest"]
-
-
-def invoke(env: dict[str, str], *args: str):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 @pytest.fixture
 def batch(cyto_env: dict[str, str]) -> dict[str, str]:
     store = Path(cyto_env["CYTO_STORE"])
-    for name in ("A01", "A02"):
-        path = store / "Input/2018-12-05/b7" / name / "x.txt"
-        path.parent.mkdir(parents=True)
-        path.write_text(f"{name} hello world\n")
+    write_two_analyses(store)
     (store / "Input/2018-12-05/b7/A02/y.txt").write_text("only A02 counts this\n")
     (store / "Input/2018-12-05/b7/A02/params.json").write_text(json.dumps({"files": ["y.txt"]}))
     return cyto_env

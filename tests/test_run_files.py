@@ -24,6 +24,7 @@ from bot.executors.local_runner import JOBS, SPEC
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from container.staging import join_uri, upload_file
+from tests.cli_helpers import invoke, write_two_analyses
 from tests.scripted_executor import ScriptedExecutor
 
 DATE, BATCH = "2018-12-05", "b7"
@@ -156,17 +157,9 @@ def test_both_executors_give_a_job_the_same_run_scoped_environment(engine: Engin
 # -- end to end: local executor, real entrypoint ---------------------------------------------------
 
 
-def invoke(env: dict[str, str], *args: str):
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
 @pytest.fixture
 def batch(cyto_env: dict[str, str]) -> dict[str, str]:
-    store = Path(cyto_env["CYTO_STORE"])
-    for name in ("A01", "A02"):
-        path = store / f"Input/{DATE}/{BATCH}" / name / "x.txt"
-        path.parent.mkdir(parents=True)
-        path.write_text(f"{name} hello world\n")
+    write_two_analyses(Path(cyto_env["CYTO_STORE"]))
     return cyto_env
 
 
