@@ -21,7 +21,9 @@ import click
 
 from bot.settings import ConfigError, Settings
 
-REQUIRED_SCOPES = ("commands", "chat:write")
+# The bot scopes of deploy/slack-manifest.yaml (tests/slack/test_manifest.py keeps the two equal):
+# the slash command, posts and edits, reading back its own posts (the outbox), the overview image.
+REQUIRED_SCOPES = ("commands", "chat:write", "channels:history", "groups:history", "files:write")
 SLACK_TIMEOUT_S = 10
 
 

@@ -56,7 +56,8 @@ class _SlackHandler(BaseHTTPRequestHandler):
         self.calls.append(method)
         token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         token = token or (parse_qs(body).get("token") or [""])[0]
-        scopes = {GOOD_TOKEN: "commands,chat:write,channels:read", NARROW_TOKEN: "chat:write"}
+        scopes = {GOOD_TOKEN: "commands,chat:write,channels:read,channels:history,groups:history,files:write",
+                  NARROW_TOKEN: "chat:write"}
         if method != "auth.test":
             payload, headers = {"ok": False, "error": "unknown_method"}, {}
         elif token not in scopes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import yaml
 from slack_harness import ROOT
 
+from bot.doctor import REQUIRED_SCOPES
+
 
 def test_manifest_matches_the_bot() -> None:
     manifest = yaml.safe_load((ROOT / "deploy" / "slack-manifest.yaml").read_text())
@@ -13,6 +15,7 @@ def test_manifest_matches_the_bot() -> None:
     # and files:write for the batch overview image in the thread
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "channels:history",
                                                               "groups:history", "files:write"}
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == set(REQUIRED_SCOPES), "cyto doctor checks the same"
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     # The run form and the App Home (handlers/modal.py, handlers/home.py).
