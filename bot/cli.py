@@ -380,7 +380,9 @@ def cancel(run_id: str) -> None:
     """Cancel a run: queued jobs are dropped, running ones stopped."""
     cyto = open_session()
     if cyto.cancel(run_id, by=_whoami()):
-        click.echo(f"run {run_id}: cancelling")
+        # A run with nothing left at the executor (or one still held, never submitted) is cancelled at once.
+        finished = cyto.engine.get_run(run_id).state.is_finished
+        click.echo(f"run {run_id}: {'cancelled' if finished else 'cancelling'}")
     else:
         click.echo(f"run {run_id} is {cyto.engine.get_run(run_id).state.value.lower()}: nothing to cancel")
 

@@ -205,3 +205,13 @@ def test_serve_without_tokens_names_them_and_exits_2(cyto_env: dict[str, str]) -
     assert result.exit_code == 2 and "set SLACK_BOT_TOKEN and SLACK_APP_TOKEN" in result.output
     result = CliRunner().invoke(cli, ["serve", "--http"], env={**env, "SLACK_BOT_TOKEN": "xoxb-1"})
     assert result.exit_code == 2 and "set SLACK_SIGNING_SECRET" in result.output
+
+
+def test_cancel_of_a_run_held_for_its_slack_thread_says_cancelled(batch: dict[str, str]) -> None:
+    from bot.api import Cyto
+
+    session = Cyto.from_env(batch)
+    held = session.engine.start_run(session.plan("2018-12-05", "b7", pipeline="wordcount"), "U1", hold=True)
+    result = invoke(batch, "cancel", held.id)
+    assert result.exit_code == 0 and result.output.strip() == f"run {held.id}: cancelled"
+    assert session.engine.get_run(held.id).state == "CANCELLED"
