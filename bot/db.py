@@ -208,6 +208,10 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# A row as sqlite3 returns it, or a plain mapping of column to value.
+Row = sqlite3.Row | Mapping[str, Any]
+
+
 class DatabaseError(RuntimeError):
     """The run database cannot be used; the message names the file and the fix."""
 
@@ -283,8 +287,12 @@ class Attempt:
     cancel_sent_at: float | None = None
 
 
-def _run(row: Mapping[str, Any]) -> Run:
-    d = dict(row)
+def _as_dict(row: Row) -> dict[str, Any]:
+    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - iterating a sqlite3.Row gives its values
+
+
+def _run(row: Row) -> Run:
+    d = _as_dict(row)
     d["params"] = json.loads(d["params"])
     d["resources"] = json.loads(d["resources"])
     d["state"] = RunState(d["state"])
@@ -292,14 +300,14 @@ def _run(row: Mapping[str, Any]) -> Run:
     return Run(**d)
 
 
-def _job(row: Mapping[str, Any]) -> Job:
-    d = dict(row)
+def _job(row: Row) -> Job:
+    d = _as_dict(row)
     d["state"] = JobState(d["state"])
     return Job(**d)
 
 
-def _attempt(row: Mapping[str, Any]) -> Attempt:
-    d = dict(row)
+def _attempt(row: Row) -> Attempt:
+    d = _as_dict(row)
     d["state"] = JobState(d["state"])
     d["resources"] = json.loads(d["resources"]) if d["resources"] else None
     return Attempt(**d)

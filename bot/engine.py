@@ -651,7 +651,7 @@ def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: b
     new = status.state
     if new == attempt.state and new in (JobState.QUEUED, JobState.RUNNING):
         return None
-    common = dict(run_id=job.run_id, analysis=job.analysis, job_id=job.id, attempt=attempt.attempt,
+    common: dict[str, Any] = dict(run_id=job.run_id, analysis=job.analysis, job_id=job.id, attempt=attempt.attempt,
                   old_state=attempt.state, reason=status.reason, exit_code=status.exit_code,
                   log_ref=status.log_ref, started_at=status.started_at, stopped_at=status.stopped_at)
     if new in (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED):

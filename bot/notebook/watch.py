@@ -150,7 +150,7 @@ class RunWatcher:
                 self.analysis.options = [(name, name) for name in names]
                 # Prefer a failed analysis: its log is the one worth reading.
                 failed = [j.analysis for j in self.jobs if j.state == JobState.FAILED]
-                self.analysis.value = current if current in names else (failed or names or [None])[0]
+                self.analysis.value = current if current in names else next(iter(failed or names), None)
             finally:
                 self._quiet = False
         state = summary.run.state if summary else None
