@@ -177,13 +177,18 @@ def _gate_panel(ax: Axes, sample: Sample, gating: Gating, scale: Scale, pop: Pop
     inside = (float(np.clip(np.min(outline_x), *xr)), float(np.clip(np.max(outline_y), *yr))) \
         if outline_x.size else (xr[0], yr[1])
     _gate_label(ax, pop, pct, inside[0], inside[1])
+    _frame_2d(ax, xa, ya, xr, yr, f"{pop.parent} → {pop.name}: {pop.count:,} ({pct:.1f}%)")
+
+
+def _frame_2d(ax: Axes, xa: Axis, ya: Axis, xr: tuple[float, float], yr: tuple[float, float], title: str) -> None:
+    """Limits, decade ticks, labels and title of a two-channel panel."""
     ax.set_xlim(xr)
     ax.set_ylim(yr)
     xa.decorate(ax, "x", *xr)
     ya.decorate(ax, "y", *yr)
     ax.set_xlabel(xa.label(), fontsize=8)
     ax.set_ylabel(ya.label(), fontsize=8)
-    ax.set_title(f"{pop.parent} → {pop.name}: {pop.count:,} ({pct:.1f}%)", fontsize=8)
+    ax.set_title(title, fontsize=8)
 
 
 def gate_unit(shape: Shape, axis: str) -> str:
@@ -282,13 +287,7 @@ def _ungated_panel(ax: Axes, sample: Sample, scale: Scale, limit: int) -> bool:
     x, y = xa.values(sample, idx), ya.values(sample, idx)
     xr, yr = robust_range(x), robust_range(y)
     _density(ax, x, y, xr, yr)
-    ax.set_xlim(xr)
-    ax.set_ylim(yr)
-    xa.decorate(ax, "x", *xr)
-    ya.decorate(ax, "y", *yr)
-    ax.set_xlabel(xa.label(), fontsize=8)
-    ax.set_ylabel(ya.label(), fontsize=8)
-    ax.set_title(f"all events: {sample.n_events:,}", fontsize=8)
+    _frame_2d(ax, xa, ya, xr, yr, f"all events: {sample.n_events:,}")
     return True
 
 
