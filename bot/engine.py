@@ -476,13 +476,13 @@ class Engine:
     def _send_pending_cancels(self, run_ids: Sequence[str]) -> None:
         """A cancel is recorded (the run CANCELLING) before the executor is told; whatever was not told
         yet (a crash in between, an executor error) is told now."""
-        sent = [(job.id, attempt.attempt) for job, attempt in self.db.cancels_to_send(run_ids)
-                if self._send_cancel(attempt.executor_job_id or "", f"cancelled by {self._cancelled_by(job.run_id)}")]
+        to_send = self.db.cancels_to_send(run_ids)
+        by = {run_id: self.get_run(run_id).cancel_requested_by or "someone"
+              for run_id in {job.run_id for job, _ in to_send}}  # one read per run, not per job
+        sent = [(job.id, attempt.attempt) for job, attempt in to_send
+                if self._send_cancel(attempt.executor_job_id or "", f"cancelled by {by[job.run_id]}")]
         if sent:
             self.db.mark_cancel_sent(sent, self.clock())
-
-    def _cancelled_by(self, run_id: str) -> str:
-        return self.get_run(run_id).cancel_requested_by or "someone"
 
     def _with_log_reason(self, status: JobStatus) -> JobStatus:
         """Replace a bare "exit code N" with the job's own last `ERROR:` line, which says why."""
