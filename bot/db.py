@@ -744,19 +744,19 @@ class RunDB:
 
     def record_submit_failed(self, run_id: str, job_id: int, attempt: int, token: str, reason: str,
                              now: float, rule: str | None = None) -> bool:
-        """A claimed attempt could not be submitted: it and its job fail with the reason."""
-        attempt_from = sql_in(sources(ATTEMPT_TRANSITIONS, JobState.FAILED))
-        job_from = sql_in(sources(JOB_TRANSITIONS, JobState.FAILED))
+        """A claimed attempt could not be submitted: it and its job go from PENDING to FAILED with the reason."""
+        assert can_move(ATTEMPT_TRANSITIONS, JobState.PENDING, JobState.FAILED)
+        assert can_move(JOB_TRANSITIONS, JobState.PENDING, JobState.FAILED)
         with self.transaction() as conn:
             cur = conn.execute(
-                f"""UPDATE attempts SET state = 'FAILED', reason = ?, stopped_at = ?, failure_rule = ?
-                    WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL
-                      AND state = 'PENDING' AND state IN {attempt_from}""",
+                """UPDATE attempts SET state = 'FAILED', reason = ?, stopped_at = ?, failure_rule = ?
+                   WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL
+                     AND state = 'PENDING'""",
                 (reason, now, rule, job_id, attempt, token))
             if not cur.rowcount:
                 return False
-            conn.execute(f"""UPDATE jobs SET state = 'FAILED', reason = ?, failure_rule = ?, updated_at = ?
-                             WHERE id = ? AND attempt = ? AND state = 'PENDING' AND state IN {job_from}""",
+            conn.execute("""UPDATE jobs SET state = 'FAILED', reason = ?, failure_rule = ?, updated_at = ?
+                            WHERE id = ? AND attempt = ? AND state = 'PENDING'""",
                          (reason, rule, now, job_id, attempt))
             conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
         return True
