@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -10,6 +12,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
+
+from tests.timeouts import seconds  # noqa: E402
 
 # Fixtures that start a server (moto, the Slack stand-in, the bot on loopback), mock AWS in process,
 # or run jobs as processes (the local executor behind `cyto_env`, a finished cytometry run): a test
@@ -21,10 +25,60 @@ END_TO_END_FIXTURES = frozenset({
 })
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    per_test_limit = per_test_timeout(config)
     for item in items:
         if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if per_test_limit is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(per_test_limit))
+
+
+def per_test_timeout(config: pytest.Config) -> float | None:
+    """pytest-timeout's limit from pyproject.toml, scaled like every other test deadline; a limit given on
+    the command line (`--timeout`, `PYTEST_TIMEOUT`) is taken as it is."""
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return None
+    configured = config.getini("timeout")
+    return seconds(float(configured)) if configured else None
+
+
+# -- under CI a skipped test is a failure ---------------------------------------------------------------
+# CI installs everything the tests need from the package registries (.ci/run), so a test that skips
+# there hides a broken set-up. The one exception is data no registry carries: a test marked
+# `external_data` may skip (and says what is missing).
+def skips_fail() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "external_data(reason): needs data that cannot be installed from the package registries; "
+                   "the only test that may skip under CI=true")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.skipped and skips_fail() and not hasattr(report, "wasxfail") \
+            and item.get_closest_marker("external_data") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which installs everything the tests need: {skip_reason(report)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[pytest.CollectReport]:
+    report: pytest.CollectReport = yield
+    if report.skipped and skips_fail():
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which installs everything the tests need: {skip_reason(report)}"
+    return report
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.deploy.cfn_moto import (
     resolve_parameters,
     without_resources_moto_cannot_create,
 )
+from tests.timeouts import seconds
 
 T = load_template()
 R = T["Resources"]
@@ -32,7 +33,7 @@ R = T["Resources"]
 def cfn_lint(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("cfn-lint")
     command = [exe] if exe else [sys.executable, "-m", "cfnlint"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=seconds(120), check=False)
 
 
 def test_cfn_lint_clean() -> None:
