@@ -6,12 +6,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.postgres import Server
 
 from tests.timeouts import seconds  # noqa: E402
 
@@ -21,7 +25,7 @@ from tests.timeouts import seconds  # noqa: E402
 # lane of pure and in-process tests; the README's `python -m pytest` runs both.
 END_TO_END_FIXTURES = frozenset({
     "moto_server", "aws", "simple_batch", "shim", "batch_setup", "moto_endpoint", "s3", "stack",
-    "slack", "served", "cyto_env", "finished",
+    "slack", "served", "cyto_env", "finished", "postgres_server", "postgres_url",
 })
 
 
@@ -46,15 +50,9 @@ def per_test_timeout(config: pytest.Config) -> float | None:
 # -- under CI a skipped test is a failure ---------------------------------------------------------------
 # CI installs everything the tests need from the package registries (.ci/run), so a test that skips
 # there hides a broken set-up. The one exception is data no registry carries: a test marked
-# `external_data` may skip (and says what is missing).
+# `external_data` (registered in pyproject.toml) may skip, and says what is missing.
 def skips_fail() -> bool:
     return os.environ.get("CI", "").lower() == "true"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "external_data(reason): needs data that cannot be installed from the package registries; "
-                   "the only test that may skip under CI=true")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -99,3 +97,36 @@ def cyto(cyto_env: dict[str, str]):
 
     (Path(cyto_env["CYTO_STORE"])).mkdir(parents=True, exist_ok=True)
     return Cyto.from_env(cyto_env)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A PostgreSQL server for the session: `$CYTO_TEST_POSTGRES`, or a throwaway cluster (tests/postgres.py).
+    Without one a test skips, and under CI=true (which provides one) fails."""
+    from tests.postgres import ThrowawayCluster, Unavailable, server_from_env
+
+    cluster = None
+    try:
+        server = server_from_env()
+        if server is None:
+            cluster = ThrowawayCluster()
+            server = cluster.start()
+    except Unavailable as exc:
+        if skips_fail():
+            pytest.fail(f"no PostgreSQL server for the tests: {exc}")
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+    try:
+        yield server
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Server) -> Iterator[str]:
+    """A fresh empty database on the session's server, dropped after the test: its `postgresql://` URL."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
