@@ -58,6 +58,7 @@ class Server:
 
     def drop_database(self, url: str) -> None:
         name = make_url(url).database
+        assert name, url
         with self._admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
