@@ -103,15 +103,16 @@ def safe_target(dest: Path, relative: str) -> Path:
 # -- download ---------------------------------------------------------------------------------
 
 
-def download_prefix(uri: str, dest: Path) -> list[Path]:
+def download_prefix(uri: str, dest: Path, *, page_size: int | None = None) -> list[Path]:
     """Copy every object under the prefix `uri` into `dest`; return the local files, sorted.
 
-    Raise StagingError when the prefix does not exist or holds no objects.
+    Raise StagingError when the prefix does not exist or holds no objects. `page_size` caps the keys
+    S3 lists a page (S3's own cap, 1,000, by default).
     """
     dest.mkdir(parents=True, exist_ok=True)
     location = parse_uri(uri)
     if isinstance(location, S3Location):
-        files = _download_s3(uri, location, dest)
+        files = _download_s3(uri, location, dest, page_size)
     else:
         files = _download_local(uri, location.path, dest)
     if not files:
@@ -132,11 +133,11 @@ def _download_local(uri: str, source: Path, dest: Path) -> list[Path]:
     return files
 
 
-def _download_s3(uri: str, location: S3Location, dest: Path) -> list[Path]:
+def _download_s3(uri: str, location: S3Location, dest: Path, page_size: int | None = None) -> list[Path]:
     client = _s3_client()
     prefix = location.folder_prefix
     files = []
-    for key in _list_s3_keys(client, uri, location.bucket, prefix):
+    for key in _list_s3_keys(client, uri, location.bucket, prefix, page_size):
         relative = key[len(prefix) :]
         if not relative or key.endswith("/"):
             continue  # a zero-byte "folder" marker made by the S3 console
@@ -148,10 +149,11 @@ def _download_s3(uri: str, location: S3Location, dest: Path) -> list[Path]:
     return files
 
 
-def _list_s3_keys(client: Any, uri: str, bucket: str, prefix: str) -> Iterator[str]:
+def _list_s3_keys(client: Any, uri: str, bucket: str, prefix: str, page_size: int | None = None) -> Iterator[str]:
     paginator = client.get_paginator("list_objects_v2")
+    pages = {"PaginationConfig": {"PageSize": page_size}} if page_size else {}
     with _s3_errors(uri):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **pages):
             for item in page.get("Contents", []):
                 yield item["Key"]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -11,20 +14,71 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.postgres import Server
+
+from tests.timeouts import seconds  # noqa: E402
+
 # Fixtures that start a server (moto, the Slack stand-in, the bot on loopback), mock AWS in process,
 # or run jobs as processes (the local executor behind `cyto_env`, a finished cytometry run): a test
 # that uses one is end to end, and runs in the slow lane. `python -m pytest -m "not slow"` is the fast
 # lane of pure and in-process tests; the README's `python -m pytest` runs both.
 END_TO_END_FIXTURES = frozenset({
     "moto_server", "aws", "simple_batch", "shim", "batch_setup", "moto_endpoint", "s3", "stack",
-    "slack", "served", "cyto_env", "finished",
+    "slack", "served", "cyto_env", "finished", "postgres_server", "postgres_url",
 })
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    per_test_limit = per_test_timeout(config)
     for item in items:
         if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if per_test_limit is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(per_test_limit))
+
+
+def per_test_timeout(config: pytest.Config) -> float | None:
+    """pytest-timeout's limit from pyproject.toml, scaled like every other test deadline; a limit given on
+    the command line (`--timeout`, `PYTEST_TIMEOUT`) is taken as it is."""
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return None
+    configured = config.getini("timeout")
+    return seconds(float(configured)) if configured else None
+
+
+# -- under CI a skipped test is a failure ---------------------------------------------------------------
+# CI installs everything the tests need from the package registries (.ci/run), so a test that skips
+# there hides a broken set-up. The one exception is data no registry carries: a test marked
+# `external_data` (registered in pyproject.toml) may skip, and says what is missing.
+def skips_fail() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.skipped and skips_fail() and not hasattr(report, "wasxfail") \
+            and item.get_closest_marker("external_data") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which installs everything the tests need: {skip_reason(report)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector
+                               ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report: pytest.CollectReport = yield
+    if report.skipped and skips_fail():
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which installs everything the tests need: {skip_reason(report)}"
+    return report
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
 
 
 @pytest.fixture
@@ -45,3 +99,36 @@ def cyto(cyto_env: dict[str, str]):
 
     (Path(cyto_env["CYTO_STORE"])).mkdir(parents=True, exist_ok=True)
     return Cyto.from_env(cyto_env)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A PostgreSQL server for the session: `$CYTO_TEST_POSTGRES`, or a throwaway cluster (tests/postgres.py).
+    Without one a test skips, and under CI=true (which provides one) fails."""
+    from tests.postgres import ThrowawayCluster, Unavailable, server_from_env
+
+    cluster = None
+    try:
+        server = server_from_env()
+        if server is None:
+            cluster = ThrowawayCluster()
+            server = cluster.start()
+    except Unavailable as exc:
+        if skips_fail():
+            pytest.fail(f"no PostgreSQL server for the tests: {exc}")
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+    try:
+        yield server
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Server) -> Iterator[str]:
+    """A fresh empty database on the session's server, dropped after the test: its `postgresql://` URL."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)

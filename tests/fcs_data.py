@@ -15,6 +15,7 @@ import flowio
 import numpy as np
 
 from container.pipelines import PipelineContext
+from tests.timeouts import seconds
 
 FCSPARSER = "fcsparser==0.2.8"
 CACHE = Path(os.environ.get("CYTO_TEST_DATA", Path.home() / ".cache" / "cyto-bot-test-data"))
@@ -68,10 +69,15 @@ def context(input_dir: Path, output_dir: Path, params: Mapping[str, Any] | None 
     )
 
 
+FETCH = "python -c 'from tests.fcs_data import fcsparser_files; fcsparser_files()'"
+FCSPARSER_DIR = CACHE / "fcsparser-0.2.8"
+
+
 def fcsparser_files() -> list[Path]:
-    """The real instrument files shipped in fcsparser's wheel (downloaded once, never installed)."""
-    target = CACHE / "fcsparser-0.2.8"
-    marker = target / ".complete"
+    """The real instrument files shipped in fcsparser's wheel (downloaded once, never installed).
+
+    Run before the tests (`.ci/run` does, as FETCH); the tests themselves only read the cache."""
+    marker = FCSPARSER_DIR / ".complete"
     if not marker.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         wheels = sorted(CACHE.glob("fcsparser-0.2.8*.whl"))
@@ -80,7 +86,7 @@ def fcsparser_files() -> list[Path]:
                 [sys.executable, "-m", "pip", "download", "--no-deps", FCSPARSER, "-d", str(CACHE)],
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=seconds(300),
             )
             wheels = sorted(CACHE.glob("fcsparser-0.2.8*.whl"))
             if proc.returncode != 0 or not wheels:
@@ -88,9 +94,13 @@ def fcsparser_files() -> list[Path]:
         with zipfile.ZipFile(wheels[0]) as zf:
             for info in zf.infolist():
                 if "/tests/data/" in info.filename and info.filename.lower().endswith(".fcs"):
-                    zf.extract(info, target)
+                    zf.extract(info, FCSPARSER_DIR)
         marker.touch()
-    return sorted(p for p in target.rglob("*") if p.suffix.lower() == ".fcs")
+    return cached_fcsparser_files()
+
+
+def cached_fcsparser_files() -> list[Path]:
+    return sorted(p for p in FCSPARSER_DIR.rglob("*") if p.suffix.lower() == ".fcs")
 
 
 def build_fcs(
@@ -134,15 +144,14 @@ def channel_keywords(names: Sequence[str], bits: Sequence[int], ranges: Sequence
 
 
 def fcsparser_files_or_skip() -> list[Path]:
-    """fcsparser's instrument files; without network a local run skips, CI (CI=true) fails loudly."""
+    """fcsparser's instrument files from the cache, never downloaded by a test: without them a local run
+    skips and says how to fetch them; under CI=true (which fetches them first) the skip is a failure."""
     import pytest
 
-    try:
-        return fcsparser_files()
-    except Exception as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(f"fcsparser test data unavailable (pip download failed): {exc}")
+    files = cached_fcsparser_files() if (FCSPARSER_DIR / ".complete").exists() else []
+    if not files:
+        pytest.skip(f"fcsparser's test files are not in {FCSPARSER_DIR}: fetch them once with {FETCH}")
+    return files
 
 
 STAINED_CHANNELS = ("FSC-A", "FSC-H", "SSC-A", "FITC-A", "PE-A", "APC-A", "Time")

@@ -12,13 +12,14 @@ import time
 
 from bot.api import Cyto
 from bot.engine import EngineError
+from tests.timeouts import deadline_after
 
 
 def main(action: str, run_id: str) -> None:
     cyto = Cyto.from_env()
     result: object = None
     if action == "poll":
-        deadline = time.monotonic() + 60
+        deadline = deadline_after(60)
         polls = 0
         while time.monotonic() < deadline and not cyto.engine.get_run(run_id).state.is_finished:
             cyto.poll()

@@ -12,11 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from bot.api import Cyto
+from bot.cli import cli
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from tests.aws.batch_setup import BatchSetup, wordcount_batch
 from tests.aws.batch_shim import EntrypointShim
 from tests.aws.conftest import Aws
+from tests.timeouts import seconds
 
 pytest_plugins = ["tests.aws.conftest"]
 DATE, BATCH = "2024-01-02", "b1"
@@ -38,7 +40,7 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 5, broken=("A03",))
     cyto = Cyto(settings(batch_setup, tmp_path))
     run = cyto.run(DATE, BATCH, pipeline="wordcount", retries=1, requested_by="ana")
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=60)
+    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
     assert (summary.count(JobState.SUCCEEDED), summary.count(JobState.FAILED)) == (4, 1)
     assert [k for k in outputs(batch_setup.bucket) if k.endswith("wordcount.json")] == [
         f"Output/{DATE}/{BATCH}/{a}/wordcount.json" for a in ("A01", "A02", "A04", "A05")]
@@ -61,7 +63,7 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
     boto3.client("s3").put_object(Bucket=batch_setup.bucket, Key=f"Input/{DATE}/{BATCH}/A03/missing.txt",
                                   Body=b"found now\n")
     assert cyto.retry(run.id, "A03", by="ana") == ["A03"]
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=60)
+    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
     assert summary.count(JobState.SUCCEEDED) == 5 and summary.run.state == RunState.SUCCEEDED
     assert f"Output/{DATE}/{BATCH}/A03/wordcount.json" in outputs(batch_setup.bucket)
     assert aws.calls("batch:submitjob") == 6
@@ -86,7 +88,7 @@ def test_restart_mid_run_submits_nothing_twice(aws: Aws, shim: EntrypointShim, b
     assert aws.calls("batch:listjobs") == 2  # looked up by their deterministic names ...
     assert aws.calls("batch:submitjob") == 5  # ... and found, so not submitted again
     shim.hold.clear()
-    summary = second.engine.wait(run.id, interval=0.1, timeout=60)
+    summary = second.engine.wait(run.id, interval=0.1, timeout=seconds(60))
     assert summary.count(JobState.SUCCEEDED) == 5
     assert aws.calls("batch:submitjob") == 5 and len(shim.started) == 5
 
@@ -99,7 +101,7 @@ def test_cancel_drops_queued_jobs(aws: Aws, shim: EntrypointShim, batch_setup: B
     cyto.poll()
     assert cyto.cancel(run.id, by="ana")
     assert aws.calls("batch:canceljob") == 3
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=30)
+    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(30))
     assert summary.run.state == RunState.CANCELLED and summary.count(JobState.CANCELLED) == 3
     assert shim.started == []
 
@@ -109,7 +111,7 @@ def test_throttled_endpoint_loses_nothing(simple_batch: Aws, batch_setup: BatchS
     simple_batch.throttle("batch:submitjob", 6)
     cyto = Cyto(settings(batch_setup, tmp_path))
     run = cyto.run(DATE, BATCH, pipeline="wordcount")
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=60)
+    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
     assert simple_batch.middleware.throttled["batch:submitjob"] == 6
     assert simple_batch.calls("batch:submitjob") == 12
     assert summary.count(JobState.SUCCEEDED) == 12
@@ -123,14 +125,13 @@ def test_throttled_endpoint_loses_nothing(simple_batch: Aws, batch_setup: BatchS
 def test_cli_bad_configuration_exits_2_and_submits_nothing(aws: Aws, batch_setup: BatchSetup, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch, setting: str,
                                                            value: str | None, message: str) -> None:
-    cli = pytest.importorskip("bot.cli")
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 2)
     _cli_env(monkeypatch, batch_setup, tmp_path)
     if value is None:
         monkeypatch.delenv(setting)
     else:
         monkeypatch.setenv(setting, value)
-    result = CliRunner().invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount"])
+    result = CliRunner().invoke(cli, ["run", DATE, BATCH, "--pipeline", "wordcount"])
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert aws.calls("batch:submitjob") == 0
@@ -138,11 +139,10 @@ def test_cli_bad_configuration_exits_2_and_submits_nothing(aws: Aws, batch_setup
 
 def test_cli_wrong_queue_submits_nothing(aws: Aws, batch_setup: BatchSetup, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    cli = pytest.importorskip("bot.cli")
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 2)
     _cli_env(monkeypatch, batch_setup, tmp_path)
     monkeypatch.setenv("CYTO_BATCH_JOB_QUEUE", "no-such-queue")
-    result = CliRunner().invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount", "--wait"])
+    result = CliRunner().invoke(cli, ["run", DATE, BATCH, "--pipeline", "wordcount", "--wait"])
     assert result.exit_code == 2, result.output
     assert "no-such-queue" in result.output and "CYTO_BATCH_JOB_QUEUE" in result.output
     assert aws.calls("batch:submitjob") == 0
@@ -150,25 +150,24 @@ def test_cli_wrong_queue_submits_nothing(aws: Aws, batch_setup: BatchSetup, tmp_
 
 def test_cli_run_logs_retry_cancel(aws: Aws, shim: EntrypointShim, batch_setup: BatchSetup, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    cli = pytest.importorskip("bot.cli")
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 5, broken=("A02",))
     _cli_env(monkeypatch, batch_setup, tmp_path)
     runner = CliRunner()
-    result = runner.invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount", "--retries", "1", "--wait"])
+    result = runner.invoke(cli, ["run", DATE, BATCH, "--pipeline", "wordcount", "--retries", "1", "--wait"])
     assert result.exit_code == 1, result.output
     run_id = re.search(r"run (\w+):", result.output).group(1)
     assert len([k for k in outputs(batch_setup.bucket) if k.endswith("wordcount.json")]) == 4
-    logs = runner.invoke(cli.cli, ["logs", run_id, "A02"])
+    logs = runner.invoke(cli, ["logs", run_id, "A02"])
     assert logs.exit_code == 0 and "attempt 1" in logs.output and 'names "missing.txt"' in logs.output
     boto3.client("s3").delete_object(Bucket=batch_setup.bucket, Key=f"Input/{DATE}/{BATCH}/A02/params.json")
-    retried = runner.invoke(cli.cli, ["retry", run_id, "A02", "--wait"])
+    retried = runner.invoke(cli, ["retry", run_id, "A02", "--wait"])
     assert retried.exit_code == 0, retried.output
     assert aws.calls("batch:submitjob") == 6
 
     shim.hold.set()
-    started = runner.invoke(cli.cli, ["run", DATE, BATCH, "--pipeline", "wordcount"])
+    started = runner.invoke(cli, ["run", DATE, BATCH, "--pipeline", "wordcount"])
     second = re.search(r"run (\w+):", started.output).group(1)
-    cancelled = runner.invoke(cli.cli, ["cancel", second])
+    cancelled = runner.invoke(cli, ["cancel", second])
     assert cancelled.exit_code == 0 and "cancelling" in cancelled.output
     assert aws.calls("batch:canceljob") == 5
 

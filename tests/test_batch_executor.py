@@ -15,6 +15,7 @@ from container.contract import JobEnvironment
 from tests.aws.batch_setup import BatchSetup, make_batch
 from tests.aws.batch_shim import EntrypointShim
 from tests.aws.conftest import Aws
+from tests.timeouts import seconds
 
 pytest_plugins = ["tests.aws.conftest"]
 
@@ -158,7 +159,7 @@ def test_stuck_runnable_job_is_explained(aws: Aws, shim: EntrypointShim) -> None
     assert executor(batch_setup).describe([small])[small].reason is None  # not stuck long enough
 
 
-def _wait(condition: object, timeout: float = 10) -> None:
+def _wait(condition: object, timeout: float = seconds(10)) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         if time.monotonic() > deadline:

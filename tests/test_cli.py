@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from tests.cli_helpers import invoke, write_two_analyses
+from tests.timeouts import deadline_after, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +120,7 @@ def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("cyto")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
     result = subprocess.run([*command, "demo"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=seconds(300))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 analyses: 2 succeeded, 1 failed" in result.stdout
     assert "  QC: 5 pass · 2 warn · 2 fail: B03 too few events (400); C01 unreadable" in result.stdout
@@ -132,7 +133,7 @@ def test_demo_as_a_new_user_runs_it(tmp_path: Path) -> None:
     assert not (tmp_path / ".cyto").exists() and not (tmp_path / "cyto-data").exists()
 
     words = subprocess.run([*command, "demo", "--pipeline", "wordcount"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=seconds(120))
     assert words.returncode == 0, words.stdout + words.stderr
     assert "6 analyses: 5 succeeded, 1 failed" in words.stdout
     assert 'ERROR: params.json names "counts.txt"' in words.stdout
@@ -158,8 +159,8 @@ def test_sigkill_mid_run_then_resume_runs_every_analysis_exactly_once(cyto_env: 
                     "CYTO_LOCAL_COMMAND": f"{sys.executable} {counting}"})
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "2018-12-05", "b7", "--pipeline", "wordcount",
                              "--wait"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and (not invocations.exists() or len(invocations.read_text().split("\n")) < 3):
+    deadline = deadline_after(30)
+    while time.monotonic() < deadline and (not invocations.exists() or len(invocations.read_text().split("\n")) < 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -169,7 +170,7 @@ def test_sigkill_mid_run_then_resume_runs_every_analysis_exactly_once(cyto_env: 
     assert 0 < done_before < len(analyses)
 
     resumed = subprocess.run([sys.executable, "-m", "bot.cli", "status", run_id, "--wait"], env=env,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=seconds(120))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "8 analyses: 8 succeeded" in resumed.stdout
     lines = invocations.read_text().splitlines()
@@ -186,9 +187,9 @@ def test_cancel_stops_running_and_queued_local_jobs(batch: dict[str, str], tmp_p
            "CYTO_LOCAL_COMMAND": f"{sys.executable} -c 'import time; print(\"working\", flush=True); time.sleep(60)'"}
     started = invoke(env, "run", "2018-12-05", "b7", "--pipeline", "wordcount")
     run_id = started.output.split()[1].rstrip(":")
-    deadline = time.time() + 20
+    deadline = deadline_after(20)
     while "1 running" not in invoke(env, "status", run_id).output:
-        assert time.time() < deadline, "no job started"
+        assert time.monotonic() < deadline, "no job started"
         time.sleep(0.1)
     cancelled = invoke(env, "cancel", run_id)
     assert cancelled.exit_code == 0 and f"run {run_id}: cancelling" in cancelled.output

@@ -18,6 +18,7 @@ from bot.db import RunDB
 from handlers.commands import UsageError, parse, parse_memory
 from tests.aws.conftest import Aws
 from tests.cli_helpers import invoke, write_two_analyses
+from tests.timeouts import seconds
 
 pytest_plugins = ["tests.aws.conftest"]
 
@@ -228,7 +229,7 @@ def test_download_draws_a_progress_bar_on_a_terminal(batch: dict[str, str], tmp_
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "download", run_id, str(tmp_path / "got")],
                             env=env, stdout=subprocess.PIPE, stderr=terminal, text=True)
     os.close(terminal)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=seconds(60))
     drawn = b""
     while True:
         try:
@@ -260,5 +261,5 @@ def test_bash_completion_as_documented_completes_from_the_store(batch: dict[str,
     shell = ('eval "$(_CYTO_COMPLETE=bash_source cyto)"\n'
              'COMP_WORDS=(cyto run 2018-12-05 ""); COMP_CWORD=3; _cyto_completion cyto\n'
              'printf "%s\\n" "${COMPREPLY[@]}"\n')
-    result = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=seconds(60))
     assert result.stdout.split() == ["b7"], result.stdout + result.stderr

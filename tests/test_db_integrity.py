@@ -5,8 +5,12 @@ sqlite3 error comes out as a DatabaseError naming the file."""
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import sqlite3
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -257,17 +261,53 @@ def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path:
         conn.execute("UPDATE runs SET state = 'ACTIVE' WHERE 0")
 
 
-def test_a_read_only_ledger_names_the_fix(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes read-only files")
-    path = tmp_path / "runs.sqlite"
-    RunDB(str(path))
-    path.chmod(0o444)
-    try:
-        with pytest.raises(DatabaseError, match=r"read-only|readonly"):
-            RunDB(str(path)).set_slack_thread("x", "C1", "1.0")
-    finally:
-        path.chmod(0o644)
+def as_unprivileged_user(action: Callable[[], str]) -> str:
+    """What `action` returns when run by a user the file permissions bind: in a forked child that has
+    dropped to `nobody` when the tests run as root (root writes read-only files), else in process."""
+    if os.geteuid() != 0:
+        return action()
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges for good, report, and never return into pytest
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            answer = action()
+        except BaseException as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        os.write(write, answer.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_a_read_only_ledger_names_the_fix() -> None:
+    with tempfile.TemporaryDirectory(prefix="cyto-read-only-") as scratch:  # /tmp: reachable by `nobody`
+        folder = Path(scratch) / "state"
+        folder.mkdir()
+        path = folder / "runs.sqlite"
+        RunDB(str(path))
+        if os.geteuid() == 0:  # the unprivileged user owns the folder, as a lab member owns theirs
+            nobody = pwd.getpwnam("nobody")
+            for owned in (Path(scratch), folder, path):
+                os.chown(owned, nobody.pw_uid, nobody.pw_gid)
+        path.chmod(0o444)
+
+        def write() -> str:
+            try:
+                RunDB(str(path)).set_slack_thread("x", "C1", "1.0")
+            except DatabaseError as exc:
+                return f"DatabaseError: {exc}"
+            return "written"
+
+        answer = as_unprivileged_user(write)
+    assert answer.startswith("DatabaseError: ") and re.search(r"read-only|readonly", answer), answer
 
 
 def test_doctor_names_a_foreign_ledger_once(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from container.pipelines import PIPELINES
+from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "container" / "Dockerfile"
@@ -100,7 +101,7 @@ def test_hadolint_is_clean(dockerfile: Path) -> None:
         [str(hadolint_executable()), "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=seconds(60),
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

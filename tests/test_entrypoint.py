@@ -20,6 +20,7 @@ import pytest
 from container import __version__
 from container.contract import PARAMS, PIPELINE, JobEnvironment
 from container.entrypoint import main
+from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE, BATCH, ANALYSIS = "2024-01-02", "batch 7", "A1"
@@ -97,7 +98,7 @@ def store(tmp_path: Path) -> LocalStore:
 def run_job(job: Mapping[str, str], argv: list[str] | None = None) -> Finished:
     command = argv or [sys.executable, "-m", "container.entrypoint"]
     done = subprocess.run(
-        command, env={**base_env(), **job}, cwd=ROOT, capture_output=True, text=True, timeout=120
+        command, env={**base_env(), **job}, cwd=ROOT, capture_output=True, text=True, timeout=seconds(120)
     )
     return Finished(done.returncode, done.stdout, done.stderr)
 
@@ -292,7 +293,7 @@ def test_sigterm_exits_143_and_uploads_the_log(store: LocalStore, tmp_path: Path
     try:
         wait_for(ready, proc)
         proc.send_signal(signal.SIGTERM)
-        stdout, _ = proc.communicate(timeout=60)
+        stdout, _ = proc.communicate(timeout=seconds(60))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -305,7 +306,7 @@ def test_sigterm_exits_143_and_uploads_the_log(store: LocalStore, tmp_path: Path
     assert log == stdout
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = seconds(60)) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.poll() is not None:
@@ -416,7 +417,8 @@ def test_job_sees_thread_limits_from_its_vcpus(store: LocalStore, tmp_path: Path
     env["OMP_NUM_THREADS"] = "3"  # set by whoever started the job: kept
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), env["PYTHONPATH"]])
     done = subprocess.run(
-        [sys.executable, "-c", RUN_WITH_THREADS], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", RUN_WITH_THREADS], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=seconds(120),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     seen = json.loads(store.output("threads.json").read_text())
@@ -461,7 +463,7 @@ def run_writes(tmp_path: Path, input_uri: str, output_uri: str, logs_uri: str, r
     env = {**base_env(), **spec.to_env(), **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(plugins), env["PYTHONPATH"]])
     done = subprocess.run([sys.executable, "-c", RUN_WITH_WRITES], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=seconds(120))
     return Finished(done.returncode, done.stdout, done.stderr)
 
 

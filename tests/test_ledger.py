@@ -28,6 +28,7 @@ from bot.states import (
 )
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
+from tests.timeouts import deadline_after, seconds
 
 DATE, BATCH = "2018-12-05", "b7"
 
@@ -245,7 +246,7 @@ def test_a_locked_database_while_recording_leaves_nothing_stuck_or_doubled(tmp_p
     run = start(engine, submit=False)
     engine.submit_pending(run.id)  # submits 3, cannot record them
     assert len(executor.submit_calls) == 3
-    deadline = time.monotonic() + 30
+    deadline = deadline_after(30)
     while db.counts(run.id).get(JobState.QUEUED, 0) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
         with contextlib.suppress(DatabaseError):  # while the lock lasts, a poll fails loudly
@@ -489,11 +490,10 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     pollers = [actor("poll"), actor("poll")]
     time.sleep(random.Random(trial).uniform(0.3, 1.5))
     others = [actor("retry-all"), actor("cancel")]
-    outputs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in [*others, *pollers]]
+    outputs = [json.loads(p.communicate(timeout=seconds(120))[0].strip().splitlines()[-1]) for p in [*others, *pollers]]
     cancelled = next(o["result"] for o in outputs if o["action"] == "cancel")
-    for _ in range(200):
-        if cyto.engine.get_run(run.id).state.is_finished:
-            break
+    deadline = deadline_after(20)
+    while not cyto.engine.get_run(run.id).state.is_finished and time.monotonic() < deadline:
         cyto.poll()
         time.sleep(0.1)
     final = cyto.engine.get_run(run.id)

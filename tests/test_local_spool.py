@@ -20,6 +20,7 @@ from bot.executors.local_runner import LOST_REASON
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
+from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +33,9 @@ def spec(name: str, timeout_s: int = 3600) -> JobSpec:
     return JobSpec(name, env, Resources(timeout_s=timeout_s))
 
 
-def until(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def until(predicate, timeout: float = seconds(30), what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value

@@ -17,6 +17,7 @@ from nbclient import NotebookClient
 from bot.api import Cyto
 from bot.db import RunDB
 from bot.settings import Settings
+from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -66,7 +67,7 @@ def execute(name: str, cwd: Path, monkeypatch: pytest.MonkeyPatch,
     for key, value in params.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, kernel_name=KERNEL, timeout=60, resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(nb, kernel_name=KERNEL, timeout=seconds(60), resources={"metadata": {"path": str(cwd)}}).execute()
     last = nb.cells[-1]
     text = "".join(out.get("text", "") for out in last.outputs if out.output_type == "stream")
     return nb, json.loads(text)

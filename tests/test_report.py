@@ -18,6 +18,7 @@ from bot.report.cytometry import FileQC, headline
 from bot.report.overview import Tile, overview_png, plates
 from bot.report.wells import from_file_name, normalise, well_of
 from tests.report_fixtures import finished_cytometry_run
+from tests.timeouts import seconds
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_the_report_builds_where_the_jobs_dependencies_are_not_installed(finishe
         f"print(cyto.report({finished.run_id!r}, {str(tmp_path / 'out')!r}).headline)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=seconds(120))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("5 pass · 2 warn · 2 fail")
     assert (tmp_path / "out" / "overview.png").stat().st_size > 1000

@@ -11,6 +11,7 @@ from bot.report.links import LINK_LIFETIME_S, report_link
 from bot.store.local import LocalStore
 from bot.store.s3 import S3Store
 from tests.aws.conftest import Aws
+from tests.timeouts import seconds
 
 pytest_plugins = ["tests.aws.conftest"]
 
@@ -23,7 +24,7 @@ def test_a_report_in_s3_gets_a_presigned_link_that_opens_as_a_page(aws: Aws) -> 
     link = report_link(store, key)
     assert link.path == "s3://lab-bucket/cyto/" + key and link.lifetime_text == "7 days"
     assert link.url is not None and parse_qs(urlparse(link.url).query)["X-Amz-Expires"] == [str(LINK_LIFETIME_S)]
-    with urllib.request.urlopen(link.url, timeout=10) as response:  # no AWS credentials on this request
+    with urllib.request.urlopen(link.url, timeout=seconds(10)) as response:  # no AWS credentials on this request
         assert response.read() == b"<!DOCTYPE html><p>report</p>"
         assert response.headers["Content-Type"].startswith("text/html")
 

@@ -26,6 +26,7 @@ from bot.store.local import LocalStore
 from container.staging import join_uri, upload_file
 from tests.cli_helpers import invoke, write_two_analyses
 from tests.scripted_executor import ScriptedExecutor
+from tests.timeouts import deadline_after
 
 DATE, BATCH = "2018-12-05", "b7"
 
@@ -184,9 +185,9 @@ def test_cyto_logs_of_a_queued_job_says_no_log_yet_not_the_earlier_runs(batch: d
            "CYTO_LOCAL_COMMAND": f"{sys.executable} -c 'import time; print(\"working\", flush=True); time.sleep(60)'"}
     second = invoke(env, "run", DATE, BATCH, "--pipeline", "wordcount")
     run_id = run_id_of(second.output)
-    deadline = time.time() + 20
+    deadline = deadline_after(20)
     while "1 running" not in (status := invoke(env, "status", run_id).output):
-        assert time.time() < deadline, status
+        assert time.monotonic() < deadline, status
         time.sleep(0.1)
     assert "1 queued" in status
     store = Path(batch["CYTO_STORE"])

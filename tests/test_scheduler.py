@@ -12,11 +12,12 @@ from bot.scheduler import PollScheduler
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
+from tests.timeouts import seconds
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_until(predicate, timeout: float = seconds(10.0)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.02)

@@ -20,6 +20,7 @@ from bot.doctor import check_app_token
 from bot.executors.local import LocalExecutor
 from bot.settings import Settings
 from bot.states import JobState, RunState
+from tests.timeouts import deadline_after, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ def user_env(home: Path) -> dict[str, str]:
 def cyto(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("cyto")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
-    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=seconds(120))
 
 
 def seed(store: Path, analyses: tuple[str, ...] = ("A01", "A02")) -> None:
@@ -67,7 +68,7 @@ def test_one_history_from_any_directory(tmp_path: Path) -> None:
     # The Python API (what the notebooks use), started in another folder, sees the same run.
     api = subprocess.run([sys.executable, "-c", "from bot.api import Cyto; c = Cyto.from_env(); "
                           "print(c.settings.db); print([r.id for r in c.runs()])"],
-                         cwd=there, env=env, capture_output=True, text=True, timeout=60)
+                         cwd=there, env=env, capture_output=True, text=True, timeout=seconds(60))
     assert api.stdout.splitlines() == [str(state / "runs.sqlite"), str([run_id])], api.stderr
 
     doctor = cyto(env, there, "doctor")
@@ -99,7 +100,7 @@ def test_runs_and_status_are_current_without_wait(cyto_env: dict[str, str]) -> N
     # The jobs finish while nobody records it: ask the executor itself, not the run database.
     ids = [a.executor_job_id for _, a in RunDB(cyto_env["CYTO_DB"]).jobs_with_attempts(run_id)]
     executor = LocalExecutor(cyto_env["CYTO_LOCAL_SPOOL"])
-    deadline = time.monotonic() + 60
+    deadline = deadline_after(60)
     while any(s.state != JobState.SUCCEEDED for s in executor.describe(ids).values()) or \
             len(executor.describe(ids)) < 2:
         assert time.monotonic() < deadline, "the local jobs did not finish"

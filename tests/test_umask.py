@@ -14,6 +14,7 @@ import pytest
 
 from bot.store.local import LocalStore
 from container.staging import upload_dir
+from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +50,7 @@ def test_a_run_and_split_fasta_through_the_cli_give_0644_with_umask_022(cyto_env
     cli = f"{sys.executable} -m bot.cli"
     script = (f"umask 022 && {cli} run 2018-12-05 b7 --pipeline wordcount --wait && "
               f"{cli} split-fasta {fasta} --chunks 2 --date 2018-12-05 --batch kmers")
-    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=seconds(180))
     assert result.returncode == 0, result.stdout + result.stderr
     written = modes(store)
     outputs = [k for k in written if k.startswith(("Output/", "Logs/"))]

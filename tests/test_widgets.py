@@ -16,6 +16,7 @@ from bot.notebook import LaunchForm, RunWatcher
 from bot.notebook.render import MAX_TABLE_ROWS, jobs_table_html
 from bot.settings import Settings
 from bot.states import JobState
+from tests.timeouts import deadline_after, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE, OTHER_DATE = "2018-12-05", "2018-12-06"
@@ -226,7 +227,7 @@ def test_run_button_starts_a_real_run_that_the_watcher_follows_to_the_end(cyto: 
     assert f"started run {run.id}" in form.status.value
     assert watcher.run_id == run.id and watcher.live and watcher.message.value == ""
 
-    summary = watcher.wait(timeout=30)
+    summary = watcher.wait(timeout=seconds(30))
     watcher.stop()
     assert summary is not None and summary.run.state.value == "SUCCEEDED"
     assert watcher.values()["progress"] == [2, 2]
@@ -251,7 +252,7 @@ def test_watcher_shows_the_failed_analysis_log_and_retries_it(cyto: Cyto) -> Non
     assert watcher.values()["analyses"] == {"bad": "QUEUED", "ok": "QUEUED"}
     assert watcher.retry_button.disabled and not watcher.cancel_button.disabled
 
-    summary = watcher.wait(timeout=30)
+    summary = watcher.wait(timeout=seconds(30))
     assert summary is not None and summary.run.state.value == "FAILED"
     assert watcher.progress.bar_style == "danger"
     assert watcher.analysis.value == "bad"  # the failed analysis's log is shown first
@@ -262,7 +263,7 @@ def test_watcher_shows_the_failed_analysis_log_and_retries_it(cyto: Cyto) -> Non
     watcher.retry_button.click()
     assert "retrying 1 analyses: bad" in watcher.message.value
     assert watcher.values()["state"] == "ACTIVE"
-    summary = watcher.wait(timeout=30)
+    summary = watcher.wait(timeout=seconds(30))
     assert summary is not None and summary.run.state.value == "FAILED"
     assert {j.analysis: j.attempt for j in cyto.jobs(run.id)} == {"bad": 2, "ok": 1}
     assert "attempt 2" in watcher.log.value
@@ -281,7 +282,7 @@ def test_cancel_asks_for_confirmation_then_cancels(cyto: Cyto) -> None:
     assert cyto.status(run.id).run.state.value == "ACTIVE"
 
     watcher.cancel_button.click()
-    summary = watcher.wait(timeout=30)
+    summary = watcher.wait(timeout=seconds(30))
     assert summary is not None and summary.run.state.value == "CANCELLED"
     assert summary.run.cancel_requested_by == watcher.by
     assert watcher.cancel_button.disabled and watcher.cancel_button.description == "Cancel run"
@@ -292,7 +293,7 @@ def test_live_refresh_updates_the_widgets_in_the_background(cyto: Cyto) -> None:
     run = cyto.run(DATE, "batch-7", pipeline="wordcount")
     watcher = RunWatcher(cyto, run.id)
     watcher.start(interval=0.1)
-    deadline = time.monotonic() + 30
+    deadline = deadline_after(30)
     while watcher.progress.value < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     watcher.stop()
@@ -340,5 +341,5 @@ def test_refresh_error_is_shown_in_the_widget_and_cleared_when_it_passes(
     broken[0] = False
     watcher.refresh()
     assert watcher.message.value == ""
-    summary = watcher.wait(timeout=30)
+    summary = watcher.wait(timeout=seconds(30))
     assert summary is not None and summary.run.state.value == "SUCCEEDED"

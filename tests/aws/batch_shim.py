@@ -37,6 +37,8 @@ import pytest
 from moto.batch import models as batch_models
 from moto.moto_api import state_manager
 
+from tests.timeouts import seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST_STATUS_REASON = "Essential container in task exited"
 TIMEOUT_STATUS_REASON = "Job attempt duration exceeded timeout"
@@ -114,7 +116,7 @@ class EntrypointShim:
                 timed_out = True
                 process.kill()
             time.sleep(0.02)
-        reader.join(timeout=10)
+        reader.join(timeout=seconds(10))
         self._write_log(job, lines)
         job.exit_code = process.returncode if process.returncode >= 0 else 128 - process.returncode
         if timed_out:

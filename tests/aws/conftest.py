@@ -18,6 +18,7 @@ import pytest
 from tests.aws.batch_setup import BatchSetup, make_batch
 from tests.aws.batch_shim import EntrypointShim, job_env
 from tests.aws.server import CountingMotoServer, Middleware
+from tests.timeouts import deadline_after
 
 REGION = "us-east-1"
 
@@ -95,7 +96,7 @@ def shim(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[EntrypointShim]:
     entry.install(monkeypatch)
     yield entry
     entry.hold.clear()
-    deadline = time.monotonic() + 30
+    deadline = deadline_after(30)
     for thread in threading.enumerate():  # let job processes finish before moto is reset
         if thread.name.startswith("MOTO-BATCH-"):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

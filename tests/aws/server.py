@@ -17,6 +17,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from tests.timeouts import seconds
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -99,4 +101,4 @@ class CountingMotoServer(ThreadedMotoServer):
         data = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
         request = urllib.request.Request(f"{self.endpoint}/moto-api/{path}", data=data, method="POST",
                                          headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(request, timeout=10).read()
+        urllib.request.urlopen(request, timeout=seconds(10)).read()

@@ -6,9 +6,15 @@ Two things moto 5.2.5 does not do, said plainly so no test pretends otherwise:
   E2015). `resolve_parameters` applies CloudFormation's rules the way CloudFormation does before it
   creates anything, and every stack these tests create goes through it.
 - it cannot create every resource type. `without_resources_moto_cannot_create` removes the ones its
-  CloudFormation engine has no model for (today only AWS::S3::BucketPolicy) and returns their names,
-  after checking that nothing else in the template refers to them. Those resources are checked
-  statically by the template tests instead.
+  CloudFormation engine has no model for (AWS::S3::BucketPolicy; with a PostgreSQL ledger also
+  AWS::RDS::DBCluster, Aurora's DBInstance and the Secrets Manager resources) and returns their names.
+  A reference to one of them becomes a stand-in value shaped like the real one (STAND_INS: an ARN in
+  the stack's account, a host name ending in .stand-in.invalid); any other reference is refused.
+  Those resources are checked statically by the template tests instead.
+
+`for_parameters` gives the template as CloudFormation sees it for one set of parameter values (false
+conditions' resources and outputs left out, each Fn::If replaced by its branch), which is what the
+static tests of each choice (SQLite or a PostgreSQL ledger) read, and what moto is given.
 """
 
 from __future__ import annotations
@@ -99,6 +105,88 @@ def resolve_parameters(template: Mapping[str, Any], given: Mapping[str, str]) ->
     return values
 
 
+# -- rules and conditions -----------------------------------------------------------------------------------
+def check_rules(template: Mapping[str, Any], values: Mapping[str, str]) -> None:
+    """The template's Rules, as CloudFormation applies them before it creates anything."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return values[node["Ref"]]
+        return node
+
+    def holds(node: Any) -> bool:
+        (function, args), = node.items()
+        if function == "Fn::Equals":
+            return str(value(args[0])) == str(value(args[1]))
+        if function == "Fn::Contains":
+            return str(value(args[1])) in [str(v) for v in value(args[0])]
+        if function == "Fn::Not":
+            return not holds(args[0])
+        if function == "Fn::And":
+            return all(holds(a) for a in args)
+        if function == "Fn::Or":
+            return any(holds(a) for a in args)
+        raise ValueError(f"unsupported rule function {function}")
+
+    for rule in template.get("Rules", {}).values():
+        if "RuleCondition" in rule and not holds(rule["RuleCondition"]):
+            continue
+        for assertion in rule["Assertions"]:
+            if not holds(assertion["Assert"]):
+                raise ParameterError(assertion.get("AssertDescription", "a template rule failed"))
+
+
+# -- conditions -----------------------------------------------------------------------------------------
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def for_parameters(template: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """The template with its conditions decided for these (resolved) parameter values."""
+    conditions: dict[str, bool] = {}
+
+    def condition(name: str) -> bool:
+        if name not in conditions:
+            conditions[name] = decide(template["Conditions"][name])
+        return conditions[name]
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"} and node["Ref"] in values:
+            return values[node["Ref"]]
+        return node
+
+    def decide(node: Any) -> bool:
+        (function, args), = node.items()
+        if function == "Condition":
+            return condition(args)
+        if function == "Fn::Equals":
+            return str(value(args[0])) == str(value(args[1]))
+        if function == "Fn::Not":
+            return not decide(args[0])
+        if function == "Fn::And":
+            return all(decide(a) for a in args)
+        if function == "Fn::Or":
+            return any(decide(a) for a in args)
+        raise ValueError(f"unsupported condition function {function}")
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                name, yes, no = node["Fn::If"]
+                return resolve(yes if condition(name) else no)
+            out = {k: resolve(v) for k, v in node.items()}
+            return {k: v for k, v in out.items() if v != NO_VALUE}
+        if isinstance(node, list):
+            return [item for item in (resolve(i) for i in node) if item != NO_VALUE]
+        return node
+
+    decided = dict(template)
+    for section in ("Resources", "Outputs"):
+        decided[section] = {name: resolve({k: v for k, v in body.items() if k != "Condition"})
+                            for name, body in template.get(section, {}).items()
+                            if "Condition" not in body or condition(body["Condition"])}
+    return decided
+
+
 def moto_resource_types() -> set[str]:
     from moto.cloudformation.parsing import NULL_MODELS, get_model_map
 
@@ -126,16 +214,71 @@ def _references(node: Any) -> Iterator[str]:
             yield from _references(item)
 
 
+# What a reference to a resource moto cannot create stands for: Ref (attribute None) or GetAtt, as the
+# text of an Fn::Sub so that moto fills in the stack's partition, region, account and name.
+STAND_INS: dict[tuple[str, str | None], str] = {
+    ("AWS::SecretsManager::Secret", None):
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${AWS::StackName}/ledger-StAnD1",
+    ("AWS::RDS::DBCluster", None): "${AWS::StackName}-ledgercluster-stand-in",
+    ("AWS::RDS::DBCluster", "Endpoint.Address"): "ledgercluster.cluster-stand-in.${AWS::Region}.stand-in.invalid",
+    ("AWS::RDS::DBCluster", "Endpoint.Port"): "5432",
+}
+
+
+def moto_can_create(resource: Mapping[str, Any], supported: set[str]) -> bool:
+    # moto's AWS::RDS::DBInstance knows no Aurora engine (an Aurora instance belongs to a DBCluster).
+    aurora = resource["Type"] == "AWS::RDS::DBInstance" and \
+        str(resource.get("Properties", {}).get("Engine", "")).startswith("aurora")
+    return resource["Type"] in supported and not aurora
+
+
 def without_resources_moto_cannot_create(template: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A copy of the template without the resources moto has no model for, and their logical ids."""
+    """A copy of the template without the resources moto has no model for, and their logical ids;
+    references to them become their STAND_INS (any reference without one is refused)."""
     supported = moto_resource_types()
     resources = template["Resources"]
-    dropped = sorted(n for n, r in resources.items() if r["Type"] not in supported)
+    dropped = sorted(n for n, r in resources.items() if not moto_can_create(r, supported))
     kept = {n: r for n, r in resources.items() if n not in dropped}
-    still_used = set(_references(kept)) | set(_references(template.get("Outputs", {})))
-    if still_used & set(dropped):
-        raise AssertionError(f"cannot strip {sorted(still_used & set(dropped))}: other parts refer to them")
-    return {**template, "Resources": kept}, dropped
+    types = {n: resources[n]["Type"] for n in dropped}
+
+    def stand_in(name: str, attribute: str | None) -> str:
+        try:
+            return STAND_INS[(types[name], attribute)]
+        except KeyError:
+            raise AssertionError(f"cannot strip {name}: {'Ref' if attribute is None else attribute} of it is "
+                                 "used, and STAND_INS has nothing for it") from None
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Ref"} and node["Ref"] in types:
+                return {"Fn::Sub": stand_in(node["Ref"], None)}
+            if set(node) == {"Fn::GetAtt"}:
+                name, attribute = (node["Fn::GetAtt"] if isinstance(node["Fn::GetAtt"], list)
+                                   else node["Fn::GetAtt"].split(".", 1))
+                if name in types:
+                    return {"Fn::Sub": stand_in(name, attribute)}
+            if set(node) == {"Fn::Sub"}:
+                text, variables = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
+
+                def inline(match: re.Match[str]) -> str:
+                    name, _, attribute = match[1].partition(".")
+                    return stand_in(name, attribute or None) if name in types else match[0]
+
+                text = re.sub(r"\$\{([^}!]+)\}", inline, text)
+                return {"Fn::Sub": [text, replace(variables)] if variables else text}
+            if "DependsOn" in node:
+                after = [d for d in ([node["DependsOn"]] if isinstance(node["DependsOn"], str) else node["DependsOn"])
+                         if d not in types]
+                node = {k: v for k, v in node.items() if k != "DependsOn"} | ({"DependsOn": after} if after else {})
+            return {k: replace(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [replace(item) for item in node]
+        return node
+
+    replaced = {**template, "Resources": replace(kept), "Outputs": replace(template.get("Outputs", {}))}
+    still_used = set(_references(replaced["Resources"])) | set(_references(replaced["Outputs"]))
+    assert not still_used & set(dropped), sorted(still_used & set(dropped))
+    return replaced, dropped
 
 
 def moto_network(region: str = REGION) -> dict[str, str]:
@@ -156,9 +299,11 @@ def moto_network(region: str = REGION) -> dict[str, str]:
 
 def create_stack(name: str = "cyto-bot", region: str = REGION, **parameters: str) -> dict[str, str]:
     """Create the stack in moto (inside mock_aws) and return its outputs."""
-    template, _ = without_resources_moto_cannot_create(load_template())
+    full = load_template()
     given = {"BucketName": "cyto-lab-test", "SlackSecretArn": SLACK_SECRET_ARN, **moto_network(region), **parameters}
-    values = resolve_parameters(template, given)
+    values = resolve_parameters(full, given)
+    check_rules(full, values)
+    template, _ = without_resources_moto_cannot_create(for_parameters(full, values))
     cf = boto3.client("cloudformation", region_name=region)
     cf.create_stack(StackName=name, TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"],
                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()])

@@ -1,6 +1,7 @@
 """What the stack's roles must NOT be able to do, evaluated on the policy documents moto stored when it
-created the stack (so the template's intrinsics are resolved to real ARNs). moto does not enforce IAM;
-bot.iam_eval does the evaluation."""
+created the stack (so the template's intrinsics are resolved to real ARNs), for each run database:
+SQLite on EFS, Aurora Serverless v2 or RDS PostgreSQL. moto does not enforce IAM; bot.iam_eval does the
+evaluation."""
 
 from __future__ import annotations
 
@@ -22,15 +23,26 @@ BATCH = f"arn:aws:batch:{REGION}:{ACCOUNT}"
 LOGS = f"arn:aws:logs:{REGION}:{ACCOUNT}"
 
 
+@pytest.fixture(scope="module", params=["sqlite", "aurora-serverless-v2", "rds-postgres"])
+def ledger(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def policies() -> Iterator[dict[str, list[dict[str, Any]]]]:
+def stack_outputs_and_policies(ledger: str) -> Iterator[tuple[dict[str, str], dict[str, list[dict[str, Any]]]]]:
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
            "AWS_DEFAULT_REGION": REGION}
     with mock.patch.dict(os.environ, env), mock_aws():
         os.environ.pop("AWS_ENDPOINT_URL", None)
-        create_stack(STACK)
-        yield {role: role_policies(STACK, role) for role in
-               ("JobRole", "JobExecutionRole", "BotRole", "BotExecutionRole")}
+        outputs = create_stack(STACK, LedgerEngine=ledger)
+        yield outputs, {role: role_policies(STACK, role) for role in
+                        ("JobRole", "JobExecutionRole", "BotRole", "BotExecutionRole")}
+
+
+@pytest.fixture(scope="module")
+def policies(stack_outputs_and_policies: tuple[dict[str, str], dict[str, list[dict[str, Any]]]]
+             ) -> dict[str, list[dict[str, Any]]]:
+    return stack_outputs_and_policies[1]
 
 
 def decide(docs: list[dict[str, Any]], action: str, resource: str, **context: str) -> Decision:
@@ -165,6 +177,30 @@ def test_execution_roles(policies: dict[str, list[dict[str, Any]]]) -> None:
     stream = f"{LOGS}:log-group:/aws/batch/{STACK}:log-stream:{STACK}-job/default/abc"
     assert decide(policies["JobExecutionRole"], "logs:PutLogEvents", stream) is ALLOW
     assert decide(policies["JobExecutionRole"], "logs:PutLogEvents", f"{LOGS}:log-group:/other:log-stream:x") is DENY
+
+
+LEDGER_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{STACK}/ledger-StAnD1"
+
+
+def test_only_the_bot_execution_role_reads_the_ledger_password(
+        ledger: str, stack_outputs_and_policies: tuple[dict[str, str], dict[str, list[dict[str, Any]]]]) -> None:
+    outputs, policies = stack_outputs_and_policies
+    if ledger == "sqlite":
+        assert "LedgerSecretArn" not in outputs
+    else:
+        assert outputs["LedgerSecretArn"] == LEDGER_SECRET
+    # ECS reads the secret with the execution role to set PGPASSWORD; the task itself (BotRole), the
+    # jobs and their execution role never can. With SQLite there is no ledger secret to read.
+    expected = DENY if ledger == "sqlite" else ALLOW
+    assert decide(policies["BotExecutionRole"], "secretsmanager:GetSecretValue", LEDGER_SECRET) is expected
+    for role in ("BotRole", "JobRole", "JobExecutionRole"):
+        assert decide(policies[role], "secretsmanager:GetSecretValue", LEDGER_SECRET) is DENY
+    for action in ("secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret"):
+        assert decide(policies["BotExecutionRole"], action, LEDGER_SECRET) is DENY
+    # The bot reaches the database with the password, not IAM: no rds-db:connect, no RDS control plane.
+    for role in ("BotRole", "BotExecutionRole"):
+        assert decide(policies[role], "rds-db:connect", f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:db-X/cyto") is DENY
+        assert decide(policies[role], "rds:DeleteDBInstance", "*") is DENY
 
 
 # -- the bucket policy (moto cannot create AWS::S3::BucketPolicy; evaluated from the template) ----------

@@ -1,9 +1,10 @@
 """deploy/cyto-bot.yaml: cfn-lint clean, the properties moto ignores checked statically, the bot's
-environment equal to what bot/settings.py reads, parameter constraints, and creation in moto for every
-compute type."""
+environment equal to what bot/settings.py reads, parameter constraints and rules, and creation in moto
+for every compute type and every run database (SQLite on EFS, or a PostgreSQL ledger)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,20 +20,25 @@ from tests.deploy.cfn_moto import (
     ROOT,
     TEMPLATE,
     ParameterError,
+    check_rules,
     create_stack,
+    for_parameters,
     load_template,
     resolve_parameters,
     without_resources_moto_cannot_create,
 )
+from tests.timeouts import seconds
 
 T = load_template()
 R = T["Resources"]
+LEDGERS = ["sqlite", "aurora-serverless-v2", "rds-postgres"]
+POSTGRES = LEDGERS[1:]
 
 
 def cfn_lint(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("cfn-lint")
     command = [exe] if exe else [sys.executable, "-m", "cfnlint"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=seconds(120), check=False)
 
 
 def test_cfn_lint_clean() -> None:
@@ -75,7 +81,10 @@ def test_every_free_parameter_is_constrained_with_a_readable_message() -> None:
     ("JobTimeoutSeconds", "30", "Parameter 'JobTimeoutSeconds' failed to satisfy constraint: from 60 seconds"),
     ("ComputeType", "GPU", "Parameter 'ComputeType' failed to satisfy constraint: one of SPOT, EC2, FARGATE"),
     ("LogGroupRetentionDays", "45", "Parameter 'LogGroupRetentionDays' failed to satisfy constraint: one of the"),
-    ("BotDesiredCount", "2", "Parameter 'BotDesiredCount' failed to satisfy constraint: 0 (stopped) or 1"),
+    ("BotDesiredCount", "4", "Parameter 'BotDesiredCount' failed to satisfy constraint: 0 (stopped), 1"),
+    ("LedgerEngine", "mysql", "Parameter 'LedgerEngine' failed to satisfy constraint: sqlite, aurora-serverless-v2"),
+    ("LedgerClientCidr", "0.0.0.0/0", "Parameter 'LedgerClientCidr' failed to satisfy constraint: empty, or an IPv4"),
+    ("LedgerClientCidr", "10.8.0.0", "Parameter 'LedgerClientCidr' failed to satisfy constraint: empty, or an IPv4"),
     ("BucketName", "Lab_Bucket", "Parameter 'BucketName' failed to satisfy constraint: 3 to 63 lower-case"),
     ("SlackSecretArn", "xoxb-123", "Parameter 'SlackSecretArn' failed to satisfy constraint: the full ARN"),
     ("ImageTag", "bad tag", "Parameter 'ImageTag' failed to satisfy constraint: a Docker tag"),
@@ -94,6 +103,22 @@ def test_good_parameters_and_missing_ones() -> None:
         resolve_parameters(T, {k: v for k, v in REQUIRED.items() if k != "BucketName"})
     with pytest.raises(ParameterError, match=r"Parameters: \[MaxVCPUs\] do not exist"):
         resolve_parameters(T, {**REQUIRED, "MaxVCPUs": "4"})
+
+
+@pytest.mark.parametrize("ledger", LEDGERS)
+def test_more_than_one_bot_only_on_postgresql(ledger: str) -> None:
+    for count in ("0", "1", "2", "3"):
+        values = resolve_parameters(T, {**REQUIRED, "LedgerEngine": ledger, "BotDesiredCount": count})
+        if ledger == "sqlite" and count in ("2", "3"):
+            with pytest.raises(ParameterError, match="BotDesiredCount above 1 needs a PostgreSQL ledger"):
+                check_rules(T, values)
+        else:
+            check_rules(T, values)
+
+
+def decided(**given: str) -> dict[str, Any]:
+    """The template as CloudFormation sees it for these parameters (conditions decided)."""
+    return for_parameters(T, resolve_parameters(T, {**REQUIRED, **given}))
 
 
 # -- what moto ignores, checked on the template -----------------------------------------------------
@@ -122,19 +147,83 @@ def test_batch_and_logs() -> None:
     assert T["Parameters"]["MaxVcpus"]["MinValue"] == 1 and T["Parameters"]["MaxVcpus"]["MaxValue"] == 4096
 
 
-def test_bot_service_shape() -> None:
-    service = R["BotService"]["Properties"]
+@pytest.mark.parametrize("ledger", LEDGERS)
+def test_bot_service_shape(ledger: str) -> None:
+    resources = decided(LedgerEngine=ledger)["Resources"]
+    service = resources["BotService"]["Properties"]
     assert service["LaunchType"] == "FARGATE" and service["DesiredCount"] == {"Ref": "BotDesiredCount"}
-    assert T["Parameters"]["BotDesiredCount"]["AllowedValues"] == [0, 1]
-    # One writer of the SQLite database, even during a deployment.
-    assert service["DeploymentConfiguration"]["MaximumPercent"] == 100
-    assert service["DeploymentConfiguration"]["MinimumHealthyPercent"] == 0
+    assert T["Parameters"]["BotDesiredCount"]["AllowedValues"] == [0, 1, 2, 3]
+    deployment = service["DeploymentConfiguration"]
+    if ledger == "sqlite":  # one writer of the SQLite database, even during a deployment
+        assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (0, 100)
+    else:  # several bots share the PostgreSQL ledger: new ones start before old ones stop
+        assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)
     assert "LoadBalancers" not in service
-    bot_sg = R["BotSecurityGroup"]["Properties"]
+    bot_sg = resources["BotSecurityGroup"]["Properties"]
     assert "SecurityGroupIngress" not in bot_sg  # Socket Mode: no inbound port
-    container = R["BotTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    container = resources["BotTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     assert "PortMappings" not in container
     assert container["MountPoints"][0]["ContainerPath"] == "/data"
+
+
+LEDGER_RESOURCES = {"LedgerSecret", "LedgerSecurityGroup", "LedgerSubnetGroup", "LedgerSecretAttachment"}
+
+
+def test_sqlite_makes_no_ledger_resources() -> None:
+    template = decided()
+    assert not {n for n in template["Resources"] if n.startswith("Ledger")}
+    assert not {n for n in template["Outputs"] if n.startswith("Ledger")}
+    statements = template["Resources"]["BotExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [s["Sid"] for s in statements] == ["EcrToken", "PullImage", "WriteBotLogs", "ReadSlackTokens"]
+
+
+@pytest.mark.parametrize("ledger", POSTGRES)
+@pytest.mark.parametrize("cidr", ["", "10.8.0.0/16"])
+def test_postgresql_ledger(ledger: str, cidr: str) -> None:
+    resources = decided(LedgerEngine=ledger, LedgerClientCidr=cidr)["Resources"]
+    database_name = "LedgerCluster" if ledger == "aurora-serverless-v2" else "LedgerInstance"
+    expected = LEDGER_RESOURCES | {database_name} | ({"LedgerClusterInstance"} if database_name == "LedgerCluster"
+                                                     else set()) | ({"LedgerLabClientsIngress"} if cidr else set())
+    assert {n for n in resources if n.startswith("Ledger")} == expected
+    database = resources[database_name]
+    props = database["Properties"]
+    assert database["DeletionPolicy"] == "Snapshot" and props["DeletionProtection"] is True
+    assert props["StorageEncrypted"] is True and props["EnableIAMDatabaseAuthentication"] is True
+    assert props["MasterUsername"] == "cyto"
+    # The password: generated by Secrets Manager, resolved by CloudFormation, never a parameter or literal.
+    password = "{{resolve:secretsmanager:${LedgerSecret}:SecretString:password}}"
+    assert props["MasterUserPassword"] == {"Fn::Sub": password}
+    generated = resources["LedgerSecret"]["Properties"]["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "password" and generated["PasswordLength"] >= 32
+    assert json.loads(generated["SecretStringTemplate"]) == {"username": "cyto"}
+    if ledger == "aurora-serverless-v2":
+        assert props["Engine"] == "aurora-postgresql"
+        assert props["ServerlessV2ScalingConfiguration"] == {"MinCapacity": 0.5,
+                                                             "MaxCapacity": {"Ref": "LedgerMaxCapacity"}}
+        instance = resources["LedgerClusterInstance"]["Properties"]
+        assert instance["DBInstanceClass"] == "db.serverless" and instance["PubliclyAccessible"] is False
+    else:
+        assert props["Engine"] == "postgres" and props["PubliclyAccessible"] is False
+        assert props["DBInstanceClass"] == {"Ref": "LedgerInstanceClass"}
+    # Only the bot's security group, and the lab's VPN range when given, reach port 5432.
+    ingress = resources["LedgerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert ingress == [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                        "SourceSecurityGroupId": {"Ref": "BotSecurityGroup"},
+                        "Description": "PostgreSQL from the bot task"}]
+    if cidr:
+        extra = resources["LedgerLabClientsIngress"]["Properties"]
+        assert (extra["CidrIp"], extra["FromPort"], extra["ToPort"]) == ({"Ref": "LedgerClientCidr"}, 5432, 5432)
+    # The bot's run database is the ledger, its password injected by ECS from the secret.
+    container = resources["BotTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    url, variables = env["CYTO_DB"]["Fn::Sub"]
+    assert url == "postgresql://cyto@${Host}:${Port}/cyto?sslmode=require"
+    assert variables["Host"] == {"Fn::GetAtt": [database_name, "Endpoint.Address"]}
+    secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
+    assert secrets["PGPASSWORD"] == {"Fn::Sub": "${LedgerSecret}:password::"}
+    statements = resources["BotExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statements[-1] == {"Sid": "ReadLedgerPassword", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                              "Resource": {"Ref": "LedgerSecret"}}
 
 
 def settings_variables() -> set[str]:
@@ -143,16 +232,23 @@ def settings_variables() -> set[str]:
     return set(re.findall(r'get\("([A-Z_]+)"', source))
 
 
-def test_bot_environment_uses_exactly_the_names_settings_reads() -> None:
-    container = R["BotTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+@pytest.mark.parametrize("ledger", LEDGERS)
+def test_bot_environment_uses_exactly_the_names_settings_reads(ledger: str) -> None:
+    resources = decided(LedgerEngine=ledger)["Resources"]
+    container = resources["BotTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     secrets = {s["Name"] for s in container["Secrets"]}
+    libpq = {"PGPASSWORD"}  # read by libpq (psycopg), not by bot/settings.py
     cyto_names = {n for n in env if not n.startswith("AWS_")}
-    assert cyto_names | secrets <= settings_variables(), (cyto_names | secrets) - settings_variables()
+    assert cyto_names | (secrets - libpq) <= settings_variables(), (cyto_names | secrets) - settings_variables()
     assert {"CYTO_STORE", "CYTO_EXECUTOR", "CYTO_DB", "CYTO_BATCH_JOB_QUEUE", "CYTO_BATCH_JOB_DEFINITION",
             "CYTO_LOG_GROUP"} <= set(env)
-    assert secrets == {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"}
-    assert env["CYTO_EXECUTOR"] == "batch" and env["CYTO_DB"] == "/data/runs.sqlite"
+    assert env["CYTO_EXECUTOR"] == "batch"
+    if ledger == "sqlite":
+        assert secrets == {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"} and env["CYTO_DB"] == "/data/runs.sqlite"
+    else:
+        assert secrets == {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "PGPASSWORD"}
+        assert env["CYTO_DB"]["Fn::Sub"][0].startswith("postgresql://cyto@")  # no password in the URL
     # The names the bot is given are the names the stack creates and outputs.
     assert env["CYTO_BATCH_JOB_QUEUE"] == R["JobQueue"]["Properties"]["JobQueueName"]
     assert env["CYTO_BATCH_JOB_DEFINITION"] == R["JobDefinition"]["Properties"]["JobDefinitionName"]
@@ -161,9 +257,15 @@ def test_bot_environment_uses_exactly_the_names_settings_reads() -> None:
 
 
 # -- in moto --------------------------------------------------------------------------------------
-def test_only_the_bucket_policy_is_stripped_for_moto() -> None:
-    _, dropped = without_resources_moto_cannot_create(T)
-    assert dropped == ["BucketPolicy"]
+@pytest.mark.parametrize(("ledger", "expected"), [
+    ("sqlite", ["BucketPolicy"]),
+    ("rds-postgres", ["BucketPolicy", "LedgerSecret", "LedgerSecretAttachment"]),
+    ("aurora-serverless-v2", ["BucketPolicy", "LedgerCluster", "LedgerClusterInstance", "LedgerSecret",
+                              "LedgerSecretAttachment"]),
+])
+def test_only_what_moto_cannot_create_is_stripped(ledger: str, expected: list[str]) -> None:
+    _, dropped = without_resources_moto_cannot_create(decided(LedgerEngine=ledger))
+    assert dropped == expected
 
 
 def test_platform_follows_compute_type() -> None:
@@ -196,3 +298,34 @@ def test_stack_creates_in_moto(aws: None, compute_type: str) -> None:
     # moto keeps neither LaunchType nor the job definition's PlatformCapabilities from CloudFormation;
     # test_bot_service_shape and test_platform_follows_compute_type check those on the template.
     assert service["desiredCount"] == 1
+
+
+@pytest.mark.parametrize("ledger", POSTGRES)
+def test_stack_with_a_postgresql_ledger_creates_in_moto(aws: None, ledger: str) -> None:
+    outputs = create_stack(LedgerEngine=ledger, BotDesiredCount="2", LedgerClientCidr="10.8.0.0/16")
+    ecs = boto3.client("ecs", region_name=REGION)
+    service = ecs.describe_services(cluster=outputs["BotCluster"], services=[outputs["BotService"]])["services"][0]
+    assert service["desiredCount"] == 2
+    container = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"][
+        "containerDefinitions"][0]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["CYTO_DB"] == f"postgresql://cyto@{outputs['LedgerEndpoint']}:5432/cyto?sslmode=require"
+    assert {s["name"]: s["valueFrom"] for s in container["secrets"]}["PGPASSWORD"] == \
+        f"{outputs['LedgerSecretArn']}:password::"
+    ec2 = boto3.client("ec2", region_name=REGION)
+    group = ec2.describe_security_groups(GroupIds=[outputs["LedgerSecurityGroup"]])["SecurityGroups"][0]
+    sources = sorted([p["UserIdGroupPairs"][0]["GroupId"] for p in group["IpPermissions"] if p["UserIdGroupPairs"]]
+                     + [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]])
+    bot_group = next(g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]
+                     if g["Description"].startswith("cyto-bot task"))
+    assert sources == sorted([bot_group, "10.8.0.0/16"])
+    assert {p["FromPort"] for p in group["IpPermissions"]} == {5432}
+    if ledger == "rds-postgres":
+        instance = boto3.client("rds", region_name=REGION).describe_db_instances()["DBInstances"][0]
+        assert instance["Engine"] == "postgres" and instance["Endpoint"]["Address"] == outputs["LedgerEndpoint"]
+
+
+def test_more_than_one_bot_on_sqlite_is_refused_before_anything_is_created(aws: None) -> None:
+    with pytest.raises(ParameterError, match="needs a PostgreSQL ledger"):
+        create_stack(BotDesiredCount="2")
+    assert boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"] == []

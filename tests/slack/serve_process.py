@@ -19,6 +19,7 @@ from slack_harness import ROOT, SECRET, TOKEN, USER, command_body, signed_header
 from slack_stand_in import SlackStandIn
 
 from bot.db import RunDB
+from tests.timeouts import seconds
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ class ServeProcess:
 
     def health(self) -> tuple[int, dict[str, Any]] | None:
         try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=seconds(5)) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
@@ -63,7 +64,7 @@ class ServeProcess:
         data = body.encode() if isinstance(body, str) else body
         request = urllib.request.Request(self.url + "/slack/events", data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=seconds(10)) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -80,7 +81,7 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=seconds(15))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -102,6 +103,6 @@ def start_serve(tmp_path: Path, stand_in: SlackStandIn, store: Path, *, poll_sec
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
     served = ServeProcess(proc, port, log_path, stand_in, tmp_path / "db.sqlite")
     if wait:
-        wait_for(lambda: served.health() is not None or proc.poll() is not None, timeout=60, what="cyto serve")
+        wait_for(lambda: served.health() is not None or proc.poll() is not None, timeout=seconds(60), what="cyto serve")
         assert proc.poll() is None, served.log()
     return served

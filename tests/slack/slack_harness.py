@@ -20,6 +20,7 @@ from slack_stand_in import SlackStandIn
 
 from handlers.app import CytoBot
 from handlers.serve import ServerThread
+from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-signing-secret"
@@ -46,7 +47,7 @@ def fix_analysis(store: Path, batch: str, name: str, date: str = DATE) -> None:
     (store / "Input" / date / batch / name / "params.json").unlink()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float = seconds(15.0), what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -105,7 +106,7 @@ class Served:
         request = urllib.request.Request(self.url + "/slack/events", data=body.encode(), headers=headers,
                                          method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=seconds(10)) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -153,7 +154,7 @@ class Served:
         headers = {**signed_headers(body, **sign), "Content-Type": "application/json"}
         return self.post(body, headers)
 
-    def drive(self, run_id: str, timeout: float = 30.0) -> None:
+    def drive(self, run_id: str, timeout: float = seconds(30.0)) -> None:
         """Call the poll step until the run has finished (jobs are real processes)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -31,6 +31,8 @@ from urllib.parse import parse_qs, urlparse
 
 from slack_stand_in import Call, SlackStandIn
 
+from tests.timeouts import seconds
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_MESSAGE = 1 << 20
@@ -185,7 +187,7 @@ class SocketModeServer:
         return f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={self.app_id}"
 
     # -- for tests ----------------------------------------------------------------------------
-    def wait_for_connection(self, timeout: float = 15.0) -> Connection:
+    def wait_for_connection(self, timeout: float = seconds(15.0)) -> Connection:
         def open_connection() -> Connection | None:
             live = [c for c in self.connections if not c.closed.is_set()]
             return live[-1] if live else None
@@ -202,7 +204,7 @@ class SocketModeServer:
         self.wait_for_connection().send_json(message)
         return envelope_id
 
-    def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> Message:
+    def wait_for_ack(self, envelope_id: str, timeout: float = seconds(10.0)) -> Message:
         return self._wait(lambda: next((m for m in self.received if m.get("envelope_id") == envelope_id), None),
                           timeout, f"the ack of envelope {envelope_id}")
 
@@ -212,7 +214,7 @@ class SocketModeServer:
 
     def close(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=seconds(5))
         self._listener.close()
         for connection in list(self.connections):
             connection.close(1001, "stand-in stopping")

@@ -28,6 +28,7 @@ from bot.store.s3 import S3Store
 from tests.aws.batch_setup import BatchSetup, wordcount_batch
 from tests.aws.batch_shim import EntrypointShim
 from tests.aws.conftest import Aws
+from tests.timeouts import seconds
 
 pytest_plugins = ["tests.aws.conftest"]
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     assert f"Looking at {DATE}/{BATCH}" in ack
     assert root.params["text"].startswith(f"<@{USER}> started *{DATE}/{BATCH}*: 5 analyses")
     root_ts = root.ts
-    served.drive(run_id, timeout=15)
+    served.drive(run_id, timeout=seconds(15))
     assert aws.calls("batch:submitjob") == 5, "one Batch job per analysis"
     assert aws.calls("logs:GetLogEvents") >= 1, "the excerpt was read from CloudWatch Logs"
     summary = served.bot.engine.summary(run_id)
@@ -79,10 +80,10 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     boto3.client("s3").delete_object(Bucket=batch_setup.bucket, Key=f"Input/{DATE}/{BATCH}/{BROKEN}/params.json")
     status, _ = served.click(reply.ts, retry)
     assert status == 200
-    wait_for(lambda: aws.calls("batch:submitjob") >= 6, timeout=10, what="the retry submitted to Batch")
+    wait_for(lambda: aws.calls("batch:submitjob") >= 6, timeout=seconds(10), what="the retry submitted to Batch")
     job = served.bot.engine.db.job(run_id, BROKEN)
     assert job is not None and job.attempt == 2 and job.retried_by == USER
-    served.drive(run_id, timeout=15)
+    served.drive(run_id, timeout=seconds(15))
 
     assert served.bot.engine.db.job(run_id, BROKEN).state == JobState.SUCCEEDED
     assert served.bot.engine.get_run(run_id).state == RunState.SUCCEEDED
@@ -101,7 +102,7 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     assert link is not None, where
     url = html.unescape(link.group(1))
     assert f"/Output/{DATE}/{BATCH}/_runs/{run_id}/report.html?" in url and "X-Amz-Expires=604800" in url
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=seconds(10)) as response:
         page = response.read().decode()
     assert page.startswith("<!DOCTYPE html>") and f"cyto run {run_id}" in page
     assert len(failure_replies(served, root_ts)) == 1, "the retried attempt succeeded: no new failure reply"

@@ -13,6 +13,8 @@ import pytest
 from slack_harness import CHANNEL, USER, Served, fix_analysis, make_batch, signed_headers, wait_for
 from slack_stand_in import Call
 
+from tests.timeouts import seconds
+
 pytestmark = pytest.mark.slow
 
 
@@ -157,7 +159,7 @@ def test_bad_signature_or_stale_timestamp_is_401_and_nothing_submitted(served: S
                                                 "actions": [{"action_id": "cyto_retry_all", "value": "{}"}]})})
     assert served.post(payload, {**headers, **({"X-Slack-Signature": "v0=00"} if how != "unsigned" else {})})[0] \
         == 401
-    time.sleep(0.3)
+    time.sleep(seconds(0.3))  # long enough for a run to be recorded, had the request been let in
     assert served.bot.engine.db.runs(5) == []
     assert served.stand_in.count("chat.postMessage") == 0 and served.stand_in.count("respond") == 0
 
@@ -189,7 +191,7 @@ def test_bad_input_is_answered_in_the_ack_and_nothing_is_submitted(served: Serve
     make_batch(store, "batch-7", 2)
     status, ack = served.command(text)
     assert status == 200 and reason in ack and "/cyto run DATE BATCH" in ack
-    time.sleep(0.2)
+    time.sleep(seconds(0.2))
     assert served.bot.engine.db.runs(5) == [] and served.stand_in.count("chat.postMessage") == 0
 
 
@@ -215,7 +217,7 @@ def test_user_not_allowed_is_refused(start_bot, settings, store: Path) -> None:
     assert status == 200 and "not on this bot's list" in ack
     status, ack = served.command("run 2018-12-05 batch-7", user="UBOB", channel="COTHER")
     assert "works only in <#CLAB>" in ack
-    time.sleep(0.2)
+    time.sleep(seconds(0.2))
     assert served.bot.engine.db.runs(5) == []
     # Bob starts a run; Alice may not retry it
     status, _ = served.command("run 2018-12-05 batch-7 retries=0", user="UBOB")

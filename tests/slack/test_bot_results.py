@@ -18,6 +18,7 @@ from bot.report.links import ReportLink
 from bot.store.local import LocalStore
 from handlers.render import SlackMessage
 from handlers.results import with_results
+from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
 DATE = "2026-11-30"
@@ -31,7 +32,7 @@ def test_done_alert_has_qc_verdicts_report_path_and_the_overview_in_the_thread(s
     root = wait_for(lambda: served.stand_in.calls_to("chat.postMessage")[before:], what="root message")[0]
     run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
     thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
-    served.drive(run_id, timeout=240)
+    served.drive(run_id, timeout=seconds(240))
     for _ in range(3):  # the failure reply first, then the alert; more cycles change nothing
         served.bot.poll_cycle()
 
@@ -67,7 +68,7 @@ def test_a_refused_upload_leaves_one_alert(served: Served, store: Path, stand_in
     served.command(f"run {DATE} plate-2 pipeline=cytometry retries=0")
     run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
     thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
-    served.drive(run_id, timeout=240)
+    served.drive(run_id, timeout=seconds(240))
     for _ in range(3):
         served.bot.poll_cycle()
     alerts = [c for c in stand_in.calls_to("chat.postMessage")

@@ -22,6 +22,7 @@ from slack_harness import CHANNEL, ROOT, SECRET, TOKEN, USER, Served, make_batch
 from slack_stand_in import SlackStandIn
 
 from handlers.modal import FORM
+from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
 
@@ -154,18 +155,18 @@ def test_cyto_serve_opens_the_form_and_answers_the_batch_menu(tmp_path: Path, st
     def post(body: str, content_type: str = "application/x-www-form-urlencoded") -> tuple[int, str]:
         headers = {**signed_headers(body), "Content-Type": content_type}
         request = urllib.request.Request(base + "/slack/events", data=body.encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=seconds(10)) as response:
             return response.status, response.read().decode()
 
     def healthy() -> bool:
         try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):
+            with urllib.request.urlopen(base + "/healthz", timeout=seconds(1)):
                 return True
         except OSError:
             return False
 
     try:
-        wait_for(healthy, timeout=30, what="/healthz")
+        wait_for(healthy, timeout=seconds(30), what="/healthz")
         command = urlencode({"command": "/cyto", "text": "run", "user_id": USER, "channel_id": CHANNEL,
                              "team_id": "T0LAB", "response_url": stand_in.response_url(), "trigger_id": "9.9.9"})
         assert post(command)[0] == 200
@@ -178,7 +179,7 @@ def test_cyto_serve_opens_the_form_and_answers_the_batch_menu(tmp_path: Path, st
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=10)
+            proc.communicate(timeout=seconds(10))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

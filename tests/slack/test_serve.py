@@ -19,6 +19,7 @@ from slack_harness import ROOT, SECRET, TOKEN, USER, make_batch, signed_headers,
 from slack_stand_in import SlackStandIn
 
 from bot.cli import cli
+from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def free_port() -> int:
 
 def post(url: str, body: str) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body.encode(), headers=signed_headers(body), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=seconds(10)) as response:
         return response.status, response.read().decode()
 
 
@@ -50,12 +51,12 @@ def test_cyto_serve_http_healthz_and_scheduler_driven_run(tmp_path: Path, stand_
     try:
         def health() -> dict | None:
             try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                with urllib.request.urlopen(base + "/healthz", timeout=seconds(1)) as response:
                     return json.loads(response.read())
             except OSError:
                 return None
 
-        status = wait_for(health, timeout=20, what="/healthz")
+        status = wait_for(health, timeout=seconds(20), what="/healthz")
         assert status["ok"] is True and status["scheduler"] is True
         body = urlencode({"command": "/cyto", "text": "run 2018-12-05 batch-7", "user_id": USER,
                           "channel_id": "CLAB", "team_id": "T0LAB", "response_url": stand_in.response_url(),
@@ -64,13 +65,13 @@ def test_cyto_serve_http_healthz_and_scheduler_driven_run(tmp_path: Path, stand_
         assert code == 200 and "Looking at" in ack
         # Nobody calls the poll step here: the scheduler in the serve process drives the run.
         alert = wait_for(lambda: [c for c in stand_in.calls_to("chat.postMessage") if "finished" in c.params["text"]],
-                         timeout=30, what="done alert")
+                         timeout=seconds(30), what="done alert")
         assert alert[0].params["text"].startswith(f"<@{USER}> *2018-12-05/batch-7* finished: 3 succeeded")
         assert stand_in.calls_to("chat.update"), "root message edited by the scheduled sync"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            output = proc.communicate(timeout=10)[0]
+            output = proc.communicate(timeout=seconds(10))[0]
         except subprocess.TimeoutExpired:
             proc.kill()
             output = proc.communicate()[0]

@@ -16,6 +16,8 @@ from serve_process import free_port, serve_env, start_serve
 from slack_harness import CHANNEL, DATE, ROOT, USER, click_body, make_batch, signed_headers, wait_for
 from slack_stand_in import SlackStandIn
 
+from tests.timeouts import seconds
+
 pytestmark = pytest.mark.slow
 
 
@@ -37,7 +39,8 @@ def test_logs_hold_no_request_bodies_no_chatter_and_one_audit_line_per_command_a
         assert status == 200 and "far too large" in ack
 
         bot.command(f"run {DATE} batch-7 retries=0")
-        run = wait_for(lambda: (r := bot.db.runs(1)) and r[0].state.is_finished and r[0], timeout=60, what="run")
+        run = wait_for(lambda: (r := bot.db.runs(1)) and r[0].state.is_finished and r[0], timeout=seconds(60),
+                       what="run")
         reply = wait_for(lambda: [c for c in stand_in.calls_to("chat.postMessage")
                                   if "failed for good" in json.dumps(c.blocks)], what="failure reply")[0]
         retry = next(e for b in reply.blocks if b["type"] == "actions" for e in b["elements"])
@@ -58,7 +61,7 @@ def test_logs_hold_no_request_bodies_no_chatter_and_one_audit_line_per_command_a
 
 def start_and_fail(tmp_path: Path, stand_in: SlackStandIn, store: Path, **env: str) -> tuple[int, str]:
     proc = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--http", "--host", "127.0.0.1",
-                           "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=seconds(120),
                           env=serve_env(tmp_path, stand_in, store, 0.5, **env))
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -98,16 +101,16 @@ def test_healthz_fails_with_the_reason(tmp_path: Path, stand_in: SlackStandIn, s
         wait_for(lambda: (r := bot.db.runs(1)) and r[0].state == "ACTIVE", what="run released")
 
         # the poll is blocked (another process holds the database's write lock) for > 3 intervals
-        blocker = sqlite3.connect(tmp_path / "db.sqlite", timeout=10)
+        blocker = sqlite3.connect(tmp_path / "db.sqlite", timeout=seconds(10))
         blocker.execute("BEGIN IMMEDIATE")
         try:
-            status, health = wait_for(lambda: (h := bot.health()) and h[0] == 503 and h, timeout=30,
+            status, health = wait_for(lambda: (h := bot.health()) and h[0] == 503 and h, timeout=seconds(30),
                                       what="503 for a stalled poll")
             assert any(p.startswith("no successful poll for") for p in health["problems"]), health
         finally:
             blocker.rollback()
             blocker.close()
-        wait_for(lambda: bot.health()[0] == 200, timeout=30, what="healthy again")
+        wait_for(lambda: bot.health()[0] == 200, timeout=seconds(30), what="healthy again")
 
         # Slack refuses the token: the root post is refused, the run stays held, /healthz says why
         stand_in.auth_error = "invalid_auth"

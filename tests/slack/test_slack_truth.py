@@ -20,6 +20,7 @@ from slack_stand_in import DROPPED, SlackStandIn
 from bot.db import Run, RunDB
 from bot.executors.local import LocalExecutor
 from bot.states import JobState, RunState
+from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def latest_run(db: RunDB) -> Run | None:
     return runs[0] if runs else None
 
 
-def finished_run(db: RunDB, timeout: float = 60) -> Run:
+def finished_run(db: RunDB, timeout: float = seconds(60)) -> Run:
     return wait_for(lambda: (r := latest_run(db)) is not None and r.state.is_finished and r, timeout=timeout,
                     what="run finished in the ledger")
 
@@ -206,8 +207,8 @@ def test_failure_replies_and_done_alert_once_with_slow_slack_and_lost_answers(bo
     stand_in.drop_next("chat.postMessage", 2, after_accept=True)  # the first failure reply's answer is lost
     run = finished_run(first.db)
     root_ts = run.slack_thread_ts
-    wait_for(lambda: done_alerts(stand_in, root_ts), timeout=60, what="done alert")
-    wait_for(lambda: not any(r["state"] in ("pending", "sending") for r in outbox(first.db)), timeout=60,
+    wait_for(lambda: done_alerts(stand_in, root_ts), timeout=seconds(60), what="done alert")
+    wait_for(lambda: not any(r["state"] in ("pending", "sending") for r in outbox(first.db)), timeout=seconds(60),
              what="outbox drained")
     texts = [json.dumps(p["blocks"]) for p in failure_posts(stand_in, root_ts)]
     for analysis in failing:
@@ -259,11 +260,12 @@ def test_sigkill_after_slack_accepted_a_failure_reply_posts_it_once(bots, tmp_pa
     db = first.db
     run = wait_for(lambda: (r := latest_run(db)) is not None and r.slack_thread_ts and r, what="thread")
     stand_in.slow_answer["chat.postMessage"] = 30  # Slack takes the reply; the answer never arrives in time
-    wait_for(lambda: failure_posts(stand_in, run.slack_thread_ts), timeout=60, what="Slack has the failure reply")
+    wait_for(lambda: failure_posts(stand_in, run.slack_thread_ts), timeout=seconds(60),
+             what="Slack has the failure reply")
     first.kill()
     stand_in.slow_answer.clear()
     start(bots, tmp_path, stand_in, store)
-    wait_for(lambda: done_alerts(stand_in, run.slack_thread_ts), timeout=60, what="done alert")
+    wait_for(lambda: done_alerts(stand_in, run.slack_thread_ts), timeout=seconds(60), what="done alert")
     [reply] = failure_posts(stand_in, run.slack_thread_ts)
     assert "*A02*" in json.dumps(reply["blocks"])
     assert len(in_thread(stand_in, run.slack_thread_ts)) == 2, "one failure reply, one done alert"

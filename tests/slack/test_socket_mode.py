@@ -21,6 +21,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from socket_mode_stand_in import APP_ID, SocketModeSlackStandIn
 
+from tests.timeouts import seconds
+
 pytestmark = pytest.mark.slow
 APP_TOKEN = "xapp-1-A0CYTO-test-app-token"
 
@@ -45,7 +47,7 @@ def command_payload(slack: SocketModeSlackStandIn, text: str, user: str = USER) 
 def stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     try:
-        return proc.communicate(timeout=10)[0]
+        return proc.communicate(timeout=seconds(10))[0]
     except subprocess.TimeoutExpired:
         proc.kill()
         output = proc.communicate()[0]
@@ -65,7 +67,7 @@ def test_cyto_serve_socket_mode_acks_the_envelope_and_posts_the_root_message(
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         socket_mode = slack.socket_mode
-        connection = socket_mode.wait_for_connection(timeout=20)
+        connection = socket_mode.wait_for_connection(timeout=seconds(20))
         [opened] = slack.calls_to("apps.connections.open")
         assert opened.response["url"].startswith(f"ws://127.0.0.1:{socket_mode.port}/link/?ticket=")
         assert connection.path.endswith(f"app_id={APP_ID}")
@@ -86,7 +88,7 @@ def test_cyto_serve_socket_mode_acks_the_envelope_and_posts_the_root_message(
 
         # the scheduler in the same process drives the run to its done alert in the same thread
         alert = wait_for(lambda: [c for c in slack.calls_to("chat.postMessage") if "finished" in c.params["text"]],
-                         timeout=30, what="done alert")[0]
+                         timeout=seconds(30), what="done alert")[0]
         assert alert.params["thread_ts"] == root.ts
         assert alert.params["text"].startswith(f"<@{USER}> *{DATE}/batch-7* finished: 3 succeeded")
         assert [c.params["ts"] for c in slack.calls_to("chat.update")] and \
