@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bot import catalog
-from bot.db import Job, Run, RunDB
 from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
 from bot.executors import Executor, Resources
+from bot.ledger import Job, Run, RunDB
 from bot.report import ReportResult, build_report
 from bot.settings import Settings
 from bot.store import Store, open_store

@@ -21,10 +21,10 @@ from enum import StrEnum
 from typing import Any
 
 from bot import catalog, claims, failure_policy
-from bot.db import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
 from bot.layout import BatchRef, LayoutError
+from bot.ledger import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.parameters import check_parameters
 from bot.states import ACTIVE, DISPLAY_ORDER, JobState, RunState, final_run_state
 from bot.store import ObjectNotFound, Store, StoreError

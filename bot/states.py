@@ -1,6 +1,6 @@
 """Run, job and attempt states, and the one table of transitions the ledger allows. Pure code.
 
-Every state change the ledger (bot/db.py) makes is a compare-and-set whose guard comes from the
+Every state change the ledger (bot/ledger/) makes is a compare-and-set whose guard comes from the
 tables below: an UPDATE names the states it may move from, and a rowcount of 0 means the row had
 already moved on (someone else acted first). Nothing else decides which changes are legal.
 """

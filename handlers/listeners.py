@@ -17,10 +17,10 @@ from slack_bolt import Ack, App, BoltRequest, Respond
 from slack_sdk import WebClient
 
 from bot import catalog
-from bot.db import DatabaseError
 from bot.engine import BatchInUse, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
+from bot.ledger import DatabaseError
 from bot.states import RunState
 from bot.store import StoreError
 from handlers import render

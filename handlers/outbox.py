@@ -1,6 +1,6 @@
 """The Slack outbox: every message the bot means to post or edit, recorded before it is sent.
 
-An intent is a row of `slack_outbox` (bot/db.py, migration 3) with a stable key — `root:RUN`,
+An intent is a row of `slack_outbox` (bot/ledger/schema.py, migration 5) with a stable key — `root:RUN`,
 `failures:RUN:ANALYSIS:ATTEMPT`, `done:RUN:FINISHED_AT`, `edit:root:RUN`, `edit:failures:KEY`.
 A sender claims a row with a compare-and-set (`pending` → `sending` under its token), so two bots
 on one database never both send it, calls Slack, and records the outcome. A claim left by a
@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot import claims
-from bot.db import RunDB
+from bot.ledger import RunDB
 
 # Slack message metadata marking a post with its outbox key (`conversations.replies`/`history`
 # return it with `include_all_metadata`).
@@ -170,7 +170,7 @@ class Outbox:
     # -- reading ------------------------------------------------------------------------------
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         # A plain read (no write lock): /healthz must answer while a writer holds the database.
-        return self.db._query(sql, args)
+        return self.db.query(sql, args)
 
     def backlog(self) -> dict[str, int]:
         """Intents not yet delivered, by kind."""

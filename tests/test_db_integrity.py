@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.db import SCHEMA_VERSION, DatabaseError, RunDB
 from bot.engine import Engine
 from bot.executors import Resources
+from bot.ledger import SCHEMA_VERSION, DatabaseError, RunDB
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
 
@@ -243,7 +243,7 @@ def test_processes_starting_together_agree_on_one_new_ledger(tmp_path: Path) -> 
 def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path: Path) -> None:
     db = RunDB(str(tmp_path / "runs.sqlite"))
     with pytest.raises(DatabaseError, match=r"runs\.sqlite failed: no such table: nope"):
-        db._query("SELECT * FROM nope")
+        db.query("SELECT * FROM nope")
     with pytest.raises(DatabaseError, match="no such column"), db.transaction() as conn:
         conn.execute("UPDATE runs SET state = 'X'")
         conn.execute("UPDATE runs SET no_such_column = 1")
@@ -252,7 +252,7 @@ def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path:
         conn.execute("PRAGMA defer_foreign_keys = ON")
         conn.execute("""INSERT INTO jobs (id, run_id, analysis, state, attempt, max_attempts, updated_at)
                         VALUES (1, 'no-such-run', 'A01', 'PENDING', 1, 1, 0)""")
-    assert db._query("SELECT COUNT(*) FROM jobs")[0][0] == 0
+    assert db.query("SELECT COUNT(*) FROM jobs")[0][0] == 0
     with db.transaction() as conn:  # the connection is usable again
         conn.execute("UPDATE runs SET state = 'ACTIVE' WHERE 0")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import DatabaseError, RunDB, Transition
 from bot.engine import Engine, EngineError
 from bot.executors import Resources, job_name
+from bot.ledger import DatabaseError, RunDB, Transition
 from bot.states import (
     ATTEMPT_TRANSITIONS,
     JOB_TRANSITIONS,

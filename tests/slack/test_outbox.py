@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.claims import new_token
-from bot.db import Run, RunDB
+from bot.ledger import Run, RunDB
 from bot.states import RunState
 from handlers.outbox import Kind, Outbox
 
