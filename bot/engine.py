@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from bot import catalog, claims, failure_policy
@@ -26,7 +25,7 @@ from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources
 from bot.layout import BatchRef, LayoutError
 from bot.ledger import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.parameters import check_parameters
-from bot.states import ACTIVE, DISPLAY_ORDER, JobState, RunState, final_run_state
+from bot.states import ACTIVE, DISPLAY_ORDER, EventKind, JobState, RunState, final_run_state
 from bot.store import ObjectNotFound, Store, StoreError
 from container.contract import JobEnvironment
 from container.pipelines import ParameterError
@@ -78,16 +77,6 @@ class AlreadyRetried(EngineError):
         super().__init__(f"{analysis} was already retried by {by or 'someone'}: attempt {attempt} is "
                          f"{state.value.lower()}")
         self.by = by
-
-
-class EventKind(StrEnum):
-    RUN_STARTED = "run_started"
-    JOB_CHANGED = "job_changed"  # queued / running / succeeded
-    JOB_RETRYING = "job_retrying"  # an attempt failed and an automatic retry follows
-    JOB_FAILED = "job_failed"  # failed for good
-    JOB_RETRIED = "job_retried"  # a person asked for a retry
-    RUN_CANCELLING = "run_cancelling"
-    RUN_FINISHED = "run_finished"
 
 
 @dataclass(frozen=True)
@@ -257,7 +246,7 @@ class Engine:
 
     def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
         """End a run's hold (its Slack thread exists); the next poll, or `submit_pending`, submits it."""
-        return self.db.release_run(run_id, slack_channel, slack_thread_ts)
+        return self.db.release_run(run_id, slack_channel, slack_thread_ts, self.clock())
 
     def abandon(self, run_id: str, reason: str) -> bool:
         """Give up a held run with nothing submitted."""

@@ -6,7 +6,8 @@ a cancel, claiming an attempt for submission) are compare-and-set: the UPDATE na
 expects, and a rowcount of 0 means someone else acted first.
 
 Modules: `errors` (what it raises), `records` (typed rows), `schema` (tables and migrations),
-`connection` (file identity, connections, transactions), `reads`, `run_writes`, `job_writes`.
+`connection` (file identity, connections, transactions), `events` (durable events), `reads`,
+`run_writes`, `job_writes`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from bot.ledger.connection import sqlite_path
 from bot.ledger.errors import BatchBusy, DatabaseError
 from bot.ledger.job_writes import JobWrites
 from bot.ledger.reads import LedgerReads
-from bot.ledger.records import Attempt, Job, Run, Transition
+from bot.ledger.records import Attempt, Job, Run, RunEvent, Transition
 from bot.ledger.run_writes import RunWrites
 from bot.ledger.schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "Attempt", "BatchBusy", "DatabaseError", "Job", "Run", "RunDB", "Transition",
+__all__ = ["SCHEMA_VERSION", "Attempt", "BatchBusy", "DatabaseError", "Job", "Run", "RunDB", "RunEvent", "Transition",
            "sqlite_path"]
 
 

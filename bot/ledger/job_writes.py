@@ -11,11 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from bot.ledger.connection import LedgerConnection, Refused
+from bot.ledger.events import NewEvent, add_events, add_job_event, transition_kind
 from bot.ledger.records import ATTEMPT_COLUMNS, JOB_COLUMNS, Attempt, Job, Transition, job_and_attempt
 from bot.states import (
     ATTEMPT_TRANSITIONS,
     JOB_TRANSITIONS,
     RUN_TRANSITIONS,
+    EventKind,
     JobState,
     RunState,
     can_move,
@@ -75,6 +77,7 @@ class JobWrites(LedgerConnection):
                     continue
                 conn.execute(f"""UPDATE jobs SET state = 'QUEUED', updated_at = ?
                                  WHERE id = ? AND attempt = ? AND state IN {job_from}""", (now, job_id, attempt))
+                add_job_event(conn, EventKind.JOB_SUBMITTED, job_id, JobState.QUEUED, attempt, now)
                 changed += 1
             if changed:
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
@@ -96,6 +99,7 @@ class JobWrites(LedgerConnection):
             conn.execute("""UPDATE jobs SET state = 'FAILED', reason = ?, failure_rule = ?, updated_at = ?
                             WHERE id = ? AND attempt = ? AND state = 'PENDING'""",
                          (reason, rule, now, job_id, attempt))
+            add_job_event(conn, EventKind.JOB_FAILED, job_id, JobState.FAILED, attempt, now, reason)
             conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
         return True
 
@@ -185,6 +189,9 @@ class JobWrites(LedgerConnection):
                                      WHERE id = ? AND attempt = ? AND state IN {job_from}""",
                                  (t.job_state.value, t.reason, t.exit_code, t.failure_rule, now, t.job_id,
                                   t.attempt))
+                add_events(conn, [NewEvent(transition_kind(t), t.run_id, now, t.analysis,
+                                           (JobState.PENDING if t.retrying else t.job_state).value, t.attempt,
+                                           t.reason)])
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (t.run_id,))
                 applied.append(t)
         return applied
@@ -199,6 +206,7 @@ class JobWrites(LedgerConnection):
         job_from = sql_in(sources(JOB_TRANSITIONS, JobState.PENDING))
         try:
             with self.transaction() as conn:
+                was = conn.execute("SELECT state FROM runs WHERE id = ?", (job.run_id,)).fetchone()
                 cur = conn.execute(
                     f"""UPDATE runs SET finished_at = NULL, version = version + 1,
                             cancel_requested_by = CASE WHEN state = 'ACTIVE' THEN cancel_requested_by END,
@@ -220,6 +228,10 @@ class JobWrites(LedgerConnection):
                 conn.execute("""INSERT INTO attempts (job_id, attempt, job_name, resources, state)
                                 VALUES (?, ?, ?, ?, 'PENDING')""",
                              (job.id, job.attempt + 1, job_name, json.dumps(merged) if merged else None))
+                if RunState(was[0]).is_finished:
+                    add_events(conn, [NewEvent(EventKind.RUN_REOPENED, job.run_id, now, state=RunState.ACTIVE.value,
+                                               by=by)])
+                add_job_event(conn, EventKind.JOB_RETRIED, job.id, JobState.PENDING, job.attempt + 1, now, by=by)
         except Refused:
             return False
         return True
@@ -246,6 +258,8 @@ class JobWrites(LedgerConnection):
                                     WHERE job_id = ? AND attempt = ? AND state = 'PENDING'""", (now, job_id, attempt))
                 conn.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND attempt = ? AND state = ?",
                              (new.value, now, job_id, attempt, job_state))
+                add_events(conn, [NewEvent(EventKind.JOB_REPAIRED, run_id, now, analysis, new.value, attempt,
+                                           f"the job was {job_state.lower()}, its attempt {attempt_state.lower()}")])
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
                 repaired.append((run_id, analysis, job_state, new.value))
         return repaired

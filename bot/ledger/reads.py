@@ -12,7 +12,9 @@ from bot.ledger.records import (
     Attempt,
     Job,
     Run,
+    RunEvent,
     attempt_record,
+    event_record,
     job_and_attempt,
     job_record,
     run_record,
@@ -82,3 +84,18 @@ class LedgerReads(LedgerConnection):
                 WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')""",
             list(run_ids))
         return [job_and_attempt(row) for row in rows]
+
+    def events(self, after: int = 0, *, run_id: str | None = None, limit: int = 500) -> list[RunEvent]:
+        """Events with `seq` greater than `after` (a consumer's cursor), oldest first, of one run or all."""
+        sql = "SELECT seq, run_id, kind, analysis, state, attempt, reason, by, at FROM run_events WHERE seq > ?"
+        args: list[object] = [after]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        return [event_record(r) for r in self.query(sql + " ORDER BY seq LIMIT ?", [*args, limit])]
+
+    def last_event_seq(self, run_id: str | None = None) -> int:
+        """The newest event's `seq` (of one run, or of all), 0 when there is none: a cursor that starts now."""
+        if run_id is None:
+            return self.query("SELECT COALESCE(MAX(seq), 0) FROM run_events")[0][0]
+        return self.query("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = ?", (run_id,))[0][0]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from bot.states import JobState, RunState
+from bot.states import EventKind, JobState, RunState
 
 # A row as sqlite3 returns it, or a plain mapping of column to value.
 Row = sqlite3.Row | Mapping[str, Any]
@@ -77,6 +77,22 @@ class Attempt:
     cancel_sent_at: float | None = None
 
 
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change the ledger made (a row of `run_events`). `seq` orders every event of the
+    ledger; a consumer keeps the last one it has seen."""
+
+    seq: int
+    run_id: str
+    kind: EventKind
+    analysis: str | None
+    state: str | None
+    attempt: int | None
+    reason: str | None
+    by: str | None
+    at: float
+
+
 def _as_dict(row: Row) -> dict[str, Any]:
     return {key: row[key] for key in row.keys()}  # noqa: SIM118 - iterating a sqlite3.Row gives its values
 
@@ -101,6 +117,12 @@ def attempt_record(row: Row) -> Attempt:
     d["state"] = JobState(d["state"])
     d["resources"] = json.loads(d["resources"]) if d["resources"] else None
     return Attempt(**d)
+
+
+def event_record(row: Row) -> RunEvent:
+    d = _as_dict(row)
+    d["kind"] = EventKind(d["kind"])
+    return RunEvent(**d)
 
 
 JOB_FIELDS = [f.name for f in fields(Job)]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 
 from bot.ledger.connection import LedgerConnection
 from bot.ledger.errors import BatchBusy
+from bot.ledger.events import INSERT_JOB_EVENT, NewEvent, add_events
 from bot.ledger.records import ACTIVE_RUNS_SQL, Run, run_record
-from bot.states import JOB_TRANSITIONS, RUN_TRANSITIONS, JobState, RunState, can_move, sources, sql_in
+from bot.states import JOB_TRANSITIONS, RUN_TRANSITIONS, EventKind, JobState, RunState, can_move, sources, sql_in
 
 
 class RunWrites(LedgerConnection):
@@ -43,6 +45,8 @@ class RunWrites(LedgerConnection):
             conn.executemany(
                 "INSERT INTO attempts (job_id, attempt, job_name, state) VALUES (?, 1, ?, 'PENDING')",
                 [(first_id + i, name) for i, name in enumerate(job_names)])
+            add_events(conn, [NewEvent(EventKind.RUN_STARTED, run.id, now, state=run.state.value,
+                                       by=run.requested_by)])
         return True
 
     def set_slack_thread(self, run_id: str, channel: str, thread_ts: str) -> None:
@@ -50,13 +54,16 @@ class RunWrites(LedgerConnection):
             conn.execute("UPDATE runs SET slack_channel = ?, slack_thread_ts = ? WHERE id = ?",
                          (channel, thread_ts, run_id))
 
-    def release_run(self, run_id: str, channel: str, thread_ts: str) -> bool:
+    def release_run(self, run_id: str, channel: str, thread_ts: str, now: float | None = None) -> bool:
         """End a run's hold: it gets its Slack thread and may be submitted. Acts once."""
         with self.transaction() as conn:
             assert can_move(RUN_TRANSITIONS, RunState.HELD, RunState.ACTIVE)
             cur = conn.execute("""UPDATE runs SET state = 'ACTIVE', slack_channel = ?, slack_thread_ts = ?,
                                       version = version + 1 WHERE id = ? AND state = 'HELD'""",
                                (channel, thread_ts, run_id))
+            if cur.rowcount:
+                add_events(conn, [NewEvent(EventKind.RUN_RELEASED, run_id, time.time() if now is None else now,
+                                           state=RunState.ACTIVE.value)])
             return bool(cur.rowcount)
 
     def abandon_run(self, run_id: str, reason: str, now: float) -> bool:
@@ -66,11 +73,17 @@ class RunWrites(LedgerConnection):
                                   WHERE id = ? AND state = 'HELD'""", (now, run_id))
             if not cur.rowcount:
                 return False
+            pending = conn.execute("SELECT id, attempt FROM jobs WHERE run_id = ? AND state = 'PENDING'",
+                                   (run_id,)).fetchall()
             conn.execute("""UPDATE attempts SET state = 'CANCELLED', reason = ?, stopped_at = ?
                             WHERE state = 'PENDING' AND job_id IN (SELECT id FROM jobs WHERE run_id = ?)""",
                          (reason, now, run_id))
             conn.execute("""UPDATE jobs SET state = 'CANCELLED', reason = ?, updated_at = ?
                             WHERE run_id = ? AND state = 'PENDING'""", (reason, now, run_id))
+            conn.executemany(INSERT_JOB_EVENT, [(EventKind.JOB_CHANGED.value, JobState.CANCELLED.value, attempt,
+                                                 reason, None, now, job_id) for job_id, attempt in pending])
+            add_events(conn, [NewEvent(EventKind.RUN_FINISHED, run_id, now, state=RunState.CANCELLED.value,
+                                       reason=reason)])
         return True
 
     def request_cancel(self, run_id: str, by: str, now: float) -> bool:
@@ -84,6 +97,8 @@ class RunWrites(LedgerConnection):
                                    WHERE id = ? AND state IN {run_from}""", (by, run_id))
             if not cur.rowcount:
                 return False
+            add_events(conn, [NewEvent(EventKind.RUN_CANCELLING, run_id, now, state=RunState.CANCELLING.value,
+                                       by=by)])
             pending = conn.execute(
                 """SELECT j.id, j.attempt FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                    WHERE j.run_id = ? AND j.state = 'PENDING' AND a.state = 'PENDING'
@@ -94,6 +109,8 @@ class RunWrites(LedgerConnection):
             conn.executemany(f"""UPDATE jobs SET state = 'CANCELLED', reason = 'cancelled', updated_at = ?
                                  WHERE id = ? AND attempt = ? AND state IN {job_from}""",
                              [(now, job_id, attempt) for job_id, attempt in pending])
+            conn.executemany(INSERT_JOB_EVENT, [(EventKind.JOB_CHANGED.value, JobState.CANCELLED.value, attempt,
+                                                 "cancelled", by, now, job_id) for job_id, attempt in pending])
         return True
 
     def finish_run(self, run_id: str, state: RunState, now: float) -> bool:
@@ -109,4 +126,6 @@ class RunWrites(LedgerConnection):
                 return False
             cur = conn.execute(f"""UPDATE runs SET state = ?, finished_at = ?, version = version + 1
                                    WHERE id = ? AND state IN {run_from}""", (state.value, now, run_id))
+            if cur.rowcount:
+                add_events(conn, [NewEvent(EventKind.RUN_FINISHED, run_id, now, state=state.value)])
             return bool(cur.rowcount)

@@ -183,6 +183,21 @@ MIGRATIONS: list[str] = [
     # 5: the Slack outbox, holds and slash-command dedupe (handlers/outbox.py, handlers/slack_state.py).
     # slack_failures is rebuilt so that a reply is recorded (by its outbox key) before it is posted.
     SLACK_OUTBOX_MIGRATION,
+    # 6: durable events, written in the transaction of each state change (bot/ledger/events.py).
+    """
+    CREATE TABLE run_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        kind TEXT NOT NULL,
+        analysis TEXT,
+        state TEXT,
+        attempt INTEGER,
+        reason TEXT,
+        by TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX run_events_run ON run_events(run_id, seq);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 REQUIRED_TABLES = ("runs", "jobs", "attempts")
