@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bot.cli import cli
 from bot.engine import Engine
 from bot.executors import Resources
-from bot.ledger import SCHEMA_VERSION, DatabaseError, RunDB
+from bot.ledger import CORE, DatabaseError, RunDB
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
 
@@ -106,7 +106,7 @@ def header_only(path: Path) -> None:
 def newer(path: Path) -> None:
     RunDB(str(path))
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
+        conn.execute("UPDATE schema_versions SET version = 99 WHERE component = 'core'")
     conn.close()
 
 
@@ -211,11 +211,11 @@ def test_a_new_ledger_is_created_only_where_no_file_exists(tmp_path: Path) -> No
     path = tmp_path / "deep" / "runs.sqlite"
     RunDB(str(path)).runs()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT component, version FROM schema_versions").fetchall() == [("core", CORE.version)]
         # Created complete and checkpointed: the schema is in the main file, not only in a WAL.
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
-    assert {"runs", "jobs", "attempts", "schema_version"} <= tables
+    assert {"runs", "jobs", "attempts", "run_events", "schema_versions"} <= tables
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 

@@ -18,10 +18,10 @@ from bot.ledger.job_writes import JobWrites
 from bot.ledger.reads import LedgerReads
 from bot.ledger.records import Attempt, Job, Run, RunEvent, Transition
 from bot.ledger.run_writes import RunWrites
-from bot.ledger.schema import SCHEMA_VERSION
+from bot.ledger.schema import CORE, Component
 
-__all__ = ["SCHEMA_VERSION", "Attempt", "BatchBusy", "DatabaseError", "Job", "Run", "RunDB", "RunEvent", "Transition",
-           "sqlite_path"]
+__all__ = ["CORE", "Attempt", "BatchBusy", "Component", "DatabaseError", "Job", "Run", "RunDB", "RunEvent",
+           "Transition", "sqlite_path"]
 
 
 class RunDB(LedgerReads, RunWrites, JobWrites):

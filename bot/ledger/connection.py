@@ -6,14 +6,14 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from bot.ledger.errors import DatabaseError, explain
-from bot.ledger.schema import create_schema, migrate
+from bot.ledger.schema import Component, create_schema, ensure, migrate
 
 
 def sqlite_path(url: str) -> str:
@@ -39,9 +39,12 @@ class LedgerConnection:
     _identity: FileIdentity | None = None
     _lost: DatabaseError | None = None
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, components: Iterable[Component] = ()) -> None:
+        """Open (or create) the ledger at `url` and bring its core tables, and those of each of
+        `components`, to the versions this code knows."""
         self.path = sqlite_path(url)
         self._local = threading.local()
+        self._ensured: set[str] = set()
         if self.path != ":memory:":
             self._absolute = os.path.abspath(os.path.expanduser(self.path))  # a later chdir changes nothing
             file = Path(self._absolute)
@@ -60,6 +63,18 @@ class LedgerConnection:
             self._conn().execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             raise self._explain(exc) from exc
+        for component in components:
+            self.ensure_schema(component)
+
+    def ensure_schema(self, component: Component) -> None:
+        """Register a component's tables: create or migrate them to `component.version` (once per
+        object; a later call is free, so a front end may call it wherever it starts). Refuses, naming
+        the component, a database whose tables of it are newer than this code."""
+        if component.name in getattr(self, "_ensured", ()):
+            return
+        with self.transaction() as conn:
+            ensure(conn, self.path, component)
+        self._ensured.add(component.name)
 
     # -- opening, creating and recognising the file -------------------------------------------
     def _file(self) -> str:
