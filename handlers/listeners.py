@@ -226,12 +226,11 @@ class Commands:
     def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> str | None:
         run_id = request.run_id
         if run_id is None:
-            runs = self.bot.engine.db.runs(50)
-            here = [r for r in runs if r.slack_channel == channel]
-            if not runs:
+            latest = self.bot.engine.db.latest_run(channel) or next(iter(self.bot.engine.db.runs(1)), None)
+            if latest is None:
                 ephemeral(respond, "No runs yet: start one with `/cyto run DATE BATCH`.")
-                return
-            run_id = (here or runs)[0].id
+                return None
+            run_id = latest.id
         ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
         return run_id
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.ledger import CORE, DatabaseError, Run, RunDB
+from bot.ledger.reads import LATEST_RUN_SQL
 from bot.ledger.schema import LEGACY_DONE, LEGACY_MIGRATIONS, statements
 from bot.states import RunState
 from handlers.slack_schema import SLACK_SCHEMA
@@ -130,3 +131,19 @@ def test_a_ledger_upgraded_from_legacy_keeps_working(tmp_path: Path) -> None:
     assert db.create_run(run, ["A000"], 1, ["job-A000"], 2.0)
     assert [e.kind for e in db.events(run_id="new")] == ["run_started"]
     assert [j.id for j in db.jobs("new")] == [2]
+
+
+def test_the_latest_run_of_a_channel_is_one_indexed_read(tmp_path: Path) -> None:
+    db = RunDB(str(tmp_path / "runs.sqlite"))
+    for i in range(120):  # more than any page of runs: older runs of C1 lie far behind newer ones elsewhere
+        channel = "C1" if i in (3, 7) else ("C2" if i % 2 else None)
+        run = Run(id=f"r{i:03d}", date="2018-12-05", batch=f"b{i}", pipeline="wordcount", params={},
+                  resources={}, executor="local", store="/s", requested_by="alice", state=RunState.ACTIVE,
+                  created_at=float(i), finished_at=None, cancel_requested_by=None, slack_channel=channel,
+                  slack_thread_ts=None, version=0)
+        assert db.create_run(run, ["A000"], 1, [f"job-{i}"], float(i))
+    assert db.latest_run("C1").id == "r007"
+    assert db.latest_run("C2").id == "r119"
+    assert db.latest_run("C3") is None
+    plan = " ".join(r[3] for r in db.query(f"EXPLAIN QUERY PLAN {LATEST_RUN_SQL}", ("C1",)))
+    assert "USING INDEX runs_channel" in plan and "TEMP B-TREE" not in plan, plan

@@ -21,6 +21,8 @@ from bot.ledger.records import (
 )
 from bot.states import JobState
 
+LATEST_RUN_SQL = "SELECT * FROM runs WHERE slack_channel = ? ORDER BY created_at DESC, id LIMIT 1"  # runs_channel
+
 
 class LedgerReads(LedgerConnection):
     def run(self, run_id: str) -> Run | None:
@@ -29,6 +31,11 @@ class LedgerReads(LedgerConnection):
 
     def runs(self, limit: int = 50) -> list[Run]:
         return [run_record(r) for r in self.query("SELECT * FROM runs ORDER BY created_at DESC, id LIMIT ?", (limit,))]
+
+    def latest_run(self, channel: str) -> Run | None:
+        """The latest run started in a Slack channel (one indexed read, however many runs there are)."""
+        rows = self.query(LATEST_RUN_SQL, (channel,))
+        return run_record(rows[0]) if rows else None
 
     def active_runs(self, date: str, batch: str) -> list[Run]:
         """The unfinished (ACTIVE or CANCELLING) runs of a batch, newest first."""

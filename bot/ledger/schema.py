@@ -289,6 +289,10 @@ CORE = Component("core", (
     );
     CREATE INDEX run_events_run ON run_events(run_id, seq);
     """,
+    # 3: the latest run of a Slack channel in one indexed read (RunDB.latest_run).
+    """
+    CREATE INDEX runs_channel ON runs(slack_channel, created_at DESC, id);
+    """,
 ))
 REQUIRED_TABLES = ("runs", "jobs", "attempts")
 
