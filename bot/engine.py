@@ -510,11 +510,15 @@ class Engine:
     # -- people's requests --------------------------------------------------------------------
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
               memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
-              submit: bool = True) -> list[str]:
+              submit: bool = True, expected_attempt: int | None = None) -> list[str]:
         """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None;
         `memory_mib`, `vcpus` and `timeout_s` override the run's resources for the new attempts.
         Returns the analyses retried; an analysis someone else already retried is left out. A run
-        being cancelled is never reopened; a retry after a cancel has finished is a new action."""
+        being cancelled is never reopened; a retry after a cancel has finished is a new action.
+        `expected_attempt` (one analysis only): the attempt the person saw fail; AlreadyRetried when
+        the analysis has moved on since, however close the race."""
+        if expected_attempt is not None and analysis is None:
+            raise EngineError("expected_attempt is for retrying one analysis")
         run = self.get_run(run_id)
         if run.state == RunState.CANCELLING:
             raise EngineError(f"run {run_id} is being cancelled; wait for it to stop, then retry")
@@ -523,7 +527,8 @@ class Engine:
             job = self.db.job(run_id, analysis)
             if job is None:
                 raise NotFound(f"run {run_id} has no analysis {analysis!r}")
-            if job.state not in (JobState.FAILED, JobState.CANCELLED) and job.retried_by:
+            if (job.state not in (JobState.FAILED, JobState.CANCELLED) and job.retried_by) or (
+                    expected_attempt is not None and job.attempt != expected_attempt):
                 raise AlreadyRetried(analysis, job.retried_by, job.state, job.attempt)
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise EngineError(f"{analysis} is {job.state.value.lower()}, not failed: nothing to retry")
@@ -538,9 +543,13 @@ class Engine:
             resources = overrides
         retried = [job.analysis for job in jobs
                    if self.db.retry_job(job, job_name(run_id, job.analysis, job.attempt + 1), by, resources,
-                                        self.clock(), run.cancel_epoch)]
+                                        self.clock(), run.cancel_epoch, expected_attempt)]
         if jobs and not retried and self.get_run(run_id).cancel_epoch != run.cancel_epoch:
             raise EngineError(f"run {run_id} was cancelled while the retry was being made; nothing was retried")
+        if expected_attempt is not None and not retried and analysis is not None:
+            moved = self.db.job(run_id, analysis)
+            if moved is not None and moved.attempt != expected_attempt:
+                raise AlreadyRetried(analysis, moved.retried_by, moved.state, moved.attempt)
         self._publish([Event(EventKind.JOB_RETRIED, run_id, a, JobState.PENDING, by=by) for a in retried])
         if retried and submit:
             self.submit_pending(run_id)

@@ -295,7 +295,8 @@ class Clicks:
         user = _user(body)
         try:
             if not self._already_retried(run_id, analysis, attempt, respond):
-                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False)
+                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False,
+                                                expected_attempt=attempt)
                 if not retried:
                     self._already_retried(run_id, analysis, attempt, respond)
         except REFUSALS as exc:
@@ -331,7 +332,8 @@ class Clicks:
             if entry.detailed or entry.retried_by or job is None or job.attempt != entry.attempt:
                 continue
             try:
-                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False)
+                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False,
+                                                 expected_attempt=entry.attempt)
             except REFUSALS:
                 continue  # retried or changed meanwhile
         if not retried:

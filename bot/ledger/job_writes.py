@@ -197,13 +197,16 @@ class JobWrites(LedgerConnection):
         return applied
 
     def retry_job(self, job: Job, job_name: str, by: str, resources: dict[str, Any] | None,
-                  now: float, cancel_epoch: int) -> bool:
+                  now: float, cancel_epoch: int, expected_attempt: int | None = None) -> bool:
         """A person's retry: a new attempt of a FAILED or CANCELLED job. Compare-and-set on the job's
         (state, attempt) and on the run: a run being cancelled is never reopened, and neither is one
         cancelled after the retry was asked for (`cancel_epoch` is what the asker saw). A finished run
-        is reopened; that is the explicit new action. Returns False when any guard fails."""
+        is reopened; that is the explicit new action. `expected_attempt`, the attempt the person saw
+        fail, is guarded in the same UPDATE: a job that moved on since is not retried again. Returns
+        False when any guard fails."""
         run_from = sql_in((RunState.ACTIVE, *(s for s in sources(RUN_TRANSITIONS, RunState.ACTIVE) if s.is_finished)))
         job_from = sql_in(sources(JOB_TRANSITIONS, JobState.PENDING))
+        seen, seen_args = ("", ()) if expected_attempt is None else (" AND attempt = ?", (expected_attempt,))
         try:
             with self.transaction() as conn:
                 was = conn.execute("SELECT state FROM runs WHERE id = ?", (job.run_id,)).fetchone()
@@ -218,8 +221,8 @@ class JobWrites(LedgerConnection):
                     f"""UPDATE jobs SET state = 'PENDING', attempt = attempt + 1, retried_by = ?, reason = NULL,
                             exit_code = NULL, failure_rule = NULL, max_attempts = attempt + 1, updated_at = ?
                         WHERE id = ? AND attempt = ? AND state IN ('FAILED', 'CANCELLED')
-                          AND state IN {job_from}""",
-                    (by, now, job.id, job.attempt))
+                          AND state IN {job_from}{seen}""",
+                    (by, now, job.id, job.attempt, *seen_args))
                 if not cur.rowcount:
                     raise Refused
                 previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
