@@ -62,9 +62,9 @@ def run(jobs: int) -> None:
     import boto3
 
     from bot import aws
-    from bot.db import RunDB
     from bot.engine import Engine
     from bot.executors.batch import BatchExecutor
+    from bot.ledger import RunDB
     from bot.store.s3 import S3Store
     from tests.aws.batch_setup import make_batch, put_text
 

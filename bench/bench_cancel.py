@@ -81,11 +81,11 @@ def bench(jobs: int, trials: int, rng: random.Random) -> None:
 
 def one_trial(setup: Any, date: str, batch: str, jobs: int, rng: random.Random,
               client: Any) -> tuple[int, int, int, int, float]:
-    from bot.db import RunDB
     from bot.engine import Engine
     from bot.executors import Resources
     from bot.executors.batch import BatchExecutor
     from bot.executors.batch_states import CANCEL_MARK
+    from bot.ledger import RunDB
     from bot.states import RunState
     from bot.store.s3 import S3Store
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.db import RunDB
 from bot.engine import Engine
 from bot.executors import Resources
+from bot.ledger import RunDB
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor

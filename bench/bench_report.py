@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.db import RunDB  # noqa: E402
 from bot.demo import CYTOMETRY_CHANNELS, CYTOMETRY_LABELS, SPILLOVER, cytometry_events  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.layout import BatchRef  # noqa: E402
+from bot.ledger import RunDB  # noqa: E402
 from bot.report import build_report  # noqa: E402
 from bot.states import JobState  # noqa: E402
 from bot.store.local import LocalStore  # noqa: E402

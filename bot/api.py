@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bot import catalog
-from bot.db import Job, Run, RunDB
 from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
 from bot.executors import Executor, Resources
+from bot.ledger import Job, Run, RunDB
 from bot.report import ReportResult, build_report
 from bot.settings import Settings
 from bot.store import Store, open_store
@@ -90,8 +90,12 @@ class Cyto:
         return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
 
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "notebook",
-              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None) -> list[str]:
-        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, vcpus=vcpus, timeout_s=timeout_s)
+              memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
+              expected_attempt: int | None = None) -> list[str]:
+        """Retry one failed analysis (or every failed one). `expected_attempt`: the attempt the person saw
+        fail; AlreadyRetried when the analysis has moved on since (a double click, two people at once)."""
+        return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, vcpus=vcpus, timeout_s=timeout_s,
+                                 expected_attempt=expected_attempt)
 
     def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
         return self.engine.cancel(run_id, by=by)

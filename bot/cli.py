@@ -16,10 +16,10 @@ import click
 
 from bot import __version__, completion
 from bot.api import Cyto
-from bot.db import DatabaseError
 from bot.engine import EngineError, RunSummary
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
+from bot.ledger import DatabaseError
 from bot.progress import RunProgress, summary_lines
 from bot.report import ReportResult
 from bot.settings import ConfigError, Settings

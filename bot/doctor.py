@@ -305,7 +305,7 @@ def check_local_jobs(settings: Settings) -> list[Check]:
 
 # -- the run database ----------------------------------------------------------------------------------
 def check_database(settings: Settings) -> Check:
-    from bot.db import DatabaseError, RunDB, sqlite_path
+    from bot.ledger import DatabaseError, RunDB, sqlite_path
 
     try:
         path = os.path.expanduser(sqlite_path(settings.db))

@@ -17,16 +17,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from bot import catalog, claims, failure_policy
-from bot.db import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
 from bot.layout import BatchRef, LayoutError
+from bot.ledger import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.parameters import check_parameters
-from bot.states import ACTIVE, DISPLAY_ORDER, JobState, RunState, final_run_state
+from bot.states import ACTIVE, DISPLAY_ORDER, EventKind, JobState, RunState, final_run_state
 from bot.store import ObjectNotFound, Store, StoreError
 from container.contract import JobEnvironment
 from container.pipelines import ParameterError
@@ -78,16 +77,6 @@ class AlreadyRetried(EngineError):
         super().__init__(f"{analysis} was already retried by {by or 'someone'}: attempt {attempt} is "
                          f"{state.value.lower()}")
         self.by = by
-
-
-class EventKind(StrEnum):
-    RUN_STARTED = "run_started"
-    JOB_CHANGED = "job_changed"  # queued / running / succeeded
-    JOB_RETRYING = "job_retrying"  # an attempt failed and an automatic retry follows
-    JOB_FAILED = "job_failed"  # failed for good
-    JOB_RETRIED = "job_retried"  # a person asked for a retry
-    RUN_CANCELLING = "run_cancelling"
-    RUN_FINISHED = "run_finished"
 
 
 @dataclass(frozen=True)
@@ -257,7 +246,7 @@ class Engine:
 
     def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
         """End a run's hold (its Slack thread exists); the next poll, or `submit_pending`, submits it."""
-        return self.db.release_run(run_id, slack_channel, slack_thread_ts)
+        return self.db.release_run(run_id, slack_channel, slack_thread_ts, self.clock())
 
     def abandon(self, run_id: str, reason: str) -> bool:
         """Give up a held run with nothing submitted."""
@@ -521,11 +510,15 @@ class Engine:
     # -- people's requests --------------------------------------------------------------------
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
               memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
-              submit: bool = True) -> list[str]:
+              submit: bool = True, expected_attempt: int | None = None) -> list[str]:
         """Retry one failed (or cancelled) analysis, or every failed one when `analysis` is None;
         `memory_mib`, `vcpus` and `timeout_s` override the run's resources for the new attempts.
         Returns the analyses retried; an analysis someone else already retried is left out. A run
-        being cancelled is never reopened; a retry after a cancel has finished is a new action."""
+        being cancelled is never reopened; a retry after a cancel has finished is a new action.
+        `expected_attempt` (one analysis only): the attempt the person saw fail; AlreadyRetried when
+        the analysis has moved on since, however close the race."""
+        if expected_attempt is not None and analysis is None:
+            raise EngineError("expected_attempt is for retrying one analysis")
         run = self.get_run(run_id)
         if run.state == RunState.CANCELLING:
             raise EngineError(f"run {run_id} is being cancelled; wait for it to stop, then retry")
@@ -534,7 +527,8 @@ class Engine:
             job = self.db.job(run_id, analysis)
             if job is None:
                 raise NotFound(f"run {run_id} has no analysis {analysis!r}")
-            if job.state not in (JobState.FAILED, JobState.CANCELLED) and job.retried_by:
+            if (job.state not in (JobState.FAILED, JobState.CANCELLED) and job.retried_by) or (
+                    expected_attempt is not None and job.attempt != expected_attempt):
                 raise AlreadyRetried(analysis, job.retried_by, job.state, job.attempt)
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise EngineError(f"{analysis} is {job.state.value.lower()}, not failed: nothing to retry")
@@ -549,9 +543,13 @@ class Engine:
             resources = overrides
         retried = [job.analysis for job in jobs
                    if self.db.retry_job(job, job_name(run_id, job.analysis, job.attempt + 1), by, resources,
-                                        self.clock(), run.cancel_epoch)]
+                                        self.clock(), run.cancel_epoch, expected_attempt)]
         if jobs and not retried and self.get_run(run_id).cancel_epoch != run.cancel_epoch:
             raise EngineError(f"run {run_id} was cancelled while the retry was being made; nothing was retried")
+        if expected_attempt is not None and not retried and analysis is not None:
+            moved = self.db.job(run_id, analysis)
+            if moved is not None and moved.attempt != expected_attempt:
+                raise AlreadyRetried(analysis, moved.retried_by, moved.state, moved.attempt)
         self._publish([Event(EventKind.JOB_RETRIED, run_id, a, JobState.PENDING, by=by) for a in retried])
         if retried and submit:
             self.submit_pending(run_id)

@@ -10,8 +10,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bot.db import Job, Run
 from bot.engine import LogExcerpt, RunSummary
+from bot.ledger import Job, Run
 from bot.states import JobState
 
 SCHEMA_VERSION = 1

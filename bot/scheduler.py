@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.db import DatabaseError
+from bot.ledger import DatabaseError
 
 log = logging.getLogger(__name__)
 POLL = "poll"

@@ -1,6 +1,6 @@
 """Run, job and attempt states, and the one table of transitions the ledger allows. Pure code.
 
-Every state change the ledger (bot/db.py) makes is a compare-and-set whose guard comes from the
+Every state change the ledger (bot/ledger/) makes is a compare-and-set whose guard comes from the
 tables below: an UPDATE names the states it may move from, and a rowcount of 0 means the row had
 already moved on (someone else acted first). Nothing else decides which changes are legal.
 """
@@ -58,6 +58,23 @@ class RunState(StrEnum):
 
 
 FINISHED_RUN = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+
+class EventKind(StrEnum):
+    """What a ledger event says happened. The ledger writes one for each state change it makes, in the
+    same transaction (`run_events`); the engine publishes the same kinds to its listeners."""
+
+    RUN_STARTED = "run_started"  # recorded, ACTIVE or HELD (its state says which)
+    RUN_RELEASED = "run_released"  # a held run may now be submitted
+    RUN_REOPENED = "run_reopened"  # a finished run reopened by a person's retry
+    JOB_SUBMITTED = "job_submitted"  # an attempt is with the executor (QUEUED)
+    JOB_CHANGED = "job_changed"  # queued / running / succeeded / cancelled
+    JOB_RETRYING = "job_retrying"  # an attempt failed and an automatic retry follows
+    JOB_FAILED = "job_failed"  # failed for good
+    JOB_RETRIED = "job_retried"  # a person asked for a retry
+    JOB_REPAIRED = "job_repaired"  # the job took its current attempt's state (a crash left them apart)
+    RUN_CANCELLING = "run_cancelling"
+    RUN_FINISHED = "run_finished"  # succeeded, failed, cancelled, or abandoned while held
+
 
 # -- the transition table ------------------------------------------------------------------------
 # An attempt is one try of one analysis at the executor. It moves forward only.

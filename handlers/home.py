@@ -12,8 +12,8 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bot.db import Run
 from bot.engine import RunSummary
+from bot.ledger import Run
 from bot.states import JobState
 
 log = logging.getLogger(__name__)

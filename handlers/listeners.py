@@ -17,10 +17,10 @@ from slack_bolt import Ack, App, BoltRequest, Respond
 from slack_sdk import WebClient
 
 from bot import catalog
-from bot.db import DatabaseError
 from bot.engine import BatchInUse, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
+from bot.ledger import DatabaseError
 from bot.states import RunState
 from bot.store import StoreError
 from handlers import render
@@ -226,12 +226,11 @@ class Commands:
     def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> str | None:
         run_id = request.run_id
         if run_id is None:
-            runs = self.bot.engine.db.runs(50)
-            here = [r for r in runs if r.slack_channel == channel]
-            if not runs:
+            latest = self.bot.engine.db.latest_run(channel) or next(iter(self.bot.engine.db.runs(1)), None)
+            if latest is None:
                 ephemeral(respond, "No runs yet: start one with `/cyto run DATE BATCH`.")
-                return
-            run_id = (here or runs)[0].id
+                return None
+            run_id = latest.id
         ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
         return run_id
 
@@ -296,7 +295,8 @@ class Clicks:
         user = _user(body)
         try:
             if not self._already_retried(run_id, analysis, attempt, respond):
-                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False)
+                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False,
+                                                expected_attempt=attempt)
                 if not retried:
                     self._already_retried(run_id, analysis, attempt, respond)
         except REFUSALS as exc:
@@ -332,7 +332,8 @@ class Clicks:
             if entry.detailed or entry.retried_by or job is None or job.attempt != entry.attempt:
                 continue
             try:
-                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False)
+                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False,
+                                                 expected_attempt=entry.attempt)
             except REFUSALS:
                 continue  # retried or changed meanwhile
         if not retried:

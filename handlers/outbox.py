@@ -1,6 +1,6 @@
 """The Slack outbox: every message the bot means to post or edit, recorded before it is sent.
 
-An intent is a row of `slack_outbox` (bot/db.py, migration 3) with a stable key — `root:RUN`,
+An intent is a row of `slack_outbox` (handlers/slack_schema.py) with a stable key — `root:RUN`,
 `failures:RUN:ANALYSIS:ATTEMPT`, `done:RUN:FINISHED_AT`, `edit:root:RUN`, `edit:failures:KEY`.
 A sender claims a row with a compare-and-set (`pending` → `sending` under its token), so two bots
 on one database never both send it, calls Slack, and records the outcome. A claim left by a
@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Any
 
 from bot import claims
-from bot.db import RunDB
+from bot.ledger import RunDB
+from handlers.slack_schema import SLACK_SCHEMA
 
 # Slack message metadata marking a post with its outbox key (`conversations.replies`/`history`
 # return it with `include_all_metadata`).
@@ -68,6 +69,7 @@ def _intent(row: sqlite3.Row) -> Intent:
 class Outbox:
     def __init__(self, db: RunDB) -> None:
         self.db = db
+        db.ensure_schema(SLACK_SCHEMA)
 
     # -- recording intents --------------------------------------------------------------------
     def add(self, conn: sqlite3.Connection, key: str, run_id: str, kind: Kind, channel: str, now: float, *,
@@ -170,7 +172,7 @@ class Outbox:
     # -- reading ------------------------------------------------------------------------------
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         # A plain read (no write lock): /healthz must answer while a writer holds the database.
-        return self.db._query(sql, args)
+        return self.db.query(sql, args)
 
     def backlog(self) -> dict[str, int]:
         """Intents not yet delivered, by kind."""

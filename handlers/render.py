@@ -22,8 +22,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.db import Run
 from bot.engine import RunSummary, run_layout
+from bot.ledger import Run
 from bot.states import DISPLAY_ORDER, JobState, RunState
 
 MAX_BLOCKS = 50

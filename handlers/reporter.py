@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.db import Run
 from bot.engine import Engine, EngineError
+from bot.ledger import Run
 from bot.store import StoreError
 from handlers import render, results
 from handlers.outbox import Kind, Outbox

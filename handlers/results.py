@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
-from bot.db import Run
 from bot.engine import Engine, EngineError, RunSummary
+from bot.ledger import Run
 from bot.report import ReportResult, build_report
 from bot.report.links import ReportLink, report_link
 from bot.store import StoreError

@@ -1,5 +1,5 @@
-"""What Slack has been, or is about to be, shown, kept in the run database (tables of migrations 2
-and 3 in bot/db.py): per run the version planned, each failure reply (recorded with its outbox key
+"""What Slack has been, or is about to be, shown, kept in the run database (the `slack` component's
+tables, handlers/slack_schema.py): per run the version planned, each failure reply (recorded with its outbox key
 before it is posted, its `ts` once Slack accepted it), the holds of runs waiting for their thread,
 and the slash commands received (so a re-delivery acts once).
 """
@@ -10,10 +10,11 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.db import RunDB
+from bot.ledger import RunDB
 from handlers import render
 from handlers.outbox import Kind, Outbox
 from handlers.render import FailureEntry
+from handlers.slack_schema import SLACK_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,11 @@ class PostedFailure:
 class SlackState:
     def __init__(self, db: RunDB) -> None:
         self.db = db
+        db.ensure_schema(SLACK_SCHEMA)
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         # A plain read: taking the write lock to read would make the engine's poll wait for Slack's job.
-        return self.db._query(sql, args)
+        return self.db.query(sql, args)
 
     # -- runs ---------------------------------------------------------------------------------
     def runs_to_sync(self) -> list[str]:

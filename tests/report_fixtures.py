@@ -8,11 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.db import RunDB
 from bot.demo import CYTOMETRY_FAILING, write_cytometry_batch
 from bot.engine import Engine
 from bot.executors import JobStatus
 from bot.layout import BatchRef
+from bot.ledger import RunDB
 from bot.states import JobState
 from bot.store.local import LocalStore
 from container.pipelines import InputError, PipelineContext, cytometry

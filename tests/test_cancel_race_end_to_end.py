@@ -13,11 +13,11 @@ from typing import Any
 import boto3
 import pytest
 
-from bot.db import RunDB
 from bot.engine import Engine
 from bot.executors import Executor, JobSpec, JobStatus, Resources
 from bot.executors.batch import BatchExecutor
 from bot.executors.local import LocalExecutor
+from bot.ledger import RunDB
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from bot.store.s3 import S3Store

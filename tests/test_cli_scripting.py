@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.db import RunDB
+from bot.ledger import RunDB
 from handlers.commands import UsageError, parse, parse_memory
 from tests.aws.conftest import Aws
 from tests.cli_helpers import invoke, write_two_analyses

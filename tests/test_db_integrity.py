@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.db import SCHEMA_VERSION, DatabaseError, RunDB
 from bot.engine import Engine
 from bot.executors import Resources
+from bot.ledger import CORE, DatabaseError, RunDB
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
 
@@ -110,7 +110,7 @@ def header_only(path: Path) -> None:
 def newer(path: Path) -> None:
     RunDB(str(path))
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
+        conn.execute("UPDATE schema_versions SET version = 99 WHERE component = 'core'")
     conn.close()
 
 
@@ -215,11 +215,11 @@ def test_a_new_ledger_is_created_only_where_no_file_exists(tmp_path: Path) -> No
     path = tmp_path / "deep" / "runs.sqlite"
     RunDB(str(path)).runs()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT component, version FROM schema_versions").fetchall() == [("core", CORE.version)]
         # Created complete and checkpointed: the schema is in the main file, not only in a WAL.
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
-    assert {"runs", "jobs", "attempts", "schema_version"} <= tables
+    assert {"runs", "jobs", "attempts", "run_events", "schema_versions"} <= tables
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 
@@ -247,7 +247,7 @@ def test_processes_starting_together_agree_on_one_new_ledger(tmp_path: Path) -> 
 def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path: Path) -> None:
     db = RunDB(str(tmp_path / "runs.sqlite"))
     with pytest.raises(DatabaseError, match=r"runs\.sqlite failed: no such table: nope"):
-        db._query("SELECT * FROM nope")
+        db.query("SELECT * FROM nope")
     with pytest.raises(DatabaseError, match="no such column"), db.transaction() as conn:
         conn.execute("UPDATE runs SET state = 'X'")
         conn.execute("UPDATE runs SET no_such_column = 1")
@@ -256,7 +256,7 @@ def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path:
         conn.execute("PRAGMA defer_foreign_keys = ON")
         conn.execute("""INSERT INTO jobs (id, run_id, analysis, state, attempt, max_attempts, updated_at)
                         VALUES (1, 'no-such-run', 'A01', 'PENDING', 1, 1, 0)""")
-    assert db._query("SELECT COUNT(*) FROM jobs")[0][0] == 0
+    assert db.query("SELECT COUNT(*) FROM jobs")[0][0] == 0
     with db.transaction() as conn:  # the connection is usable again
         conn.execute("UPDATE runs SET state = 'ACTIVE' WHERE 0")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import DatabaseError, RunDB
 from bot.engine import AlreadyRetried, Engine, EngineError, EventKind, NotFound
 from bot.executors import Resources, job_name
+from bot.ledger import DatabaseError, RunDB
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from tests.scripted_executor import ScriptedExecutor
@@ -216,7 +216,7 @@ def test_locked_database_gets_a_clear_message(tmp_path) -> None:
         db = RunDB.__new__(RunDB)
         db.path = str(path)
         db._local = threading.local()
-        import bot.db as dbmod
+        import bot.ledger.connection as dbmod
 
         original = sqlite3.connect
         try:

@@ -14,19 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import DatabaseError, RunDB, Transition
 from bot.engine import Engine, EngineError
 from bot.executors import Resources, job_name
+from bot.ledger import DatabaseError, RunDB, Transition
 from bot.states import (
     ATTEMPT_TRANSITIONS,
     JOB_TRANSITIONS,
     RUN_TRANSITIONS,
     TERMINAL,
+    EventKind,
     JobState,
     RunState,
     can_move,
 )
 from bot.store.local import LocalStore
+from tests.ledger_events import replay
 from tests.scripted_executor import ScriptedExecutor
 from tests.timeouts import deadline_after, seconds
 
@@ -509,6 +511,11 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     unfinished = [name for name, status in local.describe(sorted(job_dirs)).items()
                   if not status.state.is_terminal]
     assert unfinished == [], "no job left queued or running"
+    events = replay(cyto.db, run.id)  # the events tell every change the four processes made
+    retried = next(o["result"] for o in outputs if o["action"] == "retry-all")
+    assert any(e.kind == EventKind.RUN_CANCELLING and e.by == "carol" for e in events) == bool(cancelled)
+    assert sorted(e.analysis for e in events if e.kind == EventKind.JOB_RETRIED and e.by == "bob") == (
+        sorted(retried) if isinstance(retried, list) else [])
 
 
 def test_a_held_run_is_submitted_by_nobody_and_a_cancel_abandons_it(tmp_path: Path) -> None:

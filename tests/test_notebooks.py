@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from bot.api import Cyto
-from bot.db import RunDB
+from bot.ledger import RunDB
 from bot.settings import Settings
 from tests.timeouts import seconds
 

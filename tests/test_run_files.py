@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from bot.api import Cyto
 from bot.cli import cli
-from bot.db import RunDB
 from bot.engine import BatchInUse, Engine
 from bot.executors import JobStatus, Resources
 from bot.executors.batch import submit_request
 from bot.executors.local import LocalExecutor
 from bot.executors.local_runner import JOBS, SPEC
+from bot.ledger import RunDB
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from container.staging import join_uri, upload_file

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bot.db import RunDB
 from bot.engine import Engine
 from bot.executors import Resources
+from bot.ledger import RunDB
 from bot.scheduler import PollScheduler
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore

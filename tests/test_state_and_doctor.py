@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.db import RunDB
 from bot.doctor import check_app_token
 from bot.executors.local import LocalExecutor
+from bot.ledger import RunDB
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from tests.timeouts import deadline_after, seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.api import Cyto
-from bot.db import Job
+from bot.ledger import Job
 from bot.notebook import LaunchForm, RunWatcher
 from bot.notebook.render import MAX_TABLE_ROWS, jobs_table_html
 from bot.settings import Settings

@@ -15,10 +15,10 @@ import ipywidgets as widgets
 
 from bot.api import Cyto
 from bot.catalog import UnknownBatch
-from bot.db import Run
 from bot.engine import BadParameters, EngineError, Plan, validate_resources, with_overrides
 from bot.executors import Resources
 from bot.layout import LayoutError, is_date, nearest_dates, parse_date
+from bot.ledger import Run
 from bot.notebook.render import message_html, preview_html
 from bot.store import StoreError
 from container.pipelines import available as available_pipelines

@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from bot.db import Job, Run
 from bot.engine import LogExcerpt, Plan, RunSummary
+from bot.ledger import Job, Run
 from bot.states import DISPLAY_ORDER, JobState, RunState, counts_text
 
 MAX_PREVIEW_NAMES = 30

@@ -10,8 +10,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from bot.api import Cyto
-from bot.db import Job, Run
 from bot.engine import NotFound, RunSummary
+from bot.ledger import Job, Run
 from bot.notebook.launch import notebook_user
 from bot.notebook.render import BAR_STYLES, jobs_table_html, log_html, message_html, progress_html, run_label
 from bot.notebook.results import MAX_PLOTS, results_html

@@ -11,9 +11,9 @@ from html import escape
 from pathlib import Path
 
 from bot import engine as engine_module
-from bot.db import Run
 from bot.engine import Engine
 from bot.layout import BatchRef
+from bot.ledger import Run
 from bot.report.collect import collect
 from bot.report.html import render_report
 from bot.report.model import PipelineResults, RunFacts, Section

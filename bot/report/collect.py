@@ -6,9 +6,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.db import Attempt, Job
 from bot.engine import Engine, EngineError
 from bot.executors import Resources
+from bot.ledger import Attempt, Job
 from bot.report.model import AnalysisRow, AttemptRow, RunFacts
 from bot.states import JobState
 from bot.store import StoreError

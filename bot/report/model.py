@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.db import Run
+from bot.ledger import Run
 from bot.states import JobState
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from slack_harness import ROOT, SECRET, TOKEN, USER, command_body, signed_headers, wait_for
 from slack_stand_in import SlackStandIn
 
-from bot.db import RunDB
+from bot.ledger import RunDB
 from tests.timeouts import seconds
 
 

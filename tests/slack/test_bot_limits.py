@@ -13,7 +13,8 @@ from slack_harness import USER, Served, make_batch, wait_for
 from slack_stand_in import Call
 from test_bot_e2e import buttons, failure_replies, responds, root_updates, start_run, thread_replies
 
-from bot.states import JobState
+from bot.ledger import Run
+from bot.states import JobState, RunState
 from handlers.render import MAX_SECTION_CHARS
 
 pytestmark = pytest.mark.slow
@@ -182,3 +183,20 @@ def test_status_list_cancel_and_help_answer_only_the_asker(start_bot, settings, 
     assert all("3 analyses" in t for t in texts[:2])
     assert "2018-12-05" in texts[2] and "batch-7" in texts[3] and "batch-9" in texts[3]
     assert f"Cancelling run `{run_id}`" in texts[4] and "nothing to cancel" in texts[5]
+
+
+def test_status_without_a_run_answers_for_this_channel_s_latest_run_behind_many_elsewhere(
+        start_bot, settings, store: Path) -> None:
+    served, _ = scripted(start_bot, settings)
+    make_batch(store, "batch-7", 3)
+    start_run(served, "run 2018-12-05 batch-7")
+    db, now = served.bot.engine.db, time.time()
+    for i in range(60):  # newer runs in another channel, more than any page of runs
+        other = Run(id=f"other{i:02d}", date="2018-12-05", batch=f"elsewhere-{i}", pipeline="wordcount", params={},
+                    resources={}, executor="scripted", store=str(store), requested_by="U2", state=RunState.HELD,
+                    created_at=now + 1 + i, finished_at=None, cancel_requested_by=None, slack_channel="C0OTHER",
+                    slack_thread_ts=None, version=0)
+        assert db.create_run(other, ["A000"], 1, [f"job-other-{i}"], now + 1 + i)
+    served.command("status")
+    answer = wait_for(lambda: served.stand_in.calls_to("respond"), what="answer to status")[0]
+    assert "batch-7" in json.dumps(answer.params) and "elsewhere" not in json.dumps(answer.params)

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.db import Run
 from bot.engine import RunSummary
+from bot.ledger import Run
 from bot.states import DISPLAY_ORDER, JobState, RunState
 from handlers import render
 from handlers.commands import (

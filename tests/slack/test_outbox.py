@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 
 from bot.claims import new_token
-from bot.db import Run, RunDB
+from bot.ledger import Run, RunDB
 from bot.states import RunState
 from handlers.outbox import Kind, Outbox
+from handlers.slack_schema import SLACK_SCHEMA
 
 NOW = 1_800_000_000.0
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> RunDB:
-    db = RunDB(str(tmp_path / "runs.sqlite"))
+    db = RunDB(str(tmp_path / "runs.sqlite"), components=[SLACK_SCHEMA])
     run = Run(id="r1", date="2018-12-05", batch="b", pipeline="wordcount", params={}, resources={}, executor="local",
               store="/s", requested_by="U1", state=RunState.ACTIVE, created_at=NOW, finished_at=None,
               cancel_requested_by=None, slack_channel="C1", slack_thread_ts="1.1", version=0)

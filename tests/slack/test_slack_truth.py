@@ -17,8 +17,8 @@ from serve_process import ServeProcess, start_serve
 from slack_harness import CHANNEL, DATE, USER, command_body, make_batch, signed_headers, wait_for
 from slack_stand_in import DROPPED, SlackStandIn
 
-from bot.db import Run, RunDB
 from bot.executors.local import LocalExecutor
+from bot.ledger import Run, RunDB
 from bot.states import JobState, RunState
 from tests.timeouts import seconds
 

@@ -1,0 +1,31 @@
+"""The run database (the ledger): the truth about every run, job and attempt (SQLite by default,
+`CYTO_DB`). `RunDB` is its one public face.
+
+Every state change happens in one transaction. Changes that two workers could race on (a retry,
+a cancel, claiming an attempt for submission) are compare-and-set: the UPDATE names the state it
+expects, and a rowcount of 0 means someone else acted first.
+
+Modules: `errors` (what it raises), `records` (typed rows), `schema` (tables and migrations),
+`connection` (file identity, connections, transactions), `events` (durable events), `reads`,
+`run_writes`, `job_writes`.
+"""
+
+from __future__ import annotations
+
+from bot.ledger.connection import sqlite_path
+from bot.ledger.errors import BatchBusy, DatabaseError
+from bot.ledger.job_writes import JobWrites
+from bot.ledger.reads import LedgerReads
+from bot.ledger.records import Attempt, Job, Run, RunEvent, Transition
+from bot.ledger.run_writes import RunWrites
+from bot.ledger.schema import CORE, Component
+
+__all__ = ["CORE", "Attempt", "BatchBusy", "Component", "DatabaseError", "Job", "Run", "RunDB", "RunEvent",
+           "Transition", "sqlite_path"]
+
+
+class RunDB(LedgerReads, RunWrites, JobWrites):
+    """The run database. A file that exists must already be a cyto-bot ledger (it is never rebuilt
+    empty); a new one is created only when the file does not exist, complete or not at all. Every
+    connection checks that the path still names the file opened at start: a ledger deleted or
+    replaced under a running process stops its writes instead of splitting it in two."""

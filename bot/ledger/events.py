@@ -1,0 +1,53 @@
+"""Durable events: one row of `run_events` for each state change the ledger makes, written in the
+same transaction as the change, so an event exists exactly when its change was committed.
+
+`seq` grows with every event; SQLite serialises writers, so events commit in `seq` order and a
+reader that keeps the last `seq` it saw (its cursor) misses none and sees none twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.ledger.records import Transition
+from bot.states import EventKind, JobState
+
+INSERT_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, by, at)
+                  VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+# The same, for a job known by its id: the run and analysis come from the jobs table.
+INSERT_JOB_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, by, at)
+                      SELECT run_id, ?, analysis, ?, ?, ?, ?, ? FROM jobs WHERE id = ?"""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: EventKind
+    run_id: str
+    at: float
+    analysis: str | None = None
+    state: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    by: str | None = None
+
+
+def add_events(conn: sqlite3.Connection, events: Iterable[NewEvent]) -> None:
+    """Write events inside the caller's transaction."""
+    conn.executemany(INSERT_EVENT, [(e.run_id, e.kind.value, e.analysis, e.state, e.attempt, e.reason, e.by, e.at)
+                                    for e in events])
+
+
+def add_job_event(conn: sqlite3.Connection, kind: EventKind, job_id: int, state: JobState, attempt: int,
+                  at: float, reason: str | None = None, by: str | None = None) -> None:
+    conn.execute(INSERT_JOB_EVENT, (kind.value, state.value, attempt, reason, by, at, job_id))
+
+
+def transition_kind(t: Transition) -> EventKind:
+    """The event an observed change of an attempt makes."""
+    if t.retrying:
+        return EventKind.JOB_RETRYING
+    if t.job_state == JobState.FAILED:
+        return EventKind.JOB_FAILED
+    return EventKind.JOB_CHANGED
