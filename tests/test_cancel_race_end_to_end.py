@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,28 @@ class CancelsMidSubmission:
         self.cancelled: list[str] = []
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def submit_concurrency(self) -> int:
+        return self.inner.submit_concurrency
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def find(self, job_name: str) -> str | None:
+        return self.inner.find(job_name)
+
+    def read_log(self, status: JobStatus) -> str | None:
+        return self.inner.read_log(status)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        return self.inner.explain(status, resources)
 
     def submit(self, spec: JobSpec) -> str:
         job_id = self.inner.submit(spec)

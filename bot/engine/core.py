@@ -51,12 +51,10 @@ class EngineCore:
 
     def check_executor(self) -> None:
         """Refuse a run up front when the executor is misconfigured (e.g. a missing job queue)."""
-        check = getattr(self.executor, "check", None)
-        if callable(check):
-            try:
-                check()
-            except ExecutorError as exc:
-                raise EngineError(str(exc)) from exc
+        try:
+            self.executor.check()
+        except ExecutorError as exc:
+            raise EngineError(str(exc)) from exc
 
     def _in_use(self, active: Run, hint: str | None = None) -> BatchInUse:
         if hint is None:

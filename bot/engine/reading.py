@@ -54,9 +54,9 @@ class Reading(EngineCore):
             raise NotFound(f"{analysis} has no attempt {number}")
         log_key = run_layout(run).analysis(analysis).attempt_log_key(run.id, number)
         text, source = None, None
+        status = JobStatus(record.executor_job_id or "", record.state, record.reason, record.exit_code,
+                           record.log_ref, record.started_at, record.stopped_at)
         if record.executor_job_id:
-            status = JobStatus(record.executor_job_id, record.state, record.reason, record.exit_code,
-                               record.log_ref, record.started_at, record.stopped_at)
             try:
                 text = self.executor.read_log(status)
             except ExecutorError:
@@ -68,7 +68,6 @@ class Reading(EngineCore):
                 source = "store"
             except (ObjectNotFound, StoreError):
                 text = None
-        explain = getattr(self.executor, "explain", None)
-        explanation = explain(record, run.resources) if callable(explain) else None
+        explanation = self.executor.explain(status, {**run.resources, **(record.resources or {})})
         excerpt = select(text, tail=tail, max_chars=max_chars) if text else None
         return LogExcerpt(analysis, number, excerpt, source, self.store.uri_for(log_key), explanation)

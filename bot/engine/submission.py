@@ -44,7 +44,7 @@ class Submission(EngineCore):
         token = self._open_claim()
         submitted = 0
         try:
-            workers = max(1, int(getattr(self.executor, "submit_concurrency", 1)))
+            workers = max(1, self.executor.submit_concurrency)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 mapper = pool.map if workers > 1 else map
                 stale = self._stale_tokens(run_id)
@@ -60,9 +60,8 @@ class Submission(EngineCore):
                     submitted += recorded
         finally:
             self._close_claim(token)
-        flush = getattr(self.executor, "flush", None)
-        if submitted and callable(flush):
-            flush()
+        if submitted:
+            self.executor.flush()
         return submitted
 
     def _submit_one(self, run: Run, job: Job, before: Attempt) -> tuple[str | None, str | None]:

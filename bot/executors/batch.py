@@ -244,12 +244,14 @@ class BatchExecutor:
             return None
         return self.logs.read(status.log_ref)
 
-    def explain(self, attempt: Any, run_resources: Mapping[str, Any]) -> str | None:
+    def flush(self) -> None:
+        """Nothing to start: Batch queues each job as it is submitted."""
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
         """Plain words when Batch itself stopped the attempt (used by the engine's log excerpts)."""
-        if getattr(attempt, "state", None) == JobState.CANCELLED:
+        if status.state == JobState.CANCELLED:
             return None
-        resources = {**run_resources, **(getattr(attempt, "resources", None) or {})}
-        return bs.explain(getattr(attempt, "reason", None), getattr(attempt, "exit_code", None), resources)
+        return bs.explain(status.reason, status.exit_code, resources)
 
     # -- stuck jobs ---------------------------------------------------------------------------
     def stuck_reason(self, job_id: str) -> str | None:

@@ -25,9 +25,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from bot.executors import ExecutorError, JobSpec, JobStatus
 from bot.executors.local_runner import (
@@ -62,6 +63,7 @@ PRUNED_STAMP = ".pruned"
 
 class LocalExecutor:
     name = "local"
+    submit_concurrency = 1  # submitting writes a few small files under one lock
 
     def __init__(self, spool: str | os.PathLike[str], max_parallel: int | None = None,
                  command: Sequence[str] = DEFAULT_COMMAND, keep_days: float = DEFAULT_KEEP_DAYS) -> None:
@@ -80,6 +82,14 @@ class LocalExecutor:
             self._adopt_legacy_jobs()
 
     # -- the Executor interface -------------------------------------------------------------
+    def check(self) -> None:
+        """The spool's folders exist and can be written: what every submission needs."""
+        for folder in (JOBS, QUEUE, DONE, LOGS):
+            path = self.spool / folder
+            if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+                raise ExecutorError(f"cannot write the local job spool {self.spool}: {path} is missing or "
+                                    "read-only (CYTO_LOCAL_SPOOL)")
+
     def submit(self, spec: JobSpec) -> str:
         with self._lock():
             if self.find(spec.name) is None:
@@ -134,6 +144,10 @@ class LocalExecutor:
                 return path.read_text(errors="replace")
             except FileNotFoundError:
                 continue
+        return None
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        """None: a local job's own log says why it stopped (a timeout or a cancel is written there)."""
         return None
 
     def job_names(self) -> list[str]:
