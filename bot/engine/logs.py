@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 from bot.db import Attempt
 from bot.states import JobState
+from container.contract import ERROR_PREFIX
 
 # A reason that says no more than the exit code; the job's own ERROR line says more.
 GENERIC_REASON = re.compile(r"^(exit code -?\d+)?$")
 
 
 def last_error_line(log: str, max_chars: int = 300) -> str | None:
-    """The message of the last `ERROR: ...` line the entrypoint wrote, if any."""
+    """The message of the last `ERROR: ...` line (container.contract.ERROR_PREFIX) the entrypoint wrote, if any."""
     for line in reversed(log.splitlines()[-50:]):
-        _, sep, message = line.partition("ERROR: ")
+        _, sep, message = line.partition(ERROR_PREFIX)
         if sep and message.strip():
             message = message.strip()
             return message if len(message) <= max_chars else message[: max_chars - 1] + "…"
