@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bot import __version__, completion
+from bot import __version__, completion, defaults
 from bot.api import Cyto
 from bot.db import DatabaseError
 from bot.engine import EngineError, RunSummary
@@ -23,6 +23,7 @@ from bot.layout import LayoutError
 from bot.progress import RunProgress, summary_lines
 from bot.report import ReportResult
 from bot.settings import ConfigError, Settings
+from bot.sizes import format_duration, format_mib
 from bot.states import JobState
 from bot.store import StoreError
 
@@ -114,13 +115,16 @@ def checked_resources(vcpus: float | None = None, memory: str | None = None, sto
 
 def resource_options(func: F) -> F:
     options = [
-        click.option("--pipeline", help="Pipeline to run (default: CYTO_DEFAULT_PIPELINE or cytometry)."),
-        click.option("--vcpus", type=float, help="vCPUs per job (default 1)."),
-        click.option("--memory", metavar="SIZE", help="Memory per job: 4096 (MiB), 512M or 4G (default 2G)."),
-        click.option("--storage", metavar="SIZE", help="Scratch storage per job: 20 (GiB) or 1T (default 20G)."),
-        click.option("--timeout", metavar="DURATION",
-                     help="Time before a job is stopped: 3600 (s), 90m or 2h (default 1h)."),
-        click.option("--retries", type=int, help="Automatic retries of a failed analysis (default 2)."),
+        click.option("--pipeline", help=f"Pipeline to run (default: CYTO_DEFAULT_PIPELINE or {defaults.PIPELINE})."),
+        click.option("--vcpus", type=float, help=f"vCPUs per job (default {defaults.VCPUS:g})."),
+        click.option("--memory", metavar="SIZE",
+                     help=f"Memory per job: 4096 (MiB), 512M or 4G (default {format_mib(defaults.MEMORY_MIB)})."),
+        click.option("--storage", metavar="SIZE",
+                     help=f"Scratch storage per job: 20 (GiB) or 1T (default {defaults.STORAGE_GIB}G)."),
+        click.option("--timeout", metavar="DURATION", help="Time before a job is stopped: 3600 (s), 90m or 2h "
+                     f"(default {format_duration(defaults.TIMEOUT_S)})."),
+        click.option("--retries", type=int,
+                     help=f"Automatic retries of a failed analysis (default {defaults.RETRIES})."),
         click.option("--param", "param_pairs", multiple=True, metavar="KEY=VALUE",
                      help="A pipeline parameter (repeatable); VALUE is JSON or a string."),
         click.option("--params", "params_json", metavar="JSON", help="Pipeline parameters as a JSON object."),
@@ -509,7 +513,7 @@ def _stderr_console() -> Any:
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default="cytometry", show_default=True,
+@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default=defaults.PIPELINE, show_default=True,
               help="The cytometry plate, or the word-count batch.")
 @click.option("--retries", default=1, show_default=True, help="Automatic retries of a failing analysis.")
 @click.option("--yes", "confirmed", is_flag=True, help="Write the demo batch even when the store is an S3 bucket.")

@@ -7,12 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from bot import claims, failure_policy
+from bot import claims, defaults
 from bot.db import Run, RunDB
 from bot.engine.errors import CONCURRENT_HINT, STOPPING_HINT, BatchInUse, EngineError, NotFound
 from bot.engine.events import Event, Listener
 from bot.engine.files import run_layout
-from bot.executors import Executor, ExecutorError
+from bot.executors import Executor, ExecutorError, Resources
 from bot.states import ACTIVE, JobState, RunState
 from bot.store import Store
 
@@ -21,8 +21,8 @@ log = logging.getLogger("cyto.engine")
 
 class EngineCore:
     def __init__(self, store: Store, executor: Executor, db: RunDB, *,
-                 clock: Callable[[], float] = time.time, default_retries: int = 2,
-                 max_memory_mib: int = failure_policy.DEFAULT_MAX_MEMORY_MIB) -> None:
+                 clock: Callable[[], float] = time.time, default_retries: int = defaults.RETRIES,
+                 max_memory_mib: int = defaults.MAX_MEMORY_MIB) -> None:
         self.store = store
         self.executor = executor
         self.db = db
@@ -48,6 +48,10 @@ class EngineCore:
             for listener in list(self._listeners):
                 listener(event)
 
+
+    def default_resources(self) -> Resources:
+        """What a run gets when its request names no resources (and no retries)."""
+        return Resources(retries=self.default_retries)
 
     def check_executor(self) -> None:
         """Refuse a run up front when the executor is misconfigured (e.g. a missing job queue)."""

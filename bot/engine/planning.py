@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from bot import catalog
+from bot import catalog, defaults
 from bot.engine.core import EngineCore
 from bot.engine.errors import BadParameters, EngineError
 from bot.engine.model import Plan
@@ -18,12 +18,12 @@ from container.pipelines import available as available_pipelines
 
 
 class Planning(EngineCore):
-    def plan(self, date: str, batch: str, pipeline: str = "cytometry", resources: Resources | None = None,
+    def plan(self, date: str, batch: str, pipeline: str = defaults.PIPELINE, resources: Resources | None = None,
              params: Mapping[str, Any] | None = None) -> Plan:
         """Check a run request against the store without recording anything."""
         if pipeline not in available_pipelines():
             raise EngineError(f"unknown pipeline {pipeline!r}; choose one of: {', '.join(available_pipelines())}")
-        resources = resources or Resources(retries=self.default_retries)
+        resources = resources or self.default_resources()
         validate_resources(resources)
         ref, analyses = catalog.resolve_batch(self.store, date, batch)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import failure_policy
+from bot import defaults, failure_policy
 from bot.db import Attempt, Job, Transition
 from bot.engine.events import Event, EventKind
 from bot.executors import JobStatus, Resources, job_name
@@ -12,7 +12,7 @@ from bot.states import JobState
 
 
 def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: bool,
-                    max_memory_mib: int = failure_policy.DEFAULT_MAX_MEMORY_MIB,
+                    max_memory_mib: int = defaults.MAX_MEMORY_MIB,
                     memory_mib: int | None = None) -> Transition | None:
     """What an observed executor status means for an attempt and its job. Pure.
     A failure is retried or not as bot/failure_policy.py decides; the rule is recorded with it."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot import defaults
 from bot.states import JobState
 from container.contract import JobEnvironment
 
@@ -22,11 +23,11 @@ class ExecutorError(RuntimeError):
 
 @dataclass(frozen=True)
 class Resources:
-    vcpus: float = 1
-    memory_mib: int = 2048
-    storage_gib: int = 20
-    timeout_s: int = 3600
-    retries: int = 2  # automatic retries after a failed attempt
+    vcpus: float = defaults.VCPUS
+    memory_mib: int = defaults.MEMORY_MIB
+    storage_gib: int = defaults.STORAGE_GIB
+    timeout_s: int = defaults.TIMEOUT_S
+    retries: int = defaults.RETRIES  # automatic retries after a failed attempt
 
     def as_dict(self) -> dict[str, Any]:
         return {"vcpus": self.vcpus, "memory_mib": self.memory_mib, "storage_gib": self.storage_gib,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bot import aws
+from bot import aws, defaults
 from bot.executors import ExecutorError, JobSpec, JobStatus
 from bot.executors import batch_states as bs
 from bot.executors.cloudwatch import LogReader
@@ -40,7 +40,7 @@ from bot.states import JobState
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
 BATCH_ATTEMPTS = 2  # one more try inside Batch for a reclaimed host; see the module docstring
-DEFAULT_STORAGE_GIB = 20
+DEFAULT_STORAGE_GIB = defaults.STORAGE_GIB  # a base definition's size when it names none
 FARGATE_STORAGE_GIB = (21, 200)
 STUCK_AFTER_S = 30 * 60
 STUCK_CACHE_S = 300.0
@@ -58,7 +58,7 @@ _REGISTER_FIELDS = ("type", "parameters", "schedulingPriority", "containerProper
 class BatchExecutor:
     name = "batch"
 
-    def __init__(self, job_queue: str, job_definition: str, *, log_group: str = "/aws/batch/job",
+    def __init__(self, job_queue: str, job_definition: str, *, log_group: str = defaults.LOG_GROUP,
                  submit_concurrency: int = 8, batch_attempts: int = BATCH_ATTEMPTS,
                  stuck_after_s: float = STUCK_AFTER_S, client_factory: Callable[..., Any] = aws.client,
                  clock: Callable[[], float] = time.time) -> None:

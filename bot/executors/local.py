@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from bot import defaults
 from bot.executors import ExecutorError, JobSpec, JobStatus
 from bot.executors.local_runner import (
     CANCEL,
@@ -56,7 +57,7 @@ LAUNCH_GRACE_S = 30.0
 # How long a lost runner's job group may take to die before the job is reported lost anyway.
 GROUP_DEATH_WAIT_S = 5.0
 DEFAULT_COMMAND = (sys.executable, "-m", "container.entrypoint")
-DEFAULT_KEEP_DAYS = 30.0
+DEFAULT_KEEP_DAYS = defaults.LOCAL_KEEP_DAYS
 PRUNE_EVERY_S = 3600.0
 PRUNED_STAMP = ".pruned"
 
