@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.db import RunDB
-from bot.doctor import check_app_token
 from bot.executors.local import LocalExecutor
 from bot.settings import Settings
 from bot.states import JobState, RunState
+from handlers.slack_check import check_app_token
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -79,11 +79,12 @@ class BatchExecutor:
         self.logs = LogReader(lambda: self._client("logs"), log_group)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BatchExecutor:
+    def from_settings(cls, settings: Settings, client_factory: Callable[..., Any] = aws.client) -> BatchExecutor:
         if not settings.batch_job_queue or not settings.batch_job_definition:
             raise ExecutorError("CYTO_EXECUTOR=batch needs CYTO_BATCH_JOB_QUEUE and CYTO_BATCH_JOB_DEFINITION "
                                 "(the job queue and job definition names from the deploy stack's outputs)")
-        return cls(settings.batch_job_queue, settings.batch_job_definition, log_group=settings.log_group)
+        return cls(settings.batch_job_queue, settings.batch_job_definition, log_group=settings.log_group,
+                   client_factory=client_factory)
 
     # -- clients and errors -------------------------------------------------------------------
     def _client(self, service: str) -> Any:
@@ -131,28 +132,49 @@ class BatchExecutor:
             self._checked = True
 
     def _check_queue(self) -> None:
-        with self._errors(f"cannot check the Batch job queue {self.job_queue!r} (CYTO_BATCH_JOB_QUEUE)"):
-            queues = self.batch.describe_job_queues(jobQueues=[self.job_queue]).get("jobQueues", [])
-        if not queues:
+        queue = self.job_queue_record()
+        if queue is None:
             raise ExecutorError(f"the Batch job queue {self.job_queue!r} does not exist in this account and "
                                 "region: set CYTO_BATCH_JOB_QUEUE to the queue from the deploy stack's outputs "
                                 "(and AWS_REGION to its region)")
-        queue = queues[0]
-        if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
+        if not bs.queue_accepts_jobs(queue):
             raise ExecutorError(f"the Batch job queue {self.job_queue!r} is {queue.get('state')}/"
                                 f"{queue.get('status')}: enable it, or set CYTO_BATCH_JOB_QUEUE to another")
 
     def _load_base_definition(self) -> dict[str, Any]:
+        found = self.base_definition_record()
+        if found is None:
+            raise ExecutorError(f"the Batch job definition {self.job_definition!r} does not exist or is inactive: "
+                                "set CYTO_BATCH_JOB_DEFINITION to the definition from the deploy stack's outputs")
+        return found
+
+    # -- what check() looks at, for the doctor's detailed report ---------------------------------
+    def job_queue_record(self) -> dict[str, Any] | None:
+        """The configured job queue as DescribeJobQueues reports it, or None when there is none."""
+        with self._errors(f"cannot check the Batch job queue {self.job_queue!r} (CYTO_BATCH_JOB_QUEUE)"):
+            queues = self.batch.describe_job_queues(jobQueues=[self.job_queue]).get("jobQueues", [])
+        return queues[0] if queues else None
+
+    def compute_environments(self, queue: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The compute environments behind a job queue, in the queue's order."""
+        arns = [e["computeEnvironment"] for e in sorted(queue.get("computeEnvironmentOrder", []),
+                                                          key=lambda e: e.get("order", 0))]
+        if not arns:
+            return []
+        with self._errors("cannot describe the job queue's compute environments"):
+            return list(self.batch.describe_compute_environments(computeEnvironments=arns)
+                        .get("computeEnvironments", []))
+
+    def base_definition_record(self) -> dict[str, Any] | None:
+        """The job definition jobs are submitted with: the newest ACTIVE revision of a name, or the one
+        revision (`name:3`, an ARN) named; None when there is none."""
         ident = self.job_definition
-        by_name = ":" not in ident  # "name" means the newest ACTIVE revision; "name:3" or an ARN one exact
+        by_name = ":" not in ident
         query = {"jobDefinitionName": ident, "status": "ACTIVE"} if by_name else {"jobDefinitions": [ident]}
         with self._errors(f"cannot check the Batch job definition {ident!r} (CYTO_BATCH_JOB_DEFINITION)"):
             found = [d for page in self.batch.get_paginator("describe_job_definitions").paginate(**query)
                      for d in page.get("jobDefinitions", []) if d.get("status") == "ACTIVE"]
-        if not found:
-            raise ExecutorError(f"the Batch job definition {ident!r} does not exist or is inactive: set "
-                                "CYTO_BATCH_JOB_DEFINITION to the definition from the deploy stack's outputs")
-        return max(found, key=lambda d: d["revision"])
+        return max(found, key=lambda d: d["revision"]) if found else None
 
     # -- storage: one job definition revision per size ------------------------------------------
     def definition_for(self, storage_gib: int) -> str:
