@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -117,31 +116,6 @@ def http_server(app: App, bot: CytoBot, host: str, port: int,
 
     return create_server(wsgi_app(app, health, bot.cyto.settings.slack_signing_secret), host=host, port=port,
                          threads=8, ident="cyto-bot")
-
-
-class ServerThread:
-    """A waitress server on a background thread that stops cleanly (tests, benchmarks)."""
-
-    def __init__(self, server: BaseWSGIServer | MultiSocketServer) -> None:
-        self.server = server
-        self.thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
-        self.thread.start()
-        self._stopped = False
-
-    def stop(self, timeout: float = 5.0) -> None:
-        # Once only: a second pull_trigger would write to a closed (or by then reused) descriptor.
-        if self._stopped:
-            return
-        self._stopped = True
-        # Closing from inside the server's own loop empties its socket map, which ends the loop;
-        # closing from another thread would pull the sockets from under a running select().
-        self.server.trigger.pull_trigger(self.server.close)
-        self.thread.join(timeout)
-        self.server.task_dispatcher.shutdown()
-
-
-def start_in_thread(server: BaseWSGIServer | MultiSocketServer) -> ServerThread:
-    return ServerThread(server)
 
 
 class StartFailure(RuntimeError):

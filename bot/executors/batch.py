@@ -276,14 +276,6 @@ class BatchExecutor:
         return bs.explain(status.reason, status.exit_code, resources)
 
     # -- stuck jobs ---------------------------------------------------------------------------
-    def stuck_reason(self, job_id: str) -> str | None:
-        """Why a RUNNABLE job has not started, when one can be found; None otherwise."""
-        with self._errors(f"cannot describe Batch job {job_id}"):
-            jobs = self.batch.describe_jobs(jobs=[job_id]).get("jobs", [])
-        if not jobs or jobs[0]["status"] != "RUNNABLE":
-            return None
-        return self._diagnose(*bs.job_needs(jobs[0]))
-
     def _runnable_too_long(self, job: Mapping[str, Any]) -> bool:
         # Batch reports no "RUNNABLE since"; createdAt is the conservative stand-in.
         created = (job.get("createdAt") or 0) / 1000.0

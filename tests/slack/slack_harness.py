@@ -19,7 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_stand_in import SlackStandIn
 
 from handlers.app import CytoBot
-from handlers.serve import ServerThread
+from tests.slack.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-signing-secret"
