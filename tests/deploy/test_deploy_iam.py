@@ -12,8 +12,8 @@ from unittest import mock
 import pytest
 from moto import mock_aws
 
-from tests.deploy.iam_eval import Decision, UnsupportedPolicy, allowed_actions, evaluate
 from tests.deploy.cfn_moto import REGION, create_stack, load_template, role_policies
+from tests.deploy.iam_eval import Decision, UnsupportedPolicy, allowed_actions, evaluate
 
 ACCOUNT = "123456789012"
 STACK = "cyto-bot"
