@@ -16,7 +16,7 @@ from bot.api import Cyto
 from bot.engine import EventKind
 from bot.executors import JobSpec, Resources
 from bot.executors.local import PRUNED_STAMP, LocalExecutor
-from bot.executors.local_runner import LOST_REASON
+from bot.executors.local_spool import LOST_REASON
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment

@@ -32,7 +32,7 @@ from typing import Any
 
 from bot import defaults
 from bot.executors import ExecutorError, JobSpec, JobStatus
-from bot.executors.local_runner import (
+from bot.executors.local_spool import (
     CANCEL,
     CLAIM,
     DONE,
