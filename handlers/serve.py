@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from waitress.server import BaseWSGIServer, MultiSocketServer
 
     from bot.settings import Settings
-    from handlers.app import CytoBot
+    from handlers.cyto_bot import CytoBot
 
 log = logging.getLogger(__name__)
 SLACK_JOB = "slack"
@@ -177,7 +177,7 @@ def start_bot(settings: Settings, failure: type[Exception] = StartFailure) -> Cy
     naming what is unreachable (and exit 2), not a traceback."""
     from slack_sdk.errors import SlackApiError
 
-    from handlers.app import CytoBot
+    from handlers.cyto_bot import CytoBot
 
     what = "the run database"
     try:

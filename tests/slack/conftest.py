@@ -16,7 +16,8 @@ from slack_stand_in import SlackStandIn
 
 from bot.executors import Executor
 from bot.settings import Settings
-from handlers.app import CytoBot, build_app
+from handlers.app import build_app
+from handlers.cyto_bot import CytoBot
 from handlers.serve import http_server
 from tests.slack.server_thread import ServerThread
 

@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 from slack_stand_in import SlackStandIn
 
-from handlers.app import CytoBot
+from handlers.cyto_bot import CytoBot
 from tests.slack.server_thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
