@@ -13,6 +13,8 @@ from bot.states import JobState, RunState
 
 
 class Actions(Polling):
+    """What people ask of a run; each acts once however often it is asked."""
+
     def start_run(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None,
                   slack_thread_ts: str | None = None, submit: bool = True, allow_concurrent: bool = False,
                   hold: bool = False) -> Run:

@@ -20,6 +20,8 @@ log = logging.getLogger("cyto.engine")
 
 
 class EngineCore:
+    """The engine's ports (store, executor, ledger), its subscribers, and this process's claims."""
+
     def __init__(self, store: Store, executor: Executor, db: RunDB, *,
                  clock: Callable[[], float] = time.time, default_retries: int = defaults.RETRIES,
                  max_memory_mib: int = defaults.MAX_MEMORY_MIB) -> None:
@@ -47,7 +49,6 @@ class EngineCore:
         for event in events:
             for listener in list(self._listeners):
                 listener(event)
-
 
     def default_resources(self) -> Resources:
         """What a run gets when its request names no resources (and no retries)."""

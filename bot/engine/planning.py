@@ -18,6 +18,8 @@ from container.pipelines import available as available_pipelines
 
 
 class Planning(EngineCore):
+    """Checks a run request; records nothing."""
+
     def plan(self, date: str, batch: str, pipeline: str = defaults.PIPELINE, resources: Resources | None = None,
              params: Mapping[str, Any] | None = None) -> Plan:
         """Check a run request against the store without recording anything."""

@@ -22,6 +22,8 @@ log = logging.getLogger("cyto.engine")
 
 
 class Polling(Submission, Reading):
+    """Records what the executor reports; submits automatic retries; closes finished runs."""
+
     def poll(self) -> list[Event]:
         """One poll cycle over every unfinished run: submit what waits, stop what a cancel left running,
         describe what runs, record transitions, start automatic retries, check the ledger's invariant,

@@ -17,6 +17,8 @@ from bot.store import ObjectNotFound, StoreError
 
 
 class Reading(EngineCore):
+    """Reads a run back from the ledger, the store and the executor; changes nothing."""
+
     def summary(self, run_id: str) -> RunSummary:
         run = self.get_run(run_id)
         pairs = self.db.jobs_with_attempts(run_id)

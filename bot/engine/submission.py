@@ -26,10 +26,11 @@ _SKIPPED = "skipped: the run was cancelled"
 # the next pass, which looks the jobs up by name instead of submitting them again.
 RECORD_TRIES = 3
 log = logging.getLogger("cyto.engine")
-log = logging.getLogger("cyto.engine")
 
 
 class Submission(EngineCore):
+    """Hands a run's recorded attempts to the executor, and stops what a cancel overtook."""
+
     def submit_pending(self, run_id: str) -> int:
         """Submit every attempt of the run that is recorded but not yet with the executor.
 
