@@ -79,11 +79,6 @@ class CytoBot:
         self.reporter.plan()
         return self.sender.deliver()
 
-    def poll_cycle(self) -> None:
-        """Both steps one after the other (tests and benchmarks drive the bot with this)."""
-        self.poll()
-        self.slack_cycle()
-
     def refresh_run(self, run_id: str) -> None:
         """Show a change in the run's thread now (right after a click or a command)."""
         run = self.engine.get_run(run_id)

@@ -22,6 +22,7 @@ from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from bot.store.s3 import S3Store
 from tests.aws.batch_setup import BatchSetup, put_text
+from tests.spool_helpers import spool_job_names
 
 pytest_plugins = ["tests.aws.conftest"]
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ def test_local_executor_runs_nothing_after_a_cancel_during_submission(tmp_path: 
     engine.poll()
     assert engine.get_run(run_id).state == RunState.CANCELLED
     assert len(executor.submitted) >= 120
-    names = local.job_names()
+    names = spool_job_names(local.spool)
     assert len(names) == len(executor.submitted)
     assert {s.state for s in local.describe(names).values()} == {JobState.CANCELLED}  # none started or queued
     assert {job.state for job in engine.db.jobs(run_id)} == {JobState.CANCELLED}

@@ -151,13 +151,6 @@ class LocalExecutor:
         """None: a local job's own log says why it stopped (a timeout or a cancel is written there)."""
         return None
 
-    def job_names(self) -> list[str]:
-        """Every job the spool knows, live or finished, for tools and tests (it lists the history,
-        which nothing on the way to starting a job does). Their states: `describe(job_names())`."""
-        live = set(os.listdir(self.spool / JOBS))
-        finished = {name.removesuffix(".json") for name in os.listdir(self.spool / DONE) if name.endswith(".json")}
-        return sorted(live | finished | {d.name for d in self._legacy_dirs()})
-
     # -- internals ----------------------------------------------------------------------------
     @contextmanager
     def _lock(self) -> Iterator[None]:

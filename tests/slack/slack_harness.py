@@ -157,7 +157,7 @@ class Served:
         """Call the poll step until the run has finished (jobs are real processes)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.bot.poll_cycle()
+            poll_cycle(self.bot)
             if self.bot.engine.get_run(run_id).state.is_finished:
                 return
             assert time.monotonic() < deadline, "run did not finish"
@@ -181,3 +181,9 @@ def assert_valid_payloads(stand_in: SlackStandIn) -> None:
             assert block.to_dict() == raw
         if call.method in ("chat.postMessage", "chat.update"):
             assert call.params.get("text"), "messages need fallback text"
+
+
+def poll_cycle(bot: CytoBot) -> None:
+    """Both of the bot's scheduler jobs, one after the other, as a test drives them."""
+    bot.poll()
+    bot.slack_cycle()
