@@ -43,9 +43,14 @@ def _guard(name: str, fix: str, func: Callable[[], Check | list[Check]]) -> list
         result = func()
     except Exception as exc:  # a doctor reports every failure it can, and never stops at the first
         from bot import aws
+        from bot.executors import ExecutorError
 
-        problem = aws.describe_access_problem(exc)
-        return [Check(name, False, problem or f"{type(exc).__name__}: {exc}", fix)]
+        # An executor's error wraps the AWS one it met (its cause): a missing region or credentials
+        # read the same as when the doctor meets them itself.
+        problem = aws.describe_access_problem(exc) or (
+            aws.describe_access_problem(exc.__cause__) if isinstance(exc.__cause__, Exception) else None)
+        detail = str(exc) if isinstance(exc, ExecutorError) else f"{type(exc).__name__}: {exc}"
+        return [Check(name, False, problem or detail, fix)]
     return result if isinstance(result, list) else [result]
 
 
