@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.api import Cyto
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
-from bot.executors.local_runner import SPEC, claim, finish, log_path, read_json
+from bot.executors.local_runner import claim
+from bot.executors.local_spool import SPEC, finish, log_path, read_json
 from bot.settings import Settings
 from bot.states import RunState
 from container.contract import JobEnvironment

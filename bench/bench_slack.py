@@ -41,7 +41,8 @@ from slack_stand_in import Chaos, SlackStandIn  # noqa: E402
 from bot.scheduler import PollScheduler  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.states import JobState  # noqa: E402
-from handlers.app import CytoBot, build_app  # noqa: E402
+from handlers.app import build_app  # noqa: E402
+from handlers.cyto_bot import CytoBot  # noqa: E402
 from handlers.outbox import EVENT_TYPE  # noqa: E402
 from handlers.slack_state import root_key  # noqa: E402
 from tests.scripted_executor import ScriptedExecutor  # noqa: E402

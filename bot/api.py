@@ -16,7 +16,7 @@ from typing import Any
 
 from bot import catalog
 from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
-from bot.executors import Executor, Resources
+from bot.executors import Executor
 from bot.ledger import Job, Run, RunDB
 from bot.report import ReportResult, build_report
 from bot.settings import Settings
@@ -58,8 +58,8 @@ class Cyto:
              memory_mib: int | None = None, storage_gib: int | None = None, timeout_s: int | None = None,
              retries: int | None = None, params: Mapping[str, Any] | None = None) -> Plan:
         """Check a run request and list the analyses it would submit, without submitting."""
-        resources = with_overrides(Resources(), vcpus=vcpus, memory_mib=memory_mib, storage_gib=storage_gib,
-                                   timeout_s=timeout_s, retries=retries)
+        resources = with_overrides(self.engine.default_resources(), vcpus=vcpus, memory_mib=memory_mib,
+                                   storage_gib=storage_gib, timeout_s=timeout_s, retries=retries)
         return self.engine.plan(date, batch, pipeline or self.settings.default_pipeline, resources, params)
 
     # -- runs ---------------------------------------------------------------------------------

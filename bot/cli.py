@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bot import __version__, completion
+from bot import __version__, completion, defaults
 from bot.api import Cyto
 from bot.engine import EngineError, RunSummary
 from bot.executors import ExecutorError
@@ -23,6 +23,7 @@ from bot.ledger import DatabaseError
 from bot.progress import RunProgress, summary_lines
 from bot.report import ReportResult
 from bot.settings import ConfigError, Settings
+from bot.sizes import format_duration, format_mib
 from bot.states import JobState
 from bot.store import StoreError
 
@@ -114,13 +115,16 @@ def checked_resources(vcpus: float | None = None, memory: str | None = None, sto
 
 def resource_options(func: F) -> F:
     options = [
-        click.option("--pipeline", help="Pipeline to run (default: CYTO_DEFAULT_PIPELINE or cytometry)."),
-        click.option("--vcpus", type=float, help="vCPUs per job (default 1)."),
-        click.option("--memory", metavar="SIZE", help="Memory per job: 4096 (MiB), 512M or 4G (default 2G)."),
-        click.option("--storage", metavar="SIZE", help="Scratch storage per job: 20 (GiB) or 1T (default 20G)."),
-        click.option("--timeout", metavar="DURATION",
-                     help="Time before a job is stopped: 3600 (s), 90m or 2h (default 1h)."),
-        click.option("--retries", type=int, help="Automatic retries of a failed analysis (default 2)."),
+        click.option("--pipeline", help=f"Pipeline to run (default: CYTO_DEFAULT_PIPELINE or {defaults.PIPELINE})."),
+        click.option("--vcpus", type=float, help=f"vCPUs per job (default {defaults.VCPUS:g})."),
+        click.option("--memory", metavar="SIZE",
+                     help=f"Memory per job: 4096 (MiB), 512M or 4G (default {format_mib(defaults.MEMORY_MIB)})."),
+        click.option("--storage", metavar="SIZE",
+                     help=f"Scratch storage per job: 20 (GiB) or 1T (default {defaults.STORAGE_GIB}G)."),
+        click.option("--timeout", metavar="DURATION", help="Time before a job is stopped: 3600 (s), 90m or 2h "
+                     f"(default {format_duration(defaults.TIMEOUT_S)})."),
+        click.option("--retries", type=int,
+                     help=f"Automatic retries of a failed analysis (default {defaults.RETRIES})."),
         click.option("--param", "param_pairs", multiple=True, metavar="KEY=VALUE",
                      help="A pipeline parameter (repeatable); VALUE is JSON or a string."),
         click.option("--params", "params_json", metavar="JSON", help="Pipeline parameters as a JSON object."),
@@ -509,7 +513,7 @@ def _stderr_console() -> Any:
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default="cytometry", show_default=True,
+@click.option("--pipeline", type=click.Choice(["cytometry", "wordcount"]), default=defaults.PIPELINE, show_default=True,
               help="The cytometry plate, or the word-count batch.")
 @click.option("--retries", default=1, show_default=True, help="Automatic retries of a failing analysis.")
 @click.option("--yes", "confirmed", is_flag=True, help="Write the demo batch even when the store is an S3 bucket.")
@@ -685,9 +689,59 @@ def merge(run_id: str) -> None:
     click.echo(totals.rstrip())
 
 
-# -- commands from other modules (one line each) ----------------------------------------------
-cli.add_command(__import__("handlers.serve", fromlist=["serve"]).serve)  # cyto serve: the Slack bot
-cli.add_command(__import__("bot.doctor", fromlist=["doctor"]).doctor)  # cyto doctor: check the set-up
+# -- the Slack front end: the CLI imports handlers/ in these two commands only -------------------
+@cli.command()
+@click.option("--http", "use_http", is_flag=True,
+              help="Serve Slack's HTTP requests on /slack/events instead of Socket Mode.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on with --http.")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on with --http.")
+def serve(use_http: bool, host: str, port: int) -> None:
+    """Run the Slack bot and the poll scheduler; resumes every unfinished run on start.
+
+    Needs SLACK_BOT_TOKEN, and SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (--http).
+    Example: `cyto serve --http --port 3000`
+    """
+    from handlers.serve import StartFailure
+    from handlers.serve import serve as serve_bot
+
+    try:
+        serve_bot(use_http, host, port)
+    except StartFailure as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+@cli.command()
+@click.option("--no-slack", "skip_slack", is_flag=True,
+              help="Skip the Slack checks (CLI-only use; implied when no SLACK_* token is set).")
+def doctor(skip_slack: bool) -> None:
+    """Check the configuration against the live services, one line per check.
+
+    Exit codes: 0 every check passed, 1 a service or set-up check failed, 2 the configuration
+    itself is invalid (an environment variable with a bad value).
+    """
+    import os
+
+    from bot.doctor import CONFIG_FIX, SLACK_NOT_CHECKED, Check, render, run_checks, slack_configured, verdict
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        click.echo(Check("Configuration", False, str(exc), CONFIG_FIX).line())
+        sys.exit(EXIT_USAGE)
+    slack = not skip_slack and slack_configured(os.environ)
+    front_end = []
+    if slack:
+        from handlers.slack_check import SLACK_CHECKS
+
+        front_end.append(SLACK_CHECKS)
+    checks = run_checks(settings, front_end=front_end)
+    click.echo(render(checks))
+    if not slack and not skip_slack:
+        click.echo(SLACK_NOT_CHECKED)
+    line, code = verdict(checks)
+    click.echo(line)
+    sys.exit(code)
 
 
 def main() -> None:

@@ -4,27 +4,22 @@
     ✗ Batch job queue: cyto-bot-queue is DISABLED/VALID (CYTO_BATCH_JOB_QUEUE)
         fix: aws batch update-job-queue --job-queue cyto-bot-queue --state ENABLED
 
-`run_checks(settings)` returns the checks as data (for tests and other front ends); the click
-command prints them and exits 0 only when every check passed. Each check catches its own errors,
-so one broken setting gives one red line and the others still run.
+`run_checks(settings)` returns the checks as data; the CLI's `doctor` command prints them and exits
+0 only when every check passed. Each check catches its own errors, so one broken setting gives one
+red line and the others still run. Components check themselves with the rules a run uses: the store's
+`check()`, the executor's `check()` and the Batch queue rule it submits by. The Slack checks belong to
+the Slack front end (handlers/slack_check.py); a front end passes them in as `front_end`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
-from bot.settings import ConfigError, Settings
-
-# The bot scopes of deploy/slack-manifest.yaml (tests/slack/test_manifest.py keeps the two equal):
-# the slash command, posts and edits, reading back its own posts (the outbox), the overview image.
-REQUIRED_SCOPES = ("commands", "chat:write", "channels:history", "groups:history", "files:write")
-SLACK_TIMEOUT_S = 10
+from bot.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -48,74 +43,15 @@ def _guard(name: str, fix: str, func: Callable[[], Check | list[Check]]) -> list
         result = func()
     except Exception as exc:  # a doctor reports every failure it can, and never stops at the first
         from bot import aws
+        from bot.executors import ExecutorError
 
-        problem = aws.describe_access_problem(exc)
-        return [Check(name, False, problem or f"{type(exc).__name__}: {exc}", fix)]
+        # An executor's error wraps the AWS one it met (its cause): a missing region or credentials
+        # read the same as when the doctor meets them itself.
+        problem = aws.describe_access_problem(exc) or (
+            aws.describe_access_problem(exc.__cause__) if isinstance(exc.__cause__, Exception) else None)
+        detail = str(exc) if isinstance(exc, ExecutorError) else f"{type(exc).__name__}: {exc}"
+        return [Check(name, False, problem or detail, fix)]
     return result if isinstance(result, list) else [result]
-
-
-# -- Slack ------------------------------------------------------------------------------------------
-def _header(headers: Mapping[str, Any], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return ", ".join(value) if isinstance(value, list | tuple) else str(value)
-    return None
-
-
-def check_slack(settings: Settings) -> list[Check]:
-    from slack_sdk import WebClient
-    from slack_sdk.errors import SlackApiError
-
-    name = "Slack token"
-    if not settings.slack_bot_token:
-        return [Check(name, False, "SLACK_BOT_TOKEN is not set",
-                      "set SLACK_BOT_TOKEN to the app's Bot User OAuth Token (xoxb-...); on AWS it comes from "
-                      "the Slack secret (deploy/README.md)")]
-    base = settings.slack_api_url or WebClient.BASE_URL
-    client = WebClient(token=settings.slack_bot_token, base_url=base if base.endswith("/") else base + "/",
-                       timeout=SLACK_TIMEOUT_S)
-    try:
-        response = client.auth_test()
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else None
-        return [Check(name, False, f"Slack refused SLACK_BOT_TOKEN ({error or exc})",
-                      "copy the Bot User OAuth Token (xoxb-...) from the app's OAuth & Permissions page into "
-                      "SLACK_BOT_TOKEN (on AWS: the SLACK_BOT_TOKEN key of the Slack secret), then restart the bot")]
-    except OSError as exc:
-        return [Check(name, False, f"cannot reach the Slack Web API at {base}: {exc}",
-                      "check the network, or SLACK_API_URL (unset it to use https://slack.com/api/)")]
-    who = f"team {response.get('team')} as @{response.get('user')}"
-    checks = [Check(name, True, f"valid for {who} (SLACK_BOT_TOKEN)")]
-    granted_text = _header(response.headers or {}, "x-oauth-scopes")
-    granted = {s.strip() for s in (granted_text or "").split(",") if s.strip()}
-    missing = [s for s in REQUIRED_SCOPES if s not in granted]
-    if missing:
-        checks.append(Check("Slack scopes", False,
-                            f"missing {', '.join(missing)} (the token has: {', '.join(sorted(granted)) or 'none'})",
-                            "add the bot scopes from deploy/slack-manifest.yaml to the app and reinstall it "
-                            "to the workspace; then update SLACK_BOT_TOKEN if it changed"))
-    else:
-        checks.append(Check("Slack scopes", True, ", ".join(REQUIRED_SCOPES)))
-    checks.append(check_app_token(settings))
-    return checks
-
-
-APP_TOKEN_FIX = ("create an app-level token with the connections:write scope (the app's Basic Information > "
-                 "App-Level Tokens) and export SLACK_APP_TOKEN=xapp-...; or serve over HTTP instead "
-                 "(cyto serve --http with SLACK_SIGNING_SECRET)")
-
-
-def check_app_token(settings: Settings) -> Check:
-    """Socket Mode (plain `cyto serve`) needs an app-level token; HTTP mode needs the signing secret."""
-    token = settings.slack_app_token
-    if token and token.startswith("xapp-"):
-        return Check("Slack app token", True, "set for Socket Mode (SLACK_APP_TOKEN)")
-    if token:
-        return Check("Slack app token", False, "SLACK_APP_TOKEN does not start with xapp-", APP_TOKEN_FIX)
-    if settings.slack_signing_secret:
-        return Check("Slack app token", True, "not set: `cyto serve --http` only (SLACK_SIGNING_SECRET is set)")
-    return Check("Slack app token", False, "neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET "
-                 "(HTTP) is set, so `cyto serve` cannot receive commands", APP_TOKEN_FIX)
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -205,27 +141,27 @@ def check_region() -> Check:
 
 # -- Batch and CloudWatch Logs --------------------------------------------------------------------------
 def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]:
-    queue_name = settings.batch_job_queue or ""
+    """The executor's own view of its queue and job definition, judged by the rule it submits by."""
+    from bot.executors import batch_states
+    from bot.executors.batch import BatchExecutor
+
+    executor = BatchExecutor.from_settings(settings, client_factory=lambda service, **_: client(service))
+    queue_name = executor.job_queue
     checks: list[Check] = []
 
     def queue() -> list[Check]:
-        batch = client("batch")
-        found = batch.describe_job_queues(jobQueues=[queue_name]).get("jobQueues", [])
-        if not found:
+        q = executor.job_queue_record()
+        if q is None:
             return [Check("Batch job queue", False, f"{queue_name} does not exist (CYTO_BATCH_JOB_QUEUE)",
                           "set CYTO_BATCH_JOB_QUEUE to the stack's JobQueue output, and AWS_REGION to its region")]
-        q = found[0]
         state, status = q.get("state"), q.get("status")
-        if state != "ENABLED" or status != "VALID":
+        if not batch_states.queue_accepts_jobs(q):
             return [Check("Batch job queue", False,
                           f"{queue_name} is {state}/{status}: {q.get('statusReason') or 'not usable'}",
                           f"aws batch update-job-queue --job-queue {queue_name} --state ENABLED"
                           if state != "ENABLED" else "see the queue's status reason in the Batch console")]
-        result = [Check("Batch job queue", True, f"{queue_name} is ENABLED/VALID")]
-        arns = [e["computeEnvironment"] for e in sorted(q.get("computeEnvironmentOrder", []),
-                                                          key=lambda e: e.get("order", 0))]
-        envs = batch.describe_compute_environments(computeEnvironments=arns).get(
-            "computeEnvironments", []) if arns else []
+        result = [Check("Batch job queue", True, f"{queue_name} is {state}/{status}")]
+        envs = executor.compute_environments(q)
         usable = [e for e in envs if e.get("state") == "ENABLED" and e.get("status") == "VALID"]
         if usable:
             result.append(Check("Batch compute environment", True,
@@ -242,18 +178,13 @@ def check_batch(settings: Settings, client: Callable[[str], Any]) -> list[Check]
         return result
 
     def definition() -> Check:
-        batch = client("batch")
-        ident = settings.batch_job_definition or ""
-        query = ({"jobDefinitions": [ident]} if ":" in ident
-                 else {"jobDefinitionName": ident, "status": "ACTIVE"})
-        found = [d for d in batch.describe_job_definitions(**query).get("jobDefinitions", [])
-                 if d.get("status") == "ACTIVE"]
-        if not found:
-            return Check("Batch job definition", False, f"{ident} has no ACTIVE revision (CYTO_BATCH_JOB_DEFINITION)",
+        found = executor.base_definition_record()
+        if found is None:
+            return Check("Batch job definition", False,
+                         f"{executor.job_definition} has no ACTIVE revision (CYTO_BATCH_JOB_DEFINITION)",
                          "set CYTO_BATCH_JOB_DEFINITION to the stack's JobDefinition output (or update the stack)")
-        newest = max(found, key=lambda d: d.get("revision", 0))
-        image = (newest.get("containerProperties") or {}).get("image", "?")
-        return Check("Batch job definition", True, f"{newest['jobDefinitionName']}:{newest['revision']} ACTIVE, "
+        image = (found.get("containerProperties") or {}).get("image", "?")
+        return Check("Batch job definition", True, f"{found['jobDefinitionName']}:{found['revision']} ACTIVE, "
                      f"image {image}")
 
     checks += _guard("Batch job queue", "check CYTO_BATCH_JOB_QUEUE, AWS_REGION and the credentials", queue)
@@ -288,7 +219,7 @@ def check_local_jobs(settings: Settings) -> list[Check]:
     from bot.local_check import run_no_op_job
 
     try:
-        LocalExecutor(settings.local_spool, 1)
+        LocalExecutor(settings.local_spool, 1).check()
     except ExecutorError as exc:
         elsewhere = _quote(os.path.expanduser("~/cyto-jobs"))
         return [Check("Local job spool", False, str(exc),
@@ -325,9 +256,13 @@ def check_database(settings: Settings) -> Check:
 
 
 # -- all of it ------------------------------------------------------------------------------------------
-def run_checks(settings: Settings, *, slack: bool = True,
+FrontEndChecks = Callable[[Settings], list[Check]]
+
+
+def run_checks(settings: Settings, *, front_end: Sequence[tuple[str, str, FrontEndChecks]] = (),
                client: Callable[[str], Any] | None = None) -> list[Check]:
-    """Every check that applies to these settings, in the order a person would fix them."""
+    """Every check that applies to these settings, in the order a person would fix them. `front_end`
+    holds a front end's own checks as (name, fix, check) (the Slack tokens), run first."""
     if client is None:
         from bot import aws
 
@@ -336,8 +271,8 @@ def run_checks(settings: Settings, *, slack: bool = True,
 
     aws_fix = "check AWS_PROFILE, AWS_REGION and the credentials"
     checks: list[Check] = []
-    if slack:
-        checks += _guard("Slack token", "check SLACK_BOT_TOKEN and SLACK_API_URL", lambda: check_slack(settings))
+    for name, fix, check in front_end:
+        checks += _guard(name, fix, functools.partial(check, settings))
     if uses_aws(settings):
         checks += _guard("AWS region", aws_fix, check_region)
     checks += _guard("Store", "check CYTO_STORE, AWS_REGION and the credentials", lambda: check_store(settings))
@@ -352,31 +287,21 @@ def run_checks(settings: Settings, *, slack: bool = True,
 
 
 SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+SLACK_NOT_CHECKED = "(Slack not checked: no SLACK_* token is set; the CLI and notebooks need none)"
+CONFIG_FIX = "fix the environment variable named above"
+
+
+def slack_configured(env: Mapping[str, str]) -> bool:
+    """Whether any Slack token is set: without one, this is CLI-only use and Slack is not checked."""
+    return any(env.get(name, "").strip() for name in SLACK_VARIABLES)
 
 
 def render(checks: Iterable[Check]) -> str:
     return "\n".join(check.line() for check in checks)
 
 
-@click.command()
-@click.option("--no-slack", "skip_slack", is_flag=True,
-              help="Skip the Slack checks (CLI-only use; implied when no SLACK_* token is set).")
-def doctor(skip_slack: bool) -> None:
-    """Check the configuration against the live services, one line per check.
-
-    Exit codes: 0 every check passed, 1 a service or set-up check failed, 2 the configuration
-    itself is invalid (an environment variable with a bad value).
-    """
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        click.echo(Check("Configuration", False, str(exc), "fix the environment variable named above").line())
-        sys.exit(2)
-    slack = not skip_slack and any(os.environ.get(name, "").strip() for name in SLACK_VARIABLES)
-    checks = run_checks(settings, slack=slack)
-    click.echo(render(checks))
-    if not slack and not skip_slack:
-        click.echo("(Slack not checked: no SLACK_* token is set; the CLI and notebooks need none)")
+def verdict(checks: Sequence[Check]) -> tuple[str, int]:
+    """The closing line and the exit code: 0 when every check passed, 1 otherwise."""
     failed = sum(not c.ok for c in checks)
-    click.echo(f"\n{len(checks) - failed} of {len(checks)} checks passed" + ("" if failed else " — ready"))
-    sys.exit(1 if failed else 0)
+    line = f"\n{len(checks) - failed} of {len(checks)} checks passed" + ("" if failed else " — ready")
+    return line, 1 if failed else 0

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot import defaults
 from container.contract import EXIT_BAD_PARAMETERS
 
-DEFAULT_MAX_MEMORY_MIB = 65_536
+DEFAULT_MAX_MEMORY_MIB = defaults.MAX_MEMORY_MIB
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bot import paths
+from bot import defaults, paths
 
 
 class ConfigError(ValueError):
@@ -22,22 +22,22 @@ class Settings:
     store: str = paths.DEFAULT_STORE
     executor: str = "local"
     db: str = ""  # empty: under the user's state directory, per store and executor (bot/paths.py)
-    poll_seconds: float = 10.0
+    poll_seconds: float = defaults.POLL_SECONDS
     local_spool: str = ""  # empty: beside the default run database
     local_max_parallel: int | None = None
     local_command: tuple[str, ...] | None = None
-    local_keep_days: float = 30.0
+    local_keep_days: float = defaults.LOCAL_KEEP_DAYS
     batch_job_queue: str | None = None
     batch_job_definition: str | None = None
-    log_group: str = "/aws/batch/job"
+    log_group: str = defaults.LOG_GROUP
     allowed_channels: frozenset[str] = field(default_factory=frozenset)
     allowed_users: frozenset[str] = field(default_factory=frozenset)
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str | None = None
-    default_pipeline: str = "cytometry"
-    max_memory_mib: int = 65_536  # the out-of-memory rule doubles memory up to this (bot/failure_policy.py)
+    default_pipeline: str = defaults.PIPELINE
+    max_memory_mib: int = defaults.MAX_MEMORY_MIB  # the out-of-memory rule's cap (bot/failure_policy.py)
 
     def __post_init__(self) -> None:
         if self.store == paths.DEFAULT_STORE:

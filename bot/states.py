@@ -1,4 +1,6 @@
-"""Run, job and attempt states, and the one table of transitions the ledger allows. Pure code.
+"""Run, job and attempt states, the one table of transitions the ledger allows, and the few pure rules
+over states: their display order and counts text, the SQL guard of a set of states, and the state a
+run ends in once its jobs have.
 
 Every state change the ledger (bot/ledger/) makes is a compare-and-set whose guard comes from the
 tables below: an UPDATE names the states it may move from, and a rowcount of 0 means the row had

@@ -37,6 +37,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_PARAMETERS = 2  # bad parameters or unreadable input: never retried automatically
 
+# The last line of a failed job's log is this prefix and the reason; the bot reads the reason back
+# from it when the executor says no more than an exit code.
+ERROR_PREFIX = "ERROR: "
+
 
 class ContractError(ValueError):
     """The environment does not satisfy the contract (a missing or malformed variable)."""

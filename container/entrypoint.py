@@ -30,6 +30,7 @@ from typing import Any
 from container import __version__
 from container.contract import (
     ATTEMPT,
+    ERROR_PREFIX,
     EXIT_BAD_PARAMETERS,
     EXIT_FAILED,
     EXIT_OK,
@@ -323,7 +324,7 @@ class Job:
             self.log.info("succeeded")
         else:
             # The last line of every failed job: the executors and the bot show it as the reason.
-            self.log.error("ERROR: %s", self.outcome.error, extra={"bare": True})
+            self.log.error("%s%s", ERROR_PREFIX, self.outcome.error, extra={"bare": True})
 
     def _upload_log(self) -> None:
         target = self._log_uri()

@@ -24,7 +24,6 @@ from bot.ledger import DatabaseError
 from bot.states import RunState
 from bot.store import StoreError
 from handlers import render
-from handlers.app import CytoBot
 from handlers.commands import (
     USAGE,
     CancelRequest,
@@ -37,6 +36,7 @@ from handlers.commands import (
     UsageError,
     parse,
 )
+from handlers.cyto_bot import CytoBot
 from handlers.render import SlackMessage, mention, parse_value
 from handlers.slack_state import Command, root_key
 

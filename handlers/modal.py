@@ -22,9 +22,9 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import catalog
+from bot import catalog, defaults
 from bot.layout import BatchRef, LayoutError, parse_date
-from bot.sizes import parse_resources
+from bot.sizes import format_duration, format_mib, parse_resources
 from handlers.commands import RunRequest
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,12 @@ log = logging.getLogger(__name__)
 FORM = "cyto_run_form"  # the modal's callback_id
 BATCH_ACTION = "batch"
 MAX_OPTIONS = 100  # Slack shows at most 100 options in a select
-RESOURCE_BLOCKS = (("vcpus", "CPUs (vCPU)", "1"), ("memory", "Memory", "2G  (4096, 512M, 4G)"),
-                   ("storage", "Scratch storage", "20G"), ("timeout", "Timeout", "1h  (3600, 90m, 2h)"),
-                   ("retries", "Automatic retries", "2"))
+# (field, label, placeholder): the placeholder shows the default and a few ways to write a value.
+RESOURCE_BLOCKS = (("vcpus", "CPUs (vCPU)", f"{defaults.VCPUS:g}"),
+                   ("memory", "Memory", f"{format_mib(defaults.MEMORY_MIB)}  (4096, 512M, 4G)"),
+                   ("storage", "Scratch storage", f"{defaults.STORAGE_GIB}G"),
+                   ("timeout", "Timeout", f"{format_duration(defaults.TIMEOUT_S)}  (3600, 90m, 2h)"),
+                   ("retries", "Automatic retries", str(defaults.RETRIES)))
 Body = dict[str, Any]
 
 
@@ -165,8 +168,8 @@ class RunForm:
     """The modal's listeners. `start_run(request, user, channel, respond)` is the typed command's
     own run path (handlers/listeners.py), so both start a run the same way."""
 
-    def __init__(self, bot: Any, start_run: Callable[[RunRequest, str, str, Callable[..., Any]], None],
-                 refusals: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, bot: Any, start_run: Callable[..., object],
+                 refusals: tuple[type[Exception], ...]) -> None:
         self.bot = bot
         self.start_run = start_run
         self.refusals = refusals
@@ -188,9 +191,10 @@ class RunForm:
     def suggest(self, ack: Ack, body: Body) -> None:
         values = ((body.get("view") or {}).get("state") or {}).get("values") or {}
         date = _value(values, "date")
+        refusals: tuple[type[Exception], ...] = (*self.refusals, LayoutError)
         try:
             options = batch_options(self.bot.cyto.store, parse_date(date), body.get("value") or "") if date else []
-        except (*self.refusals, LayoutError):
+        except refusals:
             options = []
         ack(options=options)
 

@@ -3,7 +3,8 @@
     cyto serve                    Socket Mode (SLACK_APP_TOKEN): no public URL needed
     cyto serve --http --port 3000 Bolt's /slack/events on waitress, signed requests only, plus /healthz
 
-Slack and engine imports happen inside the command, so `cyto --help` stays fast.
+The click command is in bot/cli.py; Slack and engine imports happen inside `serve`, so `cyto --help`
+stays fast. Nothing here imports the CLI.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-
-import click
 
 if TYPE_CHECKING:
     from slack_bolt import App
     from waitress.server import BaseWSGIServer, MultiSocketServer
 
     from bot.settings import Settings
-    from handlers.app import CytoBot
+    from handlers.cyto_bot import CytoBot
 
 log = logging.getLogger(__name__)
 SLACK_JOB = "slack"
@@ -120,44 +118,12 @@ def http_server(app: App, bot: CytoBot, host: str, port: int,
                          threads=8, ident="cyto-bot")
 
 
-class ServerThread:
-    """A waitress server on a background thread that stops cleanly (tests, benchmarks)."""
-
-    def __init__(self, server: BaseWSGIServer | MultiSocketServer) -> None:
-        self.server = server
-        self.thread = threading.Thread(target=server.run, name="cyto-http", daemon=True)
-        self.thread.start()
-        self._stopped = False
-
-    def stop(self, timeout: float = 5.0) -> None:
-        # Once only: a second pull_trigger would write to a closed (or by then reused) descriptor.
-        if self._stopped:
-            return
-        self._stopped = True
-        # Closing from inside the server's own loop empties its socket map, which ends the loop;
-        # closing from another thread would pull the sockets from under a running select().
-        self.server.trigger.pull_trigger(self.server.close)
-        self.thread.join(timeout)
-        self.server.task_dispatcher.shutdown()
+class StartFailure(RuntimeError):
+    """The bot cannot start as configured; the message says why in one line (`cyto serve` exits 2)."""
 
 
-def start_in_thread(server: BaseWSGIServer | MultiSocketServer) -> ServerThread:
-    return ServerThread(server)
-
-
-@click.command("serve")
-@click.option("--http", "use_http", is_flag=True,
-              help="Serve Slack's HTTP requests on /slack/events instead of Socket Mode.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on with --http.")
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on with --http.")
 def serve(use_http: bool, host: str, port: int) -> None:
-    """Run the Slack bot and the poll scheduler; resumes every unfinished run on start.
-
-    Needs SLACK_BOT_TOKEN, and SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (--http).
-    Example: `cyto serve --http --port 3000`
-    """
-    from bot.cli import UsageFailure
+    """Run the Slack bot and the poll scheduler until interrupted (`cyto serve`, bot/cli.py)."""
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
     from handlers.app import build_app
@@ -167,15 +133,14 @@ def serve(use_http: bool, host: str, port: int) -> None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
+        raise StartFailure(str(exc)) from None
     missing = [name for name, value in (
         ("SLACK_BOT_TOKEN", settings.slack_bot_token),
         ("SLACK_SIGNING_SECRET" if use_http else "SLACK_APP_TOKEN",
          settings.slack_signing_secret if use_http else settings.slack_app_token)) if not value]
     if missing:
-        raise UsageFailure(f"set {' and '.join(missing)} (from the Slack app's settings; "
-                                   "see handlers/README.md)")
-    bot = start_bot(settings, UsageFailure)
+        raise StartFailure(f"set {' and '.join(missing)} (from the Slack app's settings; see handlers/README.md)")
+    bot = start_bot(settings)
     app = build_app(bot, signing_secret=settings.slack_signing_secret, token_verification=False)
     # The engine's poll and Slack's delivery are separate jobs: Slack's outages and rate limits
     # delay messages, never job state, automatic retries or submissions.
@@ -207,12 +172,12 @@ def serve(use_http: bool, host: str, port: int) -> None:
         bot.close()
 
 
-def start_bot(settings: Settings, failure: type[Exception]) -> CytoBot:
+def start_bot(settings: Settings, failure: type[Exception] = StartFailure) -> CytoBot:
     """The bot, once the run database, the executor and Slack have answered; otherwise one line
     naming what is unreachable (and exit 2), not a traceback."""
     from slack_sdk.errors import SlackApiError
 
-    from handlers.app import CytoBot
+    from handlers.cyto_bot import CytoBot
 
     what = "the run database"
     try:
@@ -228,7 +193,3 @@ def start_bot(settings: Settings, failure: type[Exception]) -> CytoBot:
         detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise failure(f"cannot start: {what} is unreachable or unusable: {detail}") from None
     return bot
-
-
-if __name__ == "__main__":
-    serve()

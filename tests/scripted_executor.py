@@ -4,7 +4,8 @@ End-to-end tests use the real local executor instead."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from bot.executors import JobSpec, JobStatus
 from bot.states import JobState
@@ -12,6 +13,7 @@ from bot.states import JobState
 
 class ScriptedExecutor:
     name = "scripted"
+    submit_concurrency = 1
 
     def __init__(self, on_submit: Callable[[int], None] | None = None) -> None:
         self.on_submit = on_submit  # called with the number of submissions so far, before each returns
@@ -52,6 +54,15 @@ class ScriptedExecutor:
 
     def read_log(self, status: JobStatus) -> str | None:
         return self.logs.get(status.job_id)
+
+    def check(self) -> None:
+        pass  # nothing to configure
+
+    def flush(self) -> None:
+        pass  # jobs are queued as they are submitted
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        return None
 
     # -- test controls ----------------------------------------------------------------------
     def job_ids(self, analysis: str) -> list[str]:

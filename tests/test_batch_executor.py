@@ -85,6 +85,29 @@ def test_missing_queue_or_definition_submits_nothing(simple_batch: Aws, batch_se
     assert simple_batch.calls("batch:submitjob") == 0
 
 
+@pytest.mark.parametrize(("state", "status", "usable"), [
+    ("ENABLED", "VALID", True), ("ENABLED", "UPDATING", True), ("ENABLED", "INVALID", False),
+    ("DISABLED", "VALID", False)])
+def test_the_doctor_judges_a_queue_by_the_rule_the_executor_submits_by(
+        simple_batch: Aws, batch_setup: BatchSetup, state: str, status: str, usable: bool) -> None:
+    """An UPDATING queue takes submissions, so the doctor shows it green; INVALID or DISABLED is red for both."""
+    from moto.batch.models import batch_backends
+
+    from bot.doctor import check_batch
+
+    queue = batch_backends["123456789012"]["us-east-1"].get_job_queue(batch_setup.queue)
+    queue.state, queue.status = state, status
+    if usable:
+        executor(batch_setup).check()
+    else:
+        with pytest.raises(ExecutorError, match=f"is {state}/{status}"):
+            executor(batch_setup).check()
+    settings = Settings(executor="batch", batch_job_queue=batch_setup.queue,
+                        batch_job_definition=batch_setup.definition)
+    line = next(c for c in check_batch(settings, lambda service: boto3.client(service)) if c.name == "Batch job queue")
+    assert line.ok is usable and f"is {state}/{status}" in line.detail, line.line()
+
+
 def test_no_credentials(simple_batch: Aws, batch_setup: BatchSetup, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
@@ -155,7 +178,7 @@ def test_stuck_runnable_job_is_explained(aws: Aws, shim: EntrypointShim) -> None
                                                      state="DISABLED")
     small = ex.submit(spec(2))
     _wait(lambda: boto3.client("batch").describe_jobs(jobs=[small])["jobs"][0]["status"] == "RUNNABLE")
-    assert "cyto-ce is DISABLED" in ex.stuck_reason(small)
+    assert "cyto-ce is DISABLED" in (executor(batch_setup, stuck_after_s=0).describe([small])[small].reason or "")
     assert executor(batch_setup).describe([small])[small].reason is None  # not stuck long enough
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from bot.states import JobState, RunState
 from bot.store.local import LocalStore
 from bot.store.s3 import S3Store
 from tests.aws.batch_setup import BatchSetup, put_text
+from tests.spool_helpers import spool_job_names
 
 pytest_plugins = ["tests.aws.conftest"]
 pytestmark = pytest.mark.slow
@@ -40,8 +41,28 @@ class CancelsMidSubmission:
         self.cancelled: list[str] = []
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def submit_concurrency(self) -> int:
+        return self.inner.submit_concurrency
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def find(self, job_name: str) -> str | None:
+        return self.inner.find(job_name)
+
+    def read_log(self, status: JobStatus) -> str | None:
+        return self.inner.read_log(status)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        return self.inner.explain(status, resources)
 
     def submit(self, spec: JobSpec) -> str:
         job_id = self.inner.submit(spec)
@@ -83,7 +104,7 @@ def test_local_executor_runs_nothing_after_a_cancel_during_submission(tmp_path: 
     engine.poll()
     assert engine.get_run(run_id).state == RunState.CANCELLED
     assert len(executor.submitted) >= 120
-    names = local.job_names()
+    names = spool_job_names(local.spool)
     assert len(names) == len(executor.submitted)
     assert {s.state for s in local.describe(names).values()} == {JobState.CANCELLED}  # none started or queued
     assert {job.state for job in engine.db.jobs(run_id)} == {JobState.CANCELLED}

@@ -235,3 +235,18 @@ def test_not_a_database_file(tmp_path) -> None:
     path.write_text("this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match="not a cyto-bot run database"):
         RunDB(str(path))
+
+
+def test_the_engines_default_retries_apply_to_a_request_that_names_none(setup, tmp_path: Path) -> None:
+    """Front ends plan through Cyto; a request that names no retries gets the engine's default, not a
+    second default of the Resources class."""
+    from bot.api import Cyto
+    from bot.settings import Settings
+
+    engine, executor, db, _ = setup
+    cyto = Cyto(Settings(store=str(tmp_path / "store"), db=str(tmp_path / "runs.sqlite")), store=engine.store,
+                executor=executor, db=db)
+    cyto.engine = Engine(engine.store, executor, db, default_retries=0)
+    assert cyto.plan("2018-12-05", "b7", pipeline="wordcount", memory_mib=4096).resources.retries == 0
+    assert cyto.plan("2018-12-05", "b7", pipeline="wordcount", retries=3).resources.retries == 3
+    assert engine.plan("2018-12-05", "b7", "wordcount").resources.retries == engine.default_retries

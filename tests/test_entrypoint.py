@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from bot.engine import last_error_line
 from container import __version__
-from container.contract import PARAMS, PIPELINE, JobEnvironment
+from container.contract import ERROR_PREFIX, PARAMS, PIPELINE, JobEnvironment
 from container.entrypoint import main
 from tests.timeouts import seconds
 
@@ -194,6 +195,17 @@ def test_missing_named_file_exits_2_with_the_reason_last(store: LocalStore) -> N
     assert "Traceback" not in log  # a parameter problem needs no traceback
     result = json.loads(store.output("result.json").read_text())
     assert (result["status"], result["exit_code"], result["error"]) == ("failed", 2, reason)
+
+
+def test_the_engine_reads_back_the_reason_the_entrypoint_wrote(store: LocalStore) -> None:
+    """The job writes its reason after container.contract.ERROR_PREFIX; the engine parses the same prefix."""
+    store.put("a.txt", b"a\n")
+    store.put("params.json", b'{"files": ["sample.txt"]}')
+    job = run_job(store.env())
+    assert job.last_line.startswith(ERROR_PREFIX)
+    reason = job.last_line.removeprefix(ERROR_PREFIX)
+    assert last_error_line(store.log()) == last_error_line(job.stdout) == reason
+    assert last_error_line(f"started\n{ERROR_PREFIX}disk full\n") == "disk full"
 
 
 def test_bad_params_json_in_the_environment_exits_2(store: LocalStore) -> None:

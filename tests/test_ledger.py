@@ -30,6 +30,7 @@ from bot.states import (
 from bot.store.local import LocalStore
 from tests.ledger_events import replay
 from tests.scripted_executor import ScriptedExecutor
+from tests.spool_helpers import spool_job_names
 from tests.timeouts import deadline_after, seconds
 
 DATE, BATCH = "2018-12-05", "b7"
@@ -504,7 +505,7 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
         assert final.state == RunState.CANCELLED, outputs
     spool = Path(env["CYTO_LOCAL_SPOOL"])
     local = LocalExecutor(spool, command=(sys.executable, "-c", "pass"))
-    job_dirs = set(local.job_names())
+    job_dirs = set(spool_job_names(local.spool))
     assert job_dirs, "the executor ran the run's jobs"
     held = {a.executor_job_id for job in cyto.db.jobs(run.id) for a in cyto.db.attempts(job.id) if a.executor_job_id}
     assert job_dirs <= held, "every job the executor has is one the ledger knows"

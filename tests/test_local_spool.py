@@ -16,10 +16,11 @@ from bot.api import Cyto
 from bot.engine import EventKind
 from bot.executors import JobSpec, Resources
 from bot.executors.local import PRUNED_STAMP, LocalExecutor
-from bot.executors.local_runner import LOST_REASON
+from bot.executors.local_spool import LOST_REASON
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
+from tests.spool_helpers import spool_job_names
 from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
@@ -125,7 +126,7 @@ def test_finished_jobs_leave_the_live_spool_but_keep_result_and_log(tmp_path: Pa
     executor.submit(spec("job0"))  # submitting a finished name again does not queue it twice
     assert os.listdir(spool / "queue") == []
     executor.submit(spec("waiting"))
-    assert executor.job_names() == [*ids, "waiting"]
+    assert spool_job_names(executor.spool) == [*ids, "waiting"]
 
 
 def test_finished_jobs_older_than_keep_days_are_pruned_by_a_runner_out_of_work(tmp_path: Path) -> None:

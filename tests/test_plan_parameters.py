@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from bot.api import Cyto
 from bot.cli import cli
 from bot.engine import BadParameters
-from bot.executors.local import LocalExecutor
 from bot.layout import BatchRef
 from bot.parameters import LIST_OBJECTS_PER_ANALYSIS, LIST_PAGE, find_params_files
 from bot.settings import Settings
 from container import pipelines
 from tests.aws.batch_setup import seed_objects
 from tests.aws.conftest import Aws
+from tests.spool_helpers import spool_job_names
 
 pytest_plugins = ["tests.aws.conftest"]
 
@@ -53,7 +53,7 @@ def refused(env: dict[str, str], *args: str) -> str:
             assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
             assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
     spool = Path(env["CYTO_LOCAL_SPOOL"])
-    assert not spool.exists() or LocalExecutor(spool).job_names() == []
+    assert not spool.exists() or spool_job_names(spool) == []
     return lines[0]
 
 

@@ -19,7 +19,7 @@ from bot.engine import BatchInUse, Engine
 from bot.executors import JobStatus, Resources
 from bot.executors.batch import submit_request
 from bot.executors.local import LocalExecutor
-from bot.executors.local_runner import JOBS, SPEC
+from bot.executors.local_spool import JOBS, SPEC
 from bot.ledger import RunDB
 from bot.states import JobState, RunState
 from bot.store.local import LocalStore

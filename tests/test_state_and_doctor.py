@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
-from bot.doctor import check_app_token
 from bot.executors.local import LocalExecutor
 from bot.ledger import RunDB
 from bot.settings import Settings
 from bot.states import JobState, RunState
+from handlers.slack_check import check_app_token
 from tests.timeouts import deadline_after, seconds
 
 ROOT = Path(__file__).resolve().parent.parent

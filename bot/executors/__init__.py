@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot import defaults
 from bot.states import JobState
 from container.contract import JobEnvironment
 
@@ -22,11 +23,11 @@ class ExecutorError(RuntimeError):
 
 @dataclass(frozen=True)
 class Resources:
-    vcpus: float = 1
-    memory_mib: int = 2048
-    storage_gib: int = 20
-    timeout_s: int = 3600
-    retries: int = 2  # automatic retries after a failed attempt
+    vcpus: float = defaults.VCPUS
+    memory_mib: int = defaults.MEMORY_MIB
+    storage_gib: int = defaults.STORAGE_GIB
+    timeout_s: int = defaults.TIMEOUT_S
+    retries: int = defaults.RETRIES  # automatic retries after a failed attempt
 
     def as_dict(self) -> dict[str, Any]:
         return {"vcpus": self.vcpus, "memory_mib": self.memory_mib, "storage_gib": self.storage_gib,
@@ -58,7 +59,17 @@ class JobStatus:
 
 
 class Executor(Protocol):
+    """What the engine and the doctor ask of an executor. Every method is required: an executor with
+    nothing to do for one (a flush when jobs start on submit) implements it as a no-op."""
+
     name: str
+    submit_concurrency: int  # how many `submit` calls the engine may make at once (1: one at a time)
+
+    def check(self) -> None:
+        """Raise ExecutorError naming the setting and the fix when jobs cannot be submitted as
+        configured. The same rule decides before a run is planned, before each submission and in
+        `cyto doctor`, so the doctor is green exactly when submitting works."""
+        ...
 
     def submit(self, spec: JobSpec) -> str:
         """Start the job; return the executor's job id. Submitting the same name twice is a bug the
@@ -73,10 +84,23 @@ class Executor(Protocol):
         """Status of many jobs at once; unknown ids are left out."""
         ...
 
-    def cancel(self, job_id: str, reason: str) -> None: ...
+    def cancel(self, job_id: str, reason: str) -> None:
+        """Stop the job (or drop it from the queue); stopping a finished or unknown job does nothing."""
+        ...
 
     def read_log(self, status: JobStatus) -> str | None:
         """The attempt's log text as the executor captured it, or None when it has none."""
+        ...
+
+    def flush(self) -> None:
+        """Start what was submitted; the engine calls it once after a submission pass that submitted
+        anything. A no-op for an executor whose `submit` starts the job."""
+        ...
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        """Plain words when the executor itself stopped the attempt (not enough memory, a timeout, a
+        reclaimed host), for log excerpts; None when the job's own log says why. `resources` are the
+        attempt's (the run's, with the attempt's overrides)."""
         ...
 
 

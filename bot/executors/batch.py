@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bot import aws
+from bot import aws, defaults
 from bot.executors import ExecutorError, JobSpec, JobStatus
 from bot.executors import batch_states as bs
 from bot.executors.cloudwatch import LogReader
@@ -40,7 +40,7 @@ from bot.states import JobState
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 ids
 BATCH_ATTEMPTS = 2  # one more try inside Batch for a reclaimed host; see the module docstring
-DEFAULT_STORAGE_GIB = 20
+DEFAULT_STORAGE_GIB = defaults.STORAGE_GIB  # a base definition's size when it names none
 FARGATE_STORAGE_GIB = (21, 200)
 STUCK_AFTER_S = 30 * 60
 STUCK_CACHE_S = 300.0
@@ -58,7 +58,7 @@ _REGISTER_FIELDS = ("type", "parameters", "schedulingPriority", "containerProper
 class BatchExecutor:
     name = "batch"
 
-    def __init__(self, job_queue: str, job_definition: str, *, log_group: str = "/aws/batch/job",
+    def __init__(self, job_queue: str, job_definition: str, *, log_group: str = defaults.LOG_GROUP,
                  submit_concurrency: int = 8, batch_attempts: int = BATCH_ATTEMPTS,
                  stuck_after_s: float = STUCK_AFTER_S, client_factory: Callable[..., Any] = aws.client,
                  clock: Callable[[], float] = time.time) -> None:
@@ -79,11 +79,12 @@ class BatchExecutor:
         self.logs = LogReader(lambda: self._client("logs"), log_group)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BatchExecutor:
+    def from_settings(cls, settings: Settings, client_factory: Callable[..., Any] = aws.client) -> BatchExecutor:
         if not settings.batch_job_queue or not settings.batch_job_definition:
             raise ExecutorError("CYTO_EXECUTOR=batch needs CYTO_BATCH_JOB_QUEUE and CYTO_BATCH_JOB_DEFINITION "
                                 "(the job queue and job definition names from the deploy stack's outputs)")
-        return cls(settings.batch_job_queue, settings.batch_job_definition, log_group=settings.log_group)
+        return cls(settings.batch_job_queue, settings.batch_job_definition, log_group=settings.log_group,
+                   client_factory=client_factory)
 
     # -- clients and errors -------------------------------------------------------------------
     def _client(self, service: str) -> Any:
@@ -131,28 +132,49 @@ class BatchExecutor:
             self._checked = True
 
     def _check_queue(self) -> None:
-        with self._errors(f"cannot check the Batch job queue {self.job_queue!r} (CYTO_BATCH_JOB_QUEUE)"):
-            queues = self.batch.describe_job_queues(jobQueues=[self.job_queue]).get("jobQueues", [])
-        if not queues:
+        queue = self.job_queue_record()
+        if queue is None:
             raise ExecutorError(f"the Batch job queue {self.job_queue!r} does not exist in this account and "
                                 "region: set CYTO_BATCH_JOB_QUEUE to the queue from the deploy stack's outputs "
                                 "(and AWS_REGION to its region)")
-        queue = queues[0]
-        if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
+        if not bs.queue_accepts_jobs(queue):
             raise ExecutorError(f"the Batch job queue {self.job_queue!r} is {queue.get('state')}/"
                                 f"{queue.get('status')}: enable it, or set CYTO_BATCH_JOB_QUEUE to another")
 
     def _load_base_definition(self) -> dict[str, Any]:
+        found = self.base_definition_record()
+        if found is None:
+            raise ExecutorError(f"the Batch job definition {self.job_definition!r} does not exist or is inactive: "
+                                "set CYTO_BATCH_JOB_DEFINITION to the definition from the deploy stack's outputs")
+        return found
+
+    # -- what check() looks at, for the doctor's detailed report ---------------------------------
+    def job_queue_record(self) -> dict[str, Any] | None:
+        """The configured job queue as DescribeJobQueues reports it, or None when there is none."""
+        with self._errors(f"cannot check the Batch job queue {self.job_queue!r} (CYTO_BATCH_JOB_QUEUE)"):
+            queues = self.batch.describe_job_queues(jobQueues=[self.job_queue]).get("jobQueues", [])
+        return queues[0] if queues else None
+
+    def compute_environments(self, queue: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The compute environments behind a job queue, in the queue's order."""
+        arns = [e["computeEnvironment"] for e in sorted(queue.get("computeEnvironmentOrder", []),
+                                                          key=lambda e: e.get("order", 0))]
+        if not arns:
+            return []
+        with self._errors("cannot describe the job queue's compute environments"):
+            return list(self.batch.describe_compute_environments(computeEnvironments=arns)
+                        .get("computeEnvironments", []))
+
+    def base_definition_record(self) -> dict[str, Any] | None:
+        """The job definition jobs are submitted with: the newest ACTIVE revision of a name, or the one
+        revision (`name:3`, an ARN) named; None when there is none."""
         ident = self.job_definition
-        by_name = ":" not in ident  # "name" means the newest ACTIVE revision; "name:3" or an ARN one exact
+        by_name = ":" not in ident
         query = {"jobDefinitionName": ident, "status": "ACTIVE"} if by_name else {"jobDefinitions": [ident]}
         with self._errors(f"cannot check the Batch job definition {ident!r} (CYTO_BATCH_JOB_DEFINITION)"):
             found = [d for page in self.batch.get_paginator("describe_job_definitions").paginate(**query)
                      for d in page.get("jobDefinitions", []) if d.get("status") == "ACTIVE"]
-        if not found:
-            raise ExecutorError(f"the Batch job definition {ident!r} does not exist or is inactive: set "
-                                "CYTO_BATCH_JOB_DEFINITION to the definition from the deploy stack's outputs")
-        return max(found, key=lambda d: d["revision"])
+        return max(found, key=lambda d: d["revision"]) if found else None
 
     # -- storage: one job definition revision per size ------------------------------------------
     def definition_for(self, storage_gib: int) -> str:
@@ -244,22 +266,16 @@ class BatchExecutor:
             return None
         return self.logs.read(status.log_ref)
 
-    def explain(self, attempt: Any, run_resources: Mapping[str, Any]) -> str | None:
+    def flush(self) -> None:
+        """Nothing to start: Batch queues each job as it is submitted."""
+
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
         """Plain words when Batch itself stopped the attempt (used by the engine's log excerpts)."""
-        if getattr(attempt, "state", None) == JobState.CANCELLED:
+        if status.state == JobState.CANCELLED:
             return None
-        resources = {**run_resources, **(getattr(attempt, "resources", None) or {})}
-        return bs.explain(getattr(attempt, "reason", None), getattr(attempt, "exit_code", None), resources)
+        return bs.explain(status.reason, status.exit_code, resources)
 
     # -- stuck jobs ---------------------------------------------------------------------------
-    def stuck_reason(self, job_id: str) -> str | None:
-        """Why a RUNNABLE job has not started, when one can be found; None otherwise."""
-        with self._errors(f"cannot describe Batch job {job_id}"):
-            jobs = self.batch.describe_jobs(jobs=[job_id]).get("jobs", [])
-        if not jobs or jobs[0]["status"] != "RUNNABLE":
-            return None
-        return self._diagnose(*bs.job_needs(jobs[0]))
-
     def _runnable_too_long(self, job: Mapping[str, Any]) -> bool:
         # Batch reports no "RUNNABLE since"; createdAt is the conservative stand-in.
         created = (job.get("createdAt") or 0) / 1000.0

@@ -37,6 +37,12 @@ HOST_TERMINATED = "Host EC2"  # "Host EC2 (instance i-0123) terminated." - a rec
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 
 
+def queue_accepts_jobs(queue: Mapping[str, Any]) -> bool:
+    """Whether jobs can be submitted to a job queue: ENABLED, and not INVALID (a queue being UPDATING
+    or CREATING takes submissions). The executor submits, and the doctor reports, by this one rule."""
+    return queue.get("state") == "ENABLED" and queue.get("status") != "INVALID"
+
+
 def cancel_reason(reason: str) -> str:
     return CANCEL_MARK + reason
 

@@ -25,12 +25,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
+from bot import defaults
 from bot.executors import ExecutorError, JobSpec, JobStatus
-from bot.executors.local_runner import (
+from bot.executors.local_spool import (
     CANCEL,
     CLAIM,
     DONE,
@@ -55,13 +57,14 @@ LAUNCH_GRACE_S = 30.0
 # How long a lost runner's job group may take to die before the job is reported lost anyway.
 GROUP_DEATH_WAIT_S = 5.0
 DEFAULT_COMMAND = (sys.executable, "-m", "container.entrypoint")
-DEFAULT_KEEP_DAYS = 30.0
+DEFAULT_KEEP_DAYS = defaults.LOCAL_KEEP_DAYS
 PRUNE_EVERY_S = 3600.0
 PRUNED_STAMP = ".pruned"
 
 
 class LocalExecutor:
     name = "local"
+    submit_concurrency = 1  # submitting writes a few small files under one lock
 
     def __init__(self, spool: str | os.PathLike[str], max_parallel: int | None = None,
                  command: Sequence[str] = DEFAULT_COMMAND, keep_days: float = DEFAULT_KEEP_DAYS) -> None:
@@ -80,6 +83,14 @@ class LocalExecutor:
             self._adopt_legacy_jobs()
 
     # -- the Executor interface -------------------------------------------------------------
+    def check(self) -> None:
+        """The spool's folders exist and can be written: what every submission needs."""
+        for folder in (JOBS, QUEUE, DONE, LOGS):
+            path = self.spool / folder
+            if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+                raise ExecutorError(f"cannot write the local job spool {self.spool}: {path} is missing or "
+                                    "read-only (CYTO_LOCAL_SPOOL)")
+
     def submit(self, spec: JobSpec) -> str:
         with self._lock():
             if self.find(spec.name) is None:
@@ -136,12 +147,9 @@ class LocalExecutor:
                 continue
         return None
 
-    def job_names(self) -> list[str]:
-        """Every job the spool knows, live or finished, for tools and tests (it lists the history,
-        which nothing on the way to starting a job does). Their states: `describe(job_names())`."""
-        live = set(os.listdir(self.spool / JOBS))
-        finished = {name.removesuffix(".json") for name in os.listdir(self.spool / DONE) if name.endswith(".json")}
-        return sorted(live | finished | {d.name for d in self._legacy_dirs()})
+    def explain(self, status: JobStatus, resources: Mapping[str, Any]) -> str | None:
+        """None: a local job's own log says why it stopped (a timeout or a cancel is written there)."""
+        return None
 
     # -- internals ----------------------------------------------------------------------------
     @contextmanager

@@ -7,11 +7,9 @@ its own process group and is killed when its runner dies, so a lost attempt neve
 beside its retry. The outcome goes to `done/NAME.json`, the executor's only source of truth for a
 finished job, and the job's folder is removed: the spool's `jobs/` holds live jobs only.
 
-The spool (see bot/executors/local.py):
-    jobs/NAME/      spec.json, launched.json, claimed.json, process.json, cancel   (live jobs only)
-    queue/SEQ-NAME  a job waiting for a free slot (SEQ orders the queue)
-    done/NAME.json  a finished job's result
-    logs/NAME.log   a job's output, live or finished
+The spool's layout is in bot/executors/local_spool.py. The runner builds on the executor (it starts
+the next queued job with the executor's own pump); the executor never imports the runner, only
+names it in the command line that launches one.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import contextlib
 import ctypes
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,49 +26,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SPEC = "spec.json"
-CLAIM = "claimed.json"
-PROCESS = "process.json"  # the job's pid, which is also its process group id
-CANCEL = "cancel"
-JOBS, QUEUE, DONE, LOGS = "jobs", "queue", "done", "logs"
+from bot.executors.local import LocalExecutor, prune_finished
+from bot.executors.local_spool import (
+    CANCEL,
+    CLAIM,
+    PROCESS,
+    SPEC,
+    finish,
+    kill_group,
+    log_path,
+    read_json,
+    result_path,
+    spool_of,
+    write_json_atomic,
+)
+
 KILL_GRACE_S = 10.0
-LOST_REASON = "the job's process disappeared (killed, or the machine restarted)"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def spool_of(job_dir: Path) -> Path:
-    return job_dir.parent.parent
-
-
-def result_path(spool: Path, name: str) -> Path:
-    return spool / DONE / f"{name}.json"
-
-
-def log_path(spool: Path, name: str) -> Path:
-    return spool / LOGS / f"{name}.log"
-
-
-def finish(job_dir: Path, result: dict[str, Any]) -> None:
-    """Record a job's result and remove its live folder (and queue marker, if it never started)."""
-    spool, name = spool_of(job_dir), job_dir.name
-    write_json_atomic(result_path(spool, name), result)
-    spec = read_json(job_dir / SPEC)
-    if spec and spec.get("queue_marker"):
-        (spool / QUEUE / spec["queue_marker"]).unlink(missing_ok=True)
-    shutil.rmtree(job_dir, ignore_errors=True)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        # A claim file is created empty and filled an instant later; treat it as not there yet.
-        return None
 
 
 def claim(job_dir: Path) -> bool:
@@ -104,11 +74,6 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def run_jobs(job_dir: Path | None) -> int:
     """Run this job, then, while queued jobs wait for a slot, the next ones in the same process."""
     # A cancel is the job's `cancel` file; SIGTERM only wakes the runner up to look at it, so a signal
@@ -121,8 +86,6 @@ def run_jobs(job_dir: Path | None) -> int:
             keep_days = spec.get("keep_days", keep_days)
         job_dir = start_next(job_dir, spec) if spec is not None else None
     if spool is not None and keep_days is not None:  # out of work: tidy the history, off the hot path
-        from bot.executors.local import prune_finished
-
         prune_finished(spool, float(keep_days))
     return 0
 
@@ -187,8 +150,6 @@ def run(job_dir: Path) -> dict[str, Any] | None:
 def start_next(job_dir: Path, spec: dict[str, Any]) -> Path | None:
     """Take the next queued job for this runner (and start runners for any other free slots), at once
     instead of at the engine's next poll."""
-    from bot.executors.local import LocalExecutor
-
     return LocalExecutor(spool_of(job_dir), spec.get("max_parallel"), command=spec["argv"]).pump(take_one=True)
 
 

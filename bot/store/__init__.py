@@ -6,50 +6,9 @@ Keys are '/'-separated and relative to the store's root, e.g. `Input/2018-12-05/
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from bot.store.base import ObjectInfo, ObjectNotFound, Store, StoreError
 
-
-class StoreError(RuntimeError):
-    """The store cannot be reached or read; the message names the store and the fix."""
-
-
-class ObjectNotFound(StoreError):
-    pass
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-
-
-@runtime_checkable
-class Store(Protocol):
-    uri: str
-
-    def list_children(self, prefix: str) -> Iterator[str]:
-        """Names of the immediate sub-folders of `prefix` (which ends with '/'), sorted."""
-        ...
-
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object under `prefix`, recursively."""
-        ...
-
-    def read_bytes(self, key: str) -> bytes: ...
-
-    def write_bytes(self, key: str, data: bytes) -> None: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def uri_for(self, key: str) -> str:
-        """The URI a job uses to reach `key` (file:///... or s3://...)."""
-        ...
-
-    def check(self) -> None:
-        """Raise StoreError with a clear message when the store cannot be used."""
-        ...
+__all__ = ["ObjectInfo", "ObjectNotFound", "Store", "StoreError", "open_store"]
 
 
 def open_store(uri: str) -> Store:

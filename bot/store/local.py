@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from bot.store import ObjectInfo, ObjectNotFound, StoreError
+from bot.store.base import ObjectInfo, ObjectNotFound, StoreError
 from container.atomic import create_beside
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 
 from bot import aws
-from bot.store import ObjectInfo, ObjectNotFound, StoreError
+from bot.store.base import ObjectInfo, ObjectNotFound, StoreError
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING_BUCKET = ("NoSuchBucket", "404", "NotFound")

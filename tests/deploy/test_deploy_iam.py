@@ -1,6 +1,6 @@
 """What the stack's roles must NOT be able to do, evaluated on the policy documents moto stored when it
 created the stack (so the template's intrinsics are resolved to real ARNs), for each run database:
-SQLite on EFS, Aurora Serverless v2 or RDS PostgreSQL. moto does not enforce IAM; bot.iam_eval does the
+SQLite on EFS, Aurora Serverless v2 or RDS PostgreSQL. moto does not enforce IAM; tests.deploy.iam_eval does the
 evaluation."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from unittest import mock
 import pytest
 from moto import mock_aws
 
-from bot.iam_eval import Decision, UnsupportedPolicy, allowed_actions, evaluate
 from tests.deploy.cfn_moto import REGION, create_stack, load_template, role_policies
+from tests.deploy.iam_eval import Decision, UnsupportedPolicy, allowed_actions, evaluate
 
 ACCOUNT = "123456789012"
 STACK = "cyto-bot"

@@ -15,10 +15,10 @@ import pytest
 
 from bot.api import Cyto
 from bot.demo import write_demo_batch
-from bot.iam_eval import evaluate
 from bot.settings import Settings
 from bot.states import JobState
 from tests.deploy.cfn_moto import REGION, role_policies
+from tests.deploy.iam_eval import evaluate
 
 ACCOUNT = "123456789012"
 

@@ -9,8 +9,10 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from bot.doctor import Check, doctor, run_checks
+from bot.cli import doctor
+from bot.doctor import Check, run_checks
 from bot.settings import Settings
+from handlers.slack_check import SLACK_CHECKS
 from tests.deploy.cfn_moto import REGION
 from tests.deploy.conftest import GOOD_TOKEN, NARROW_TOKEN, SlackStandIn
 
@@ -33,7 +35,7 @@ def bot_env(stack: dict[str, str], slack: SlackStandIn, tmp_path: Path, **change
 
 
 def checks_for(env: dict[str, str]) -> list[Check]:
-    return run_checks(Settings.from_env(env))
+    return run_checks(Settings.from_env(env), front_end=[SLACK_CHECKS])
 
 
 def failing(checks: list[Check]) -> list[str]:
@@ -133,10 +135,10 @@ def test_local_mode(tmp_path: Path) -> None:
     store = tmp_path / "cyto-data"
     env = {"CYTO_STORE": str(store), "CYTO_DB": str(tmp_path / "db" / "runs.sqlite"),
            "CYTO_LOCAL_SPOOL": str(tmp_path / "spool")}
-    checks = run_checks(Settings.from_env(env), slack=False)
+    checks = run_checks(Settings.from_env(env))
     assert failing(checks) == ["Store folder"]
     (store / "Input" / "2018-12-05" / "b1" / "A01").mkdir(parents=True)
-    checks = run_checks(Settings.from_env(env), slack=False)
+    checks = run_checks(Settings.from_env(env))
     assert failing(checks) == [], [c.line() for c in checks]
     assert [c.name for c in checks] == ["Store folder", "Input/ layout", "Run database", "Local job spool",
                                         "Local jobs"]
@@ -145,7 +147,7 @@ def test_local_mode(tmp_path: Path) -> None:
     readonly.mkdir()
     readonly.chmod(0o500)
     try:
-        checks = run_checks(Settings.from_env({**env, "CYTO_DB": str(readonly / "runs.sqlite")}), slack=False)
+        checks = run_checks(Settings.from_env({**env, "CYTO_DB": str(readonly / "runs.sqlite")}))
         import os
 
         if os.geteuid() != 0:  # root writes anywhere

@@ -16,8 +16,10 @@ from slack_stand_in import SlackStandIn
 
 from bot.executors import Executor
 from bot.settings import Settings
-from handlers.app import CytoBot, build_app
-from handlers.serve import http_server, start_in_thread
+from handlers.app import build_app
+from handlers.cyto_bot import CytoBot
+from handlers.serve import http_server
+from tests.slack.server_thread import ServerThread
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def start_bot(stand_in: SlackStandIn) -> Iterator[Callable[..., Served]]:
         bot = CytoBot.from_settings(replace(settings, **overrides), executor=executor, clock=clock)
         app = build_app(bot, signing_secret=settings.slack_signing_secret)
         server = http_server(app, bot, "127.0.0.1", 0)
-        served = Served(bot, server, stand_in, start_in_thread(server))
+        served = Served(bot, server, stand_in, ServerThread(server))
         started.append(served)
         return served
 

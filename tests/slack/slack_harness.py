@@ -18,8 +18,8 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 from slack_stand_in import SlackStandIn
 
-from handlers.app import CytoBot
-from handlers.serve import ServerThread
+from handlers.cyto_bot import CytoBot
+from tests.slack.server_thread import ServerThread
 from tests.timeouts import seconds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,7 +158,7 @@ class Served:
         """Call the poll step until the run has finished (jobs are real processes)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.bot.poll_cycle()
+            poll_cycle(self.bot)
             if self.bot.engine.get_run(run_id).state.is_finished:
                 return
             assert time.monotonic() < deadline, "run did not finish"
@@ -182,3 +182,9 @@ def assert_valid_payloads(stand_in: SlackStandIn) -> None:
             assert block.to_dict() == raw
         if call.method in ("chat.postMessage", "chat.update"):
             assert call.params.get("text"), "messages need fallback text"
+
+
+def poll_cycle(bot: CytoBot) -> None:
+    """Both of the bot's scheduler jobs, one after the other, as a test drives them."""
+    bot.poll()
+    bot.slack_cycle()

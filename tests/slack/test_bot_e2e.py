@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from slack_harness import CHANNEL, USER, Served, fix_analysis, make_batch, signed_headers, wait_for
+from slack_harness import CHANNEL, USER, Served, fix_analysis, make_batch, poll_cycle, signed_headers, wait_for
 from slack_stand_in import Call
 
 from tests.timeouts import seconds
@@ -54,14 +54,14 @@ def test_happy_run_root_message_coalesced_updates_and_done_alert(served: Served,
     cycles = 0
     while not served.bot.engine.get_run(run_id).state.is_finished:
         before = len(root_updates(served, run.slack_thread_ts))
-        served.bot.poll_cycle()
+        poll_cycle(served.bot)
         cycles += 1
         assert len(root_updates(served, run.slack_thread_ts)) - before <= 1, "at most one root edit per poll"
         time.sleep(0.05)
     updates = root_updates(served, run.slack_thread_ts)
     assert 1 <= len(updates) <= cycles
     for _ in range(3):
-        served.bot.poll_cycle()
+        poll_cycle(served.bot)
     assert len(root_updates(served, run.slack_thread_ts)) == len(updates), "no edit without a change"
     final = updates[-1]
     assert "every analysis succeeded" in json.dumps(final.blocks)
@@ -236,7 +236,7 @@ def test_restarted_bot_keeps_updating_the_same_thread(start_bot, settings, store
     make_batch(store, "batch-7", 4, failing=("A03",))
     first = start_bot(settings)
     run_id, root, _ = start_run(first, "run 2018-12-05 batch-7 retries=0")
-    first.bot.poll_cycle()
+    poll_cycle(first.bot)
     first.close()  # the bot dies mid-run; its jobs keep running
     second = start_bot(settings)  # a new app and reporter on the same database
     second.drive(run_id)
@@ -247,5 +247,5 @@ def test_restarted_bot_keeps_updating_the_same_thread(start_bot, settings, store
     assert "Finished with failures" in json.dumps(updates[-1].blocks)
     assert len(failure_replies(second, root_ts)) == 1
     for _ in range(2):
-        start_bot(settings).bot.poll_cycle()  # more restarts: nothing posted twice
+        poll_cycle(start_bot(settings).bot)  # more restarts: nothing posted twice
     assert len(thread_replies(second, root_ts)) == 2  # one failure reply, one done alert

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from scripted_executor import ScriptedExecutor
-from slack_harness import USER, Served, make_batch, wait_for
+from slack_harness import USER, Served, make_batch, poll_cycle, wait_for
 from slack_stand_in import Call
 from test_bot_e2e import buttons, failure_replies, responds, root_updates, start_run, thread_replies
 
@@ -41,7 +41,7 @@ def test_429_storm_delays_updates_but_shows_the_final_state_and_loses_no_failure
     served.drive(run_id)  # the run finishes in the ledger whatever Slack answers
     for _ in range(12):
         clock.now += 2.5  # Retry-After honoured: nothing is sent again before it has passed
-        served.bot.poll_cycle()
+        poll_cycle(served.bot)
     posts = served.stand_in.calls_to("chat.postMessage", accepted_only=False)
     assert [c.status for c in posts].count(429) == 3 and posts[-1].status == 200
     accepted_keys = [c.params["metadata"]["event_payload"]["key"] for c in posts if c.status == 200]
@@ -68,12 +68,12 @@ def test_a_run_held_by_a_rate_limit_can_be_cancelled_and_never_gets_a_thread(sta
     waiting = wait_for(lambda: [t for t in responds(served) if "waits for its thread" in t], what="held")[0]
     run = served.bot.engine.db.runs(1)[0]
     assert run.state == "HELD" and f"run `{run.id}`" in waiting
-    served.bot.poll_cycle()
+    poll_cycle(served.bot)
     assert served.bot.engine.db.jobs(run.id)[0].state == "PENDING", "a poll does not submit a held run"
     served.command(f"cancel {run.id}")
     wait_for(lambda: any("nothing was submitted" in t for t in responds(served)), what="cancelled")
     clock.now += 3601
-    served.bot.poll_cycle()
+    poll_cycle(served.bot)
     run = served.bot.engine.get_run(run.id)
     assert run.state == "CANCELLED" and run.slack_thread_ts is None
     assert all(a.executor_job_id is None for j in served.bot.engine.db.jobs(run.id)
@@ -97,7 +97,7 @@ def test_hundreds_of_failures_are_grouped_within_slack_limits(start_bot, setting
                       + ["ERROR: ``` cannot parse <sample> & stop " + "y" * 3000])
     for name in names:
         executor.set(name, JobState.FAILED, exit_code=1, reason="exit code 1", log=noisy)
-    served.bot.poll_cycle()
+    poll_cycle(served.bot)
     replies = failure_replies(served, root.ts)
     assert len(replies) == 2, "300 failures in two messages, not 300"
     seen: list[str] = []
@@ -132,7 +132,7 @@ def test_memory_death_offers_retry_with_twice_the_memory(start_bot, settings, st
     executor.set("A01", JobState.SUCCEEDED, exit_code=0)
     executor.set("A02", JobState.FAILED, exit_code=137, reason="exit code 137",
                  log="loading 12 GB of events\nKilled\n")
-    served.bot.poll_cycle()
+    poll_cycle(served.bot)
     [reply] = failure_replies(served, root.ts)
     [more] = [b for b in buttons(reply) if "2× memory" in b["text"]["text"]]
     assert more["text"]["text"] == "Retry with 2× memory (4096 MiB)"
@@ -148,7 +148,7 @@ def test_cancel_button_has_a_confirm_dialog_and_cancels_the_run(start_bot, setti
     make_batch(store, "batch-7", 3)
     run_id, root, _ = start_run(served, "run 2018-12-05 batch-7")
     wait_for(lambda: len(executor.submit_calls) == 3, what="submitted")
-    served.bot.poll_cycle()
+    poll_cycle(served.bot)
     [cancel] = [b for b in buttons(root_updates(served, root.ts)[-1]) if b["text"]["text"] == "Cancel run"]
     assert cancel["style"] == "danger" and cancel["confirm"]["confirm"]["text"] == "Cancel run"
     served.click(root.ts, cancel, user="UBOB")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from slack_harness import CHANNEL, USER, Served, wait_for
+from slack_harness import CHANNEL, USER, Served, poll_cycle, wait_for
 from slack_sdk.models.blocks import SectionBlock
 from slack_stand_in import SlackStandIn
 
@@ -34,7 +34,7 @@ def test_done_alert_has_qc_verdicts_report_path_and_the_overview_in_the_thread(s
     thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
     served.drive(run_id, timeout=seconds(240))
     for _ in range(3):  # the failure reply first, then the alert; more cycles change nothing
-        served.bot.poll_cycle()
+        poll_cycle(served.bot)
 
     replies = [c for c in served.stand_in.calls_to("chat.postMessage") if c.params.get("thread_ts") == thread]
     alerts = [c for c in replies if "finished" in c.params["text"]]
@@ -70,7 +70,7 @@ def test_a_refused_upload_leaves_one_alert(served: Served, store: Path, stand_in
     thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
     served.drive(run_id, timeout=seconds(240))
     for _ in range(3):
-        served.bot.poll_cycle()
+        poll_cycle(served.bot)
     alerts = [c for c in stand_in.calls_to("chat.postMessage")
               if c.params.get("thread_ts") == thread and "finished" in c.params["text"]]
     assert len(alerts) == 1 and stand_in.shared_files() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from slack_harness import ROOT
 
-from bot.doctor import REQUIRED_SCOPES
+from handlers.slack_check import REQUIRED_SCOPES
 
 
 def test_manifest_matches_the_bot() -> None:

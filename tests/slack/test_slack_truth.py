@@ -17,9 +17,9 @@ from serve_process import ServeProcess, start_serve
 from slack_harness import CHANNEL, DATE, USER, command_body, make_batch, signed_headers, wait_for
 from slack_stand_in import DROPPED, SlackStandIn
 
-from bot.executors.local import LocalExecutor
 from bot.ledger import Run, RunDB
 from bot.states import JobState, RunState
+from tests.spool_helpers import spool_job_names
 from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
@@ -153,7 +153,7 @@ def test_root_post_never_answered_abandons_the_run_with_nothing_submitted(bots, 
     assert f"run `{run.id}` is recorded and waits for its thread" in waiting
     assert f"run `{run.id}` was abandoned and nothing was submitted" in told
     spool = tmp_path / "spool"
-    assert not spool.exists() or LocalExecutor(spool).job_names() == [], "no job ever started"
+    assert not spool.exists() or spool_job_names(spool) == [], "no job ever started"
 
 
 def test_root_post_refused_abandons_the_run_at_once_and_says_how_to_fix_it(bots, tmp_path: Path,

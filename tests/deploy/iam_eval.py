@@ -71,7 +71,7 @@ def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, Any]) -
         if_exists = operator.endswith("IfExists")
         base = operator.removesuffix("IfExists")
         if base.startswith(("ForAnyValue:", "ForAllValues:")) or base not in _OPERATORS:
-            raise UnsupportedPolicy(f"condition operator {operator!r} is not supported by bot.iam_eval")
+            raise UnsupportedPolicy(f"condition operator {operator!r} is not supported by tests.deploy.iam_eval")
         compare = _OPERATORS[base]
         for key, wanted in tests.items():
             present = {k.lower(): v for k, v in context.items()}
@@ -96,7 +96,7 @@ def _matches_any(patterns: Iterable[str], value: str, *, ignore_case: bool) -> b
 def _statement_applies(statement: Mapping[str, Any], action: str, resource: str,
                        context: Mapping[str, Any]) -> bool:
     if "NotPrincipal" in statement or "NotResource" in statement:
-        raise UnsupportedPolicy("NotPrincipal/NotResource are not supported by bot.iam_eval")
+        raise UnsupportedPolicy("NotPrincipal/NotResource are not supported by tests.deploy.iam_eval")
     if "Action" in statement:
         if not _matches_any(_as_list(statement["Action"]), action, ignore_case=True):
             return False
