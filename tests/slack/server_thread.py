@@ -6,6 +6,8 @@ import threading
 
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
+from tests.timeouts import seconds
+
 
 class ServerThread:
     """A waitress server on a background thread that stops cleanly."""
@@ -16,7 +18,7 @@ class ServerThread:
         self.thread.start()
         self._stopped = False
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         # Once only: a second pull_trigger would write to a closed (or by then reused) descriptor.
         if self._stopped:
             return
@@ -24,5 +26,5 @@ class ServerThread:
         # Closing from inside the server's own loop empties its socket map, which ends the loop;
         # closing from another thread would pull the sockets from under a running select().
         self.server.trigger.pull_trigger(self.server.close)
-        self.thread.join(timeout)
+        self.thread.join(seconds(5) if timeout is None else timeout)
         self.server.task_dispatcher.shutdown()
