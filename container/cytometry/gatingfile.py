@@ -26,6 +26,7 @@ import numpy as np
 from container.cytometry.fcs import FcsError, Sample
 from container.cytometry.gating import Gating, Population
 from container.cytometry.params import ROOT
+from container.pipelines import batch_file_name
 
 WORKSPACE, GATINGML = "workspace", "gatingml"
 
@@ -51,11 +52,14 @@ class GatingFile:
         return self.path.name
 
 
-def load(path: Path, group: str | None = None) -> GatingFile:
+def load(path: Path, group: str | None = None, named: str | None = None) -> GatingFile:
+    """Parse the gating file at `path`, which the parameters call `named` (`panel.wsp`, `../panel.wsp`)."""
     import flowkit as fk
 
+    named = named or path.name
     if not path.is_file():
-        raise GatingFileError(f"gating_file {path.name!r} is not in the analysis folder")
+        folder = "batch" if batch_file_name(named) is not None else "analysis"
+        raise GatingFileError(f"gating_file {named!r} is not in the {folder} folder")
     suffix = path.suffix.lower()
     try:
         with warnings.catch_warnings():
