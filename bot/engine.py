@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot import catalog, claims, failure_policy
+from bot.batch_files import check_batch_files
 from bot.db import Attempt, BatchBusy, DatabaseError, Job, Run, RunDB, Transition
 from bot.excerpt import Excerpt, select
 from bot.executors import Executor, ExecutorError, JobSpec, JobStatus, Resources, job_name
@@ -193,7 +194,7 @@ class Engine:
         validate_resources(resources)
         ref, analyses = catalog.resolve_batch(self.store, date, batch)
         try:
-            check_parameters(self.store, ref, analyses, pipeline, params or {})
+            check_batch_files(self.store, ref, check_parameters(self.store, ref, analyses, pipeline, params or {}))
         except ParameterError as exc:
             raise BadParameters(str(exc)) from None
         self.check_executor()
