@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,21 @@ def test_a_job_on_s3_stages_the_batch_gating_file_and_nothing_else_of_the_batch(
 
 
 # -- the plan and a real run ----------------------------------------------------------------------
+
+
+def test_the_plan_check_on_an_s3_store(s3: Any) -> None:
+    from bot.batch_files import check_batch_files
+    from bot.layout import BatchRef
+    from bot.store.s3 import S3Store
+
+    store, ref = S3Store.from_uri("s3://lab/cyto"), BatchRef(DATE, BATCH)
+    checked = {"A01": params_mod.parse({"gating_file": "../panel.wsp"}), "A02": params_mod.parse({})}
+    folder = f"s3://lab/cyto/Input/{DATE}/{BATCH}/"
+    message = f"../panel.wsp is not in the batch folder {folder} (named for A01)"
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        check_batch_files(store, ref, checked)
+    s3.put_object(Bucket="lab", Key=f"cyto/Input/{DATE}/{BATCH}/panel.wsp", Body=b"<Workspace/>")
+    check_batch_files(store, ref, checked)
 
 
 def test_the_plan_refuses_a_missing_batch_gating_file_and_names_who_asked(cyto: Cyto) -> None:
