@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from container.cytometry import flowkit_events
 from container.cytometry.fcs import FcsError, Sample
 from container.cytometry.gating import Gating, Population
 from container.cytometry.params import ROOT
@@ -123,7 +124,7 @@ def apply(gf: GatingFile, path: Path, sample: Sample, file_name: str) -> Gating:
             raise GatingError(f"FlowKit cannot read the file: {type(exc).__name__}: {exc}") from None
         _check_same_events(fk_sample, sample)
         try:
-            results = strategy.gate_sample(fk_sample)
+            results = flowkit_events.gate_sample(strategy, fk_sample)  # FlowKit's gating, events prepared once
         except Exception as exc:
             raise GatingError(f"the gates of {gf.label} cannot be applied: {type(exc).__name__}: {exc}") from None
     gating = Gating([Population(ROOT, "", None, sample.n_events)])
