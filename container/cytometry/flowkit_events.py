@@ -52,7 +52,6 @@ class Prepared:
             list(sample.pns_labels),
             [label.replace("/", "_") for label in sample.pnn_labels],  # as FlowJo writes them
         )
-        self._raw_by_channel: np.ndarray | None = None
         self._compensated: dict[str | None, tuple[list[int], np.ndarray]] = {}
         self._columns: dict[tuple[str | None, str | None, int], np.ndarray] = {}
 
@@ -108,13 +107,7 @@ class Prepared:
         detectors, unmixed = self._compensated[comp_ref]
         if index in detectors:
             return unmixed[detectors.index(index)]
-        return self._by_channel()[index]
-
-    def _by_channel(self) -> np.ndarray:
-        """The raw events channel-major (one contiguous row per channel): rows gather and multiply fast."""
-        if self._raw_by_channel is None:
-            self._raw_by_channel = np.ascontiguousarray(self.raw.T)
-        return self._raw_by_channel
+        return np.ascontiguousarray(self.raw[:, index])  # cached by the caller with its transform
 
     def _compensate(self, comp_ref: str | None) -> tuple[list[int], np.ndarray]:
         """(channel indices, their events compensated) with the matrix FlowKit resolves for `comp_ref`,
@@ -139,6 +132,7 @@ class Prepared:
         if not set(matrix.detectors) <= fluoro:
             matrix.apply(sample)  # raises FlowKit's own error for detectors the file lacks
         indices = [sample.get_channel_index(d) for d in matrix.detectors]
-        # observed = true @ S per event; channel-major: true^T = inv(S)^T @ observed^T
+        # observed = true @ S per event; channel-major (one contiguous row per detector, which the
+        # transforms read fast): true^T = inv(S)^T @ observed^T
         unmix = np.linalg.inv(np.asarray(matrix.matrix, dtype=np.float64)).T
-        return indices, unmix @ self._by_channel()[indices]
+        return indices, unmix @ self.raw.T[indices]
