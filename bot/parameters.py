@@ -32,22 +32,27 @@ _MORE_NAMED = 3
 
 
 def check_parameters(store: Store, ref: BatchRef, analyses: Sequence[str], pipeline: str,
-                     params: Mapping[str, Any]) -> None:
+                     params: Mapping[str, Any]) -> dict[str, Any]:
     """Raise ParameterError when the pipeline's check refuses the run's parameters, or those of any
-    analysis with its params.json merged over them (the message names that analysis)."""
+    analysis with its params.json merged over them (the message names that analysis).
+
+    Returns what the check returned for each analysis (the parameters it runs with), {} for a
+    pipeline without a check."""
     check = parameter_check(pipeline)
     if check is None:
-        return
-    check(params)  # the run's own parameters first: one message, no store reads
+        return {}
+    checked_run = check(params)  # the run's own parameters first: one message, no store reads
+    checked = dict.fromkeys(analyses, checked_run)
     problems: list[tuple[str, str]] = []
     for analysis, data in read_params_files(store, ref, analyses).items():
         source = f"{analysis}/{PARAMS_FILE}"
         try:
-            check_with_folder(check, params, parse_params_file(data, source), source)
+            checked[analysis] = check_with_folder(check, params, parse_params_file(data, source), source)
         except ParameterError as exc:
             problems.append((analysis, str(exc)))
     if problems:
         raise ParameterError(problems[0][1] + _also(sorted(a for a, _ in problems[1:])))
+    return checked
 
 
 def read_params_files(store: Store, ref: BatchRef, analyses: Sequence[str]) -> dict[str, bytes]:

@@ -7,7 +7,8 @@ so the two sides cannot disagree. container/README.md documents the same names.
 Files belong to a run: CYTO_OUTPUT_URI is the analysis's output folder, which the job replaces
 whole (its `result.json`, written last, names CYTO_RUN_ID and CYTO_ATTEMPT and lists every other
 file); CYTO_LOGS_URI is the run's own log folder for the analysis, in which the attempt's log is
-`attempt-{CYTO_ATTEMPT}.log`.
+`attempt-{CYTO_ATTEMPT}.log`. CYTO_BATCH_INPUT_URI is the batch folder the analysis folder sits in,
+from which a job stages only the files its parameters name there (`"gating_file": "../panel.wsp"`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ BATCH = "CYTO_BATCH"
 ANALYSIS = "CYTO_ANALYSIS"
 PIPELINE = "CYTO_PIPELINE"
 INPUT_URI = "CYTO_INPUT_URI"
+BATCH_INPUT_URI = "CYTO_BATCH_INPUT_URI"  # the batch folder; optional: CYTO_INPUT_URI's parent folder
 OUTPUT_URI = "CYTO_OUTPUT_URI"  # the analysis's output folder: after the job, it holds exactly its files
 LOGS_URI = "CYTO_LOGS_URI"  # the run's log folder for the analysis: attempt-{N}.log goes in it
 PARAMS = "CYTO_PARAMS"
@@ -60,6 +62,12 @@ class JobEnvironment:
     params: Mapping[str, Any] = field(default_factory=dict)
     vcpus: float = 1
     memory_mib: int = 2048
+    batch_input_uri: str = ""  # "": the input folder's parent (the store's layout, Input/{date}/{batch}/)
+
+    @property
+    def batch_uri(self) -> str:
+        """The batch folder (where `../name` in the parameters points); "" when the input has no parent."""
+        return self.batch_input_uri or parent_folder_uri(self.input_uri)
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -70,6 +78,7 @@ class JobEnvironment:
             ANALYSIS: self.analysis,
             PIPELINE: self.pipeline,
             INPUT_URI: self.input_uri,
+            BATCH_INPUT_URI: self.batch_uri,
             OUTPUT_URI: self.output_uri,
             LOGS_URI: self.logs_uri,
             PARAMS: json.dumps(dict(self.params), sort_keys=True, separators=(",", ":")),
@@ -105,6 +114,7 @@ class JobEnvironment:
             analysis=env[ANALYSIS],
             pipeline=env[PIPELINE],
             input_uri=env[INPUT_URI],
+            batch_input_uri=env.get(BATCH_INPUT_URI) or "",
             output_uri=env[OUTPUT_URI],
             logs_uri=env[LOGS_URI],
             params=params,
@@ -120,6 +130,19 @@ class JobEnvironment:
 
 def attempt_log_name(attempt: int) -> str:
     return f"attempt-{attempt}.log"
+
+
+def parent_folder_uri(uri: str) -> str:
+    """The folder holding the folder `uri` (`s3://lab/Input/d/b/A01/` -> `s3://lab/Input/d/b/`), with a
+    trailing '/'; "" for a bucket or a file system's root, which have none."""
+    if "://" in uri:
+        scheme, _, rest = uri.partition("://")
+        authority, _, path = rest.partition("/")  # the bucket, or a file URI's host ("" or localhost)
+        root = f"{scheme}://{authority}/"
+    else:
+        root, path = "/", uri
+    parts = [p for p in path.split("/") if p]
+    return root + "".join(p + "/" for p in parts[:-1]) if parts else ""
 
 
 def _format_number(value: float) -> str:

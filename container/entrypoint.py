@@ -1,9 +1,10 @@
 """The job entrypoint: `python -m container.entrypoint`, run by every executor.
 
 It reads the environment-variable contract (container/contract.py), stages the analysis folder
-into `in/`, runs the pipeline into `out/`, writes `out/result.json`, makes CYTO_OUTPUT_URI hold
-exactly `out/` (on failure too; files an earlier run or attempt left there are removed, result.json
-is written last) and always uploads the attempt's log to CYTO_LOGS_URI.
+into `in/` (and into `batch/` the files the parameters name in the batch folder, `../panel.wsp`),
+runs the pipeline into `out/`, writes `out/result.json`, makes CYTO_OUTPUT_URI hold exactly `out/`
+(on failure too; files an earlier run or attempt left there are removed, result.json is written
+last) and always uploads the attempt's log to CYTO_LOGS_URI.
 The last log line is the outcome; on failure it is `ERROR: <reason>`. See container/README.md.
 """
 
@@ -40,14 +41,27 @@ from container.contract import (
     attempt_log_name,
 )
 from container.pipelines import (
+    BATCH_FOLDER,
     InputError,
     ParameterError,
     PipelineContext,
     PipelineError,
     UnknownPipeline,
+    batch_files,
+    checked_params,
     load,
+    parameter_check,
 )
-from container.staging import StagingError, download_prefix, join_uri, replace_prefix, upload_file
+from container.staging import (
+    NotFound,
+    StagingError,
+    download_file,
+    download_prefix,
+    join_uri,
+    replace_prefix,
+    safe_target,
+    upload_file,
+)
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM'd process
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -201,6 +215,7 @@ class Job:
         self.log = log
         self.log_file = log_file
         self.input_dir = work / "in"
+        self.batch_dir = work / "batch"  # only the batch-folder files the parameters name
         self.output_dir = work / "out"
         self.spec: JobEnvironment | None = None
         self.outcome = Outcome()
@@ -255,6 +270,7 @@ class Job:
         self.log.info("staging %s", spec.input_uri)
         files = download_prefix(spec.input_uri, self.input_dir)
         self.log.info("staged %d file(s), %d bytes", len(files), sum(f.stat().st_size for f in files))
+        self._stage_batch_files(spec)
         context = PipelineContext(
             input_dir=self.input_dir,
             output_dir=self.output_dir,
@@ -263,9 +279,26 @@ class Job:
             analysis=spec.analysis,
             vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
+            batch_dir=self.batch_dir if self.batch_dir.is_dir() else None,
         )
         summary = pipeline.run(context)
         return dict(summary) if isinstance(summary, Mapping) else {"value": summary}
+
+    def _stage_batch_files(self, spec: JobEnvironment) -> None:
+        """Stage the files the parameters (with params.json) name in the batch folder, and only those."""
+        check = parameter_check(spec.pipeline)
+        needed = batch_files(checked_params(check, spec.params, self.input_dir)) if check else {}
+        for key, name in needed.items():
+            if not spec.batch_uri:
+                raise InputError(f"{key} names {BATCH_FOLDER}{name}, but {spec.input_uri} has no batch folder")
+            uri = join_uri(spec.batch_uri, name)
+            try:
+                target = download_file(uri, safe_target(self.batch_dir, name))
+            except NotFound:  # the bot checks this at plan time; the file went since, or a job by hand
+                raise InputError(
+                    f"{key} names {BATCH_FOLDER}{name}, which is not in the batch folder {spec.batch_uri}"
+                ) from None
+            self.log.info("staged %s%s from the batch folder, %d bytes", BATCH_FOLDER, name, target.stat().st_size)
 
     def _record_failure(self, exc: Exception) -> None:
         self.outcome.fail(exc)
@@ -285,7 +318,7 @@ class Job:
             "pipeline": spec.pipeline,
             "status": self.outcome.status,
             "exit_code": self.outcome.exit_code,
-            "inputs": list_files(self.input_dir),
+            "inputs": list_files(self.input_dir) + list_files(self.batch_dir, BATCH_FOLDER),
             "outputs": [f for f in list_files(self.output_dir) if f["path"] != RESULT_FILE],
             "started": started.isoformat(),
             "finished": _now().isoformat(),
@@ -346,13 +379,13 @@ class Job:
         return join_uri(logs_uri, attempt_log_name(int(attempt)))
 
 
-def list_files(root: Path) -> list[dict[str, Any]]:
-    """`[{"path": relative posix path, "bytes": size}]` of the files under `root`, sorted."""
+def list_files(root: Path, prefix: str = "") -> list[dict[str, Any]]:
+    """`[{"path": prefix + relative posix path, "bytes": size}]` of the files under `root`, sorted."""
     if not root.is_dir():
         return []
     files = (p for p in root.rglob("*") if p.is_file())
     return sorted(
-        ({"path": p.relative_to(root).as_posix(), "bytes": p.stat().st_size} for p in files),
+        ({"path": prefix + p.relative_to(root).as_posix(), "bytes": p.stat().st_size} for p in files),
         key=lambda f: f["path"],
     )
 

@@ -33,6 +33,10 @@ class StagingError(RuntimeError):
     """Files could not be copied to or from the store; the message names the URI and the cause."""
 
 
+class NotFound(StagingError):
+    """The object or folder named is not in the store."""
+
+
 @dataclass(frozen=True)
 class LocalLocation:
     path: Path
@@ -118,6 +122,22 @@ def download_prefix(uri: str, dest: Path, *, page_size: int | None = None) -> li
     if not files:
         raise StagingError(f"no objects under {uri}: the input prefix is empty")
     return sorted(files)
+
+
+def download_file(uri: str, target: Path) -> Path:
+    """Copy the one object `uri` (an S3 key or a local file) to `target`; NotFound when it is absent."""
+    location = parse_uri(uri)
+    if isinstance(location, S3Location):
+        if not location.key or location.key.endswith("/"):
+            raise StagingError(f"{uri!r} names a folder, not an object")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _s3_errors(uri):
+            _s3_client().download_file(location.bucket, location.key, str(target))
+    elif location.path.is_file():
+        _copy_file(location.path, target)
+    else:
+        raise NotFound(f"{uri} does not exist" if not location.path.exists() else f"{uri} is not a file")
+    return target
 
 
 def _download_local(uri: str, source: Path, dest: Path) -> list[Path]:
@@ -332,7 +352,8 @@ def _s3_errors(uri: str) -> Iterator[None]:
     except Exception as exc:
         if not _is_boto_error(exc):
             raise
-        raise StagingError(_describe_s3_error(uri, exc)) from exc
+        missing = _s3_error_code(exc) in ("404", "NoSuchKey", "NotFound")
+        raise (NotFound if missing else StagingError)(_describe_s3_error(uri, exc)) from exc
 
 
 def _is_boto_error(exc: BaseException) -> bool:
@@ -340,9 +361,13 @@ def _is_boto_error(exc: BaseException) -> bool:
     return module.startswith(("botocore.", "boto3.", "s3transfer."))
 
 
-def _describe_s3_error(uri: str, exc: BaseException) -> str:
+def _s3_error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _describe_s3_error(uri: str, exc: BaseException) -> str:
+    code = _s3_error_code(exc)
     bucket = uri.removeprefix("s3://").partition("/")[0]
     if code == "NoSuchBucket" or "NoSuchBucket" in str(exc):
         return f"{uri}: bucket {bucket!r} does not exist"

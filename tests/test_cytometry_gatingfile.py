@@ -188,7 +188,7 @@ def test_files_without_a_sample_and_gates_that_do_not_apply_fail_alone(tmp_path:
     ("raw", "message"),
     [
         ({"gating_file": "/etc/panel.wsp"}, "gating_file: must be a path inside the analysis folder"),
-        ({"gating_file": "../panel.wsp"}, "gating_file: must be a path inside the analysis folder"),
+        ({"gating_file": "../../panel.wsp"}, "gating_file: must be a path inside the analysis folder"),
         ({"gating_file": "panel.csv"}, "gating_file: expected a FlowJo workspace"),
         ({"gating_file": "g.xml", "sample_group": "T cells"}, "sample_group: only a FlowJo workspace"),
         ({"gating_file": "a.wsp", "gates": [{"name": "g", "type": "rectangle", "x": "A", "bounds": {"x": [1, 2]}}]},

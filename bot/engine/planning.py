@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot import catalog, defaults
+from bot.batch_files import check_batch_files
 from bot.engine.core import EngineCore
 from bot.engine.errors import BadParameters, EngineError
 from bot.engine.model import Plan
@@ -29,7 +30,7 @@ class Planning(EngineCore):
         validate_resources(resources)
         ref, analyses = catalog.resolve_batch(self.store, date, batch)
         try:
-            check_parameters(self.store, ref, analyses, pipeline, params or {})
+            check_batch_files(self.store, ref, check_parameters(self.store, ref, analyses, pipeline, params or {}))
         except ParameterError as exc:
             raise BadParameters(str(exc)) from None
         self.check_executor()

@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from container.cytometry import flowkit_events
 from container.cytometry.fcs import FcsError, Sample
 from container.cytometry.gating import Gating, Population
 from container.cytometry.params import ROOT
+from container.pipelines import batch_file_name
 
 WORKSPACE, GATINGML = "workspace", "gatingml"
 
@@ -51,11 +53,14 @@ class GatingFile:
         return self.path.name
 
 
-def load(path: Path, group: str | None = None) -> GatingFile:
+def load(path: Path, group: str | None = None, named: str | None = None) -> GatingFile:
+    """Parse the gating file at `path`, which the parameters call `named` (`panel.wsp`, `../panel.wsp`)."""
     import flowkit as fk
 
+    named = named or path.name
     if not path.is_file():
-        raise GatingFileError(f"gating_file {path.name!r} is not in the analysis folder")
+        folder = "batch" if batch_file_name(named) is not None else "analysis"
+        raise GatingFileError(f"gating_file {named!r} is not in the {folder} folder")
     suffix = path.suffix.lower()
     try:
         with warnings.catch_warnings():
@@ -119,7 +124,7 @@ def apply(gf: GatingFile, path: Path, sample: Sample, file_name: str) -> Gating:
             raise GatingError(f"FlowKit cannot read the file: {type(exc).__name__}: {exc}") from None
         _check_same_events(fk_sample, sample)
         try:
-            results = strategy.gate_sample(fk_sample)
+            results = flowkit_events.gate_sample(strategy, fk_sample)  # FlowKit's gating, events prepared once
         except Exception as exc:
             raise GatingError(f"the gates of {gf.label} cannot be applied: {type(exc).__name__}: {exc}") from None
     gating = Gating([Population(ROOT, "", None, sample.n_events)])

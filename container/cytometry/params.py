@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.pipelines import ParameterError, read_params_file, unknown_parameters
+from container.pipelines import BATCH_FOLDER, ParameterError, batch_file_name, read_params_file, unknown_parameters
 
 ROOT = "all"
 AUTO_GATES = ("cells", "singlets")
@@ -75,8 +75,16 @@ class Params:
     fsc_width: str | None = None
     ssc_area: str | None = None
     max_plot_points: int = 20_000
-    gating_file: str | None = None  # a FlowJo workspace (.wsp) or GatingML 2.0 document (.xml) in the folder
+    # a FlowJo workspace (.wsp) or GatingML 2.0 document (.xml): a path in the analysis folder, or
+    # "../name" for a file in the batch folder, shared by every analysis
+    gating_file: str | None = None
     sample_group: str | None = None  # the workspace's sample group whose gates apply
+
+    @property
+    def batch_files(self) -> dict[str, str]:
+        """The files these parameters name in the batch folder (parameter -> name), for the stager."""
+        name = batch_file_name(self.gating_file or "")
+        return {"gating_file": name} if name is not None else {}
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -207,14 +215,19 @@ def _optional_name(raw: Mapping[str, Any], key: str) -> str | None:
 
 
 def _gating_file(value: Any) -> str | None:
-    """A path inside the analysis folder (checked by text only: parse() reads no file)."""
+    """A path inside the analysis folder, or `../name` for a file directly in the batch folder
+    (checked by text only: parse() reads no file)."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ParameterError(f"gating_file: expected a file name such as \"panel.wsp\", got {value!r}")
-    parts = value.replace("\\", "/").split("/")
-    if value.startswith("/") or ".." in parts or ":" in parts[0]:
-        raise ParameterError(f"gating_file: must be a path inside the analysis folder, got {value!r}")
+    in_batch = value.startswith(BATCH_FOLDER)
+    parts = value.removeprefix(BATCH_FOLDER).replace("\\", "/").split("/")
+    if value.startswith("/") or ".." in parts or ":" in parts[0] or not parts[-1] or (in_batch and len(parts) > 1):
+        raise ParameterError(
+            f"gating_file: must be a path inside the analysis folder, or ../name for a file in the batch "
+            f"folder beside the analysis folders, got {value!r}"
+        )
     if not value.lower().endswith((".wsp", ".xml")):
         raise ParameterError(
             f"gating_file: expected a FlowJo workspace (.wsp) or a GatingML 2.0 document (.xml), got {value!r}"

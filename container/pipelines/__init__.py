@@ -12,6 +12,11 @@ cheap to import (no numpy, no matplotlib), that raises `ParameterError` or retur
 parameters. The job calls it through `checked_params`; the bot calls it at plan time through
 `check_with_folder` on the run's parameters and on each analysis's params.json, so a typo is
 refused before anything is submitted, with the message the job would have given.
+
+A parameter may name a file in the batch folder, beside the analysis folders, as `../name`
+(`"gating_file": "../panel.wsp"`): the parsed parameters list such files in `batch_files`
+(parameter -> name), the bot checks at plan time that they exist, and the entrypoint stages each
+into `ctx.batch_dir` (nothing else of the batch folder is staged).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ PARAMETER_CHECKS: dict[str, str] = {
 }
 # An analysis folder may carry its own parameters; they override the run's.
 PARAMS_FILE = "params.json"
+# A file named "../name" in the parameters lies in the batch folder, the analysis folder's parent.
+BATCH_FOLDER = "../"
 
 
 class PipelineError(RuntimeError):
@@ -71,6 +78,17 @@ class PipelineContext:
     analysis: str = ""
     vcpus: float = 1
     memory_mib: int = 2048
+    batch_dir: Path | None = None  # the batch-folder files the parameters name, staged ("../name")
+
+    def path_of(self, name: str) -> Path:
+        """Where a file the parameters name was staged: `a/b.wsp` in the analysis folder, `../b.wsp`
+        in the batch folder; InputError when the job was given no batch folder."""
+        batch_name = batch_file_name(name)
+        if batch_name is None:
+            return self.input_dir / name
+        if self.batch_dir is None:
+            raise InputError(f"{name} names a file in the batch folder, which this job was not given")
+        return self.batch_dir / batch_name
 
 
 T = TypeVar("T")
@@ -115,6 +133,16 @@ def check_with_folder(
 def checked_params(check: ParameterCheck[T], run_params: Mapping[str, Any], input_dir: Path) -> T:
     """What a job calls: its parameter check on CYTO_PARAMS and the staged folder's params.json."""
     return check_with_folder(check, run_params, read_params_file(input_dir))
+
+
+def batch_file_name(value: str) -> str | None:
+    """`panel.wsp` for `../panel.wsp` (a file in the batch folder); None for a path in the analysis folder."""
+    return value.removeprefix(BATCH_FOLDER) if value.startswith(BATCH_FOLDER) else None
+
+
+def batch_files(checked: Any) -> dict[str, str]:
+    """Parameter -> name of each batch-folder file that a parameter check's result names."""
+    return dict(getattr(checked, "batch_files", None) or {})
 
 
 def parameter_check(name: str) -> ParameterCheck[Any] | None:

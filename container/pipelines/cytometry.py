@@ -66,7 +66,8 @@ def run(ctx: PipelineContext) -> dict[str, Any]:
     gating_file = None
     if params.gating_file is not None:
         try:
-            gating_file = gatingfile.load(ctx.input_dir / params.gating_file, params.sample_group)
+            path = ctx.path_of(params.gating_file)  # a batch-level ../name was staged by the entrypoint
+            gating_file = gatingfile.load(path, params.sample_group, params.gating_file)
         except gatingfile.GatingFileError as exc:  # it would fail the same way again: bad input
             raise InputError(str(exc)) from None
 
