@@ -26,6 +26,7 @@ from container.staging import NotFound, download_file
 from tests.cli_helpers import invoke
 from tests.fcs_data import scatter_events, write_fcs
 from tests.test_cytometry_gatingfile import WORKSPACES, flowjo_counts, needs_data
+from tests.timeouts import seconds
 
 DATE, BATCH = "2026-11-30", "batch-9"
 CHANNELS = ["FSC-A", "FSC-H", "SSC-A", "FL1-A", "FL2-A", "Time"]
@@ -254,7 +255,7 @@ def test_one_batch_workspace_gates_two_analyses_as_flowjo_counted(cyto: Cyto) ->
             shutil.copy(fcs_file, batch_root / analysis / fcs_file.name)
     shutil.copy(workspace, batch_root / "panel.wsp")
     plan = cyto.plan(DATE, BATCH, pipeline="cytometry", params={"gating_file": "../panel.wsp"})
-    summary = cyto.engine.wait(cyto.engine.start_run(plan, "tester").id, interval=0.2, timeout=300)
+    summary = cyto.engine.wait(cyto.engine.start_run(plan, "tester").id, interval=0.2, timeout=seconds(300))
     assert summary.run.state == RunState.SUCCEEDED, summary
     stored = flowjo_counts(workspace)
     for analysis in ("A01", "A02"):
