@@ -15,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from bot import catalog
-from bot.engine import Engine, LogExcerpt, Plan, RunSummary, with_overrides
+from bot.engine import (
+    AlreadyRetried,
+    BadParameters,
+    BatchInUse,
+    Engine,
+    EngineError,
+    LogExcerpt,
+    NotFound,
+    Plan,
+    RunSummary,
+    run_layout,
+    with_overrides,
+)
 from bot.executors import Executor
-from bot.ledger import Job, Run, RunDB
+from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
 from bot.report import ReportResult, build_report
 from bot.settings import Settings
 from bot.store import Store, open_store
@@ -105,3 +117,8 @@ class Cyto:
         """Build the run's report (and its pipeline's batch tables) into
         Output/{date}/{batch}/_runs/{run}/, and into `out_dir` too when given."""
         return build_report(self.engine, run_id, out_dir=out_dir)
+
+
+# What front ends may name: the session and the records and errors it hands out.
+__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError",
+           "EngineError", "Job", "LogExcerpt", "NotFound", "Plan", "Run", "RunEvent", "RunSummary", "run_layout"]
