@@ -10,7 +10,6 @@ import re
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from bot.engine import Engine
 from bot.executors import Resources
 from bot.ledger import CORE, DatabaseError, RunDB
 from bot.store.local import LocalStore
+from tests.privileges import as_unprivileged_user
 from tests.scripted_executor import ScriptedExecutor
 
 
@@ -259,32 +259,6 @@ def test_statement_and_commit_errors_are_database_errors_and_roll_back(tmp_path:
     assert db.query("SELECT COUNT(*) FROM jobs")[0][0] == 0
     with db.transaction() as conn:  # the connection is usable again
         conn.execute("UPDATE runs SET state = 'ACTIVE' WHERE 0")
-
-
-def as_unprivileged_user(action: Callable[[], str]) -> str:
-    """What `action` returns when run by a user the file permissions bind: in a forked child that has
-    dropped to `nobody` when the tests run as root (root writes read-only files), else in process."""
-    if os.geteuid() != 0:
-        return action()
-    nobody = pwd.getpwnam("nobody")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop privileges for good, report, and never return into pytest
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            answer = action()
-        except BaseException as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-        os.write(write, answer.encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        answer = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return answer
 
 
 def test_a_read_only_ledger_names_the_fix() -> None:

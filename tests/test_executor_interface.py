@@ -4,6 +4,8 @@ directly, never through getattr, so a missing one must fail here rather than in 
 from __future__ import annotations
 
 import os
+import pwd
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from bot.executors import Executor, ExecutorError
 from bot.executors.batch import BatchExecutor
 from bot.executors.local import LocalExecutor
+from tests.privileges import as_unprivileged_user
 from tests.scripted_executor import ScriptedExecutor
 
 MEMBERS = sorted({*Executor.__annotations__, *(n for n in vars(Executor) if not n.startswith("_"))})
@@ -35,15 +38,21 @@ def test_each_executor_implements_every_member(kind: str, tmp_path: Path) -> Non
     assert isinstance(executor.submit_concurrency, int) and executor.submit_concurrency >= 1  # type: ignore[attr-defined]
 
 
-def test_a_read_only_local_spool_fails_the_check(tmp_path: Path) -> None:
-    executor = LocalExecutor(tmp_path / "spool")
-    executor.check()
-    queue = tmp_path / "spool" / "queue"
-    queue.chmod(0o500)
-    try:
-        if os.access(queue, os.W_OK):
-            pytest.skip("root writes read-only folders")
-        with pytest.raises(ExecutorError, match="CYTO_LOCAL_SPOOL"):
+def test_a_read_only_local_spool_fails_the_check() -> None:
+    def check() -> str:
+        try:
             executor.check()
-    finally:
-        queue.chmod(0o700)
+        except ExecutorError as exc:
+            return str(exc)
+        return "passed"
+
+    with tempfile.TemporaryDirectory(prefix="cyto-read-only-") as scratch:  # /tmp: reachable by `nobody`
+        spool = Path(scratch) / "spool"
+        executor = LocalExecutor(spool)
+        assert check() == "passed"
+        if os.geteuid() == 0:  # the unprivileged user owns the spool, as a lab member owns theirs
+            nobody = pwd.getpwnam("nobody")
+            for owned in (Path(scratch), *spool.rglob("*"), spool):
+                os.chown(owned, nobody.pw_uid, nobody.pw_gid)
+        (spool / "queue").chmod(0o500)
+        assert "CYTO_LOCAL_SPOOL" in as_unprivileged_user(check)
