@@ -210,9 +210,12 @@ class Cyto:
         whether it ran out of memory and the memory to suggest for its retry (within the cap).
         `log_excerpts`: log lines already read, per analysis, to judge a memory death by."""
         run = self.engine.get_run(run_id)
-        failed = [self.failed_attempt(run_id, job.analysis, job.attempt, job.reason, job.exit_code,
-                                      (log_excerpts or {}).get(job.analysis))
-                  for job in self.db.jobs(run_id, [JobState.FAILED])]
+        failed = []
+        for job, attempt in self.db.jobs_with_attempts(run_id):  # one read, however many failed
+            if job.state == JobState.FAILED:
+                memory = {**run.resources, **(attempt.resources or {})}.get("memory_mib")
+                failed.append(FailedAttempt(job.analysis, job.attempt, job.reason, job.exit_code,
+                                            int(memory) if memory else None, (log_excerpts or {}).get(job.analysis)))
         return run_actions(run_id, run.state, failed, max_memory_mib=self.settings.max_memory_mib)
 
     def retry_advice(self, run_id: str, analysis: str, attempt: int, reason: str | None, exit_code: int | None,
