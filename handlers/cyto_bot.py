@@ -93,7 +93,7 @@ class CytoBot:
         self.wake_slack()
 
     def slack_cycle(self) -> int:
-        """Slack's scheduler job: plan messages from the database, then deliver what is due."""
+        """Slack's scheduler job: plan messages from the ledger's new events, then deliver what is due."""
         self.sender.check_auth()
         self.reporter.plan()
         return self.sender.deliver()

@@ -49,7 +49,7 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
         start_bot: Callable[..., Served]) -> None:
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 5, broken=(BROKEN,))
     served = start_bot(aws_settings)
-    assert isinstance(served.bot.cyto.engine.store, S3Store) and isinstance(served.bot.cyto.engine.executor, BatchExecutor)
+    assert isinstance(served.bot.cyto.store, S3Store) and isinstance(served.bot.cyto.executor, BatchExecutor)
 
     run_id, root, ack = start_run(served, f"run {DATE} {BATCH} retries=0")
     assert f"Looking at {DATE}/{BATCH}" in ack
