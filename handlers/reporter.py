@@ -42,18 +42,17 @@ class Reporter:
 
     def plan(self) -> int:
         """Record intents for every run with events after the cursor; returns the runs planned."""
-        planned = 0
+        cursor = start = self.state.cursor()
+        runs: dict[str, None] = {}  # each run once, in the order of its first new event
         for _ in range(READS_PER_PLAN):
-            cursor = self.state.cursor()
             events = self.cyto.events(cursor, limit=EVENTS_PER_READ)
-            if not events:
-                break
-            for run_id in dict.fromkeys(e.run_id for e in events):  # each run once, in order of its events
-                if self.plan_run(run_id):
-                    planned += 1
-            self.state.advance(events[-1].seq)
+            runs.update(dict.fromkeys(e.run_id for e in events))
+            cursor = events[-1].seq if events else cursor
             if len(events) < EVENTS_PER_READ:
                 break
+        planned = sum(1 for run_id in runs if self.plan_run(run_id))
+        if cursor > start:
+            self.state.advance(cursor)  # only once planned: a crash before this plans them again
         return planned
 
     def plan_run(self, run_id: str) -> bool:
