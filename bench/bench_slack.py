@@ -112,8 +112,8 @@ def bench_ack(requests: int) -> None:
         wait(lambda: runs_posted() == 2 * requests + 1, timeout=600)
         refused = [c.params.get("text") for c in stand_in.calls_to("respond")]
         assert not refused, refused
-        runs = bot.engine.db.runs(1)[0]
-        assert bot.engine.summary(runs.id).total == 10_000
+        runs = bot.cyto.runs(1)[0]
+        assert bot.cyto.summary(runs.id).total == 10_000
     stand_in.close()
     print(f"ack latency of /cyto run, 10,000-analysis batch, in process ({requests} requests each):")
     for label, values in (("idle", idle), ("busy", busy)):
@@ -129,11 +129,10 @@ def bench_calls(analyses: int = 1000, failures: int = 10, poll_s: float = 0.5) -
         root = Path(tmp)
         names = make_batch(root / "store", "k1", analyses)
         bot, executor = setup(root, stand_in)
-        # What `/cyto run` does: a held run, its hold and root intent; the Slack job posts the root
-        # and releases the run, the poll job submits and polls it.
+        # What `/cyto run` does: a held run, its hold and root intent, the root posted when Slack
+        # answers (or by the Slack job), which releases the run; the poll job submits and polls it.
         plan = bot.cyto.plan(DATE, "k1", retries=0)
-        run = bot.engine.start_run(plan, requested_by="UALICE", slack_channel="CLAB", submit=False, hold=True)
-        bot.reporter.state.hold(run.id, "CLAB", "UALICE", None, time.time())
+        run, _ = bot.start_run(plan, "UALICE", "CLAB")
         scheduler = PollScheduler(bot.poll, poll_s)
         scheduler.add("slack", bot.slack_cycle, poll_s)
         bot.wake = scheduler.poll_now
@@ -154,14 +153,14 @@ def bench_calls(analyses: int = 1000, failures: int = 10, poll_s: float = 0.5) -
                     executor.set(name, JobState.SUCCEEDED, exit_code=0)
                 finished_at[name] = time.time()
             time.sleep(0.1)
-        wait(lambda: bot.engine.get_run(run.id).state.is_finished, timeout=300)
-        delays = sorted(job.updated_at - finished_at[job.analysis] for job in bot.engine.db.jobs(run.id))
+        wait(lambda: bot.cyto.get_run(run.id).state.is_finished, timeout=300)
+        delays = sorted(job.updated_at - finished_at[job.analysis] for job in bot.cyto.jobs(run.id))
         wait(lambda: not bot.sender.outbox.backlog(), timeout=600)
         drained_s = time.monotonic() - t0
         scheduler.shutdown()
         bot.close()
-        thread_ts = bot.engine.get_run(run.id).slack_thread_ts
-        with bot.engine.db.transaction() as conn:
+        thread_ts = bot.cyto.get_run(run.id).slack_thread_ts
+        with bot.outbox.tables.transaction() as conn:
             intents = Counter(r[0] for r in conn.execute("SELECT kind FROM slack_outbox WHERE run_id = ?", (run.id,)))
             abandoned = conn.execute("SELECT COUNT(*) FROM slack_outbox WHERE state = 'failed'").fetchone()[0]
     held = stand_in.posts("CLAB")

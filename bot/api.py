@@ -10,11 +10,13 @@ the same calls).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bot import catalog
+from bot.actions import FailedAttempt, RetryAdvice, RunActions, run_actions
+from bot.component_tables import ComponentTables
 from bot.engine import (
     AlreadyRetried,
     BadParameters,
@@ -32,6 +34,7 @@ from bot.executors import Executor
 from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
 from bot.report import ReportResult, build_report
 from bot.settings import Settings
+from bot.states import JobState, RunState
 from bot.store import Store, open_store
 
 
@@ -103,11 +106,12 @@ class Cyto:
 
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "notebook",
               memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
-              expected_attempt: int | None = None) -> list[str]:
+              expected_attempt: int | None = None, submit: bool = True) -> list[str]:
         """Retry one failed analysis (or every failed one). `expected_attempt`: the attempt the person saw
-        fail; AlreadyRetried when the analysis has moved on since (a double click, two people at once)."""
+        fail; AlreadyRetried when the analysis has moved on since (a double click, two people at once).
+        `submit=False`: only record the retry; a poll (or `submit_pending`) submits it."""
         return self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, vcpus=vcpus, timeout_s=timeout_s,
-                                 expected_attempt=expected_attempt)
+                                 expected_attempt=expected_attempt, submit=submit)
 
     def cancel(self, run_id: str, *, by: str = "notebook") -> bool:
         return self.engine.cancel(run_id, by=by)
@@ -119,6 +123,114 @@ class Cyto:
         return build_report(self.engine, run_id, out_dir=out_dir)
 
 
+    # -- what the Slack front end asks (handlers/) ---------------------------------------------
+    def get_run(self, run_id: str) -> Run:
+        """The run (NotFound when there is none)."""
+        return self.engine.get_run(run_id)
+
+    def start(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None, hold: bool = False,
+              allow_concurrent: bool = False) -> Run:
+        """Record a planned run and submit it; a held run (`hold=True`) is submitted by nobody until
+        `release` (its Slack thread exists) and is given up with `abandon`."""
+        return self.engine.start_run(plan, requested_by, slack_channel=slack_channel, submit=not hold, hold=hold,
+                                     allow_concurrent=allow_concurrent)
+
+    def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
+        """End a run's hold: its thread is `slack_thread_ts`. False when it was no longer held."""
+        return self.engine.release(run_id, slack_channel, slack_thread_ts)
+
+    def abandon(self, run_id: str, reason: str) -> bool:
+        """Give up a held run, nothing submitted. False when it was no longer held."""
+        return self.engine.abandon(run_id, reason)
+
+    def submit_pending(self, run_id: str) -> int:
+        return self.engine.submit_pending(run_id)
+
+    def latest_run(self, channel: str) -> Run | None:
+        """The latest run started in a Slack channel (one indexed read)."""
+        return self.db.latest_run(channel)
+
+    def unfinished_run_ids(self) -> list[str]:
+        return self.db.unfinished_run_ids()
+
+    def retry_many(self, run_id: str, seen: Sequence[tuple[str, int]], *, by: str = "notebook",
+                   memory_mib: int | None = None, submit: bool = True) -> list[str]:
+        """Retry each (analysis, attempt the person saw fail); an analysis that moved on since, or
+        cannot be retried any more, is left out. Returns the analyses retried."""
+        retried: list[str] = []
+        for analysis, attempt in seen:
+            try:
+                retried += self.engine.retry(run_id, analysis, by=by, memory_mib=memory_mib, submit=False,
+                                             expected_attempt=attempt)
+            except EngineError:  # retried by someone else, or no longer failed, meanwhile
+                continue
+        if retried and submit:
+            self.engine.submit_pending(run_id)
+        return retried
+
+    def summary(self, run_id: str) -> RunSummary:
+        return self.engine.summary(run_id)
+
+    def job(self, run_id: str, analysis: str) -> Job | None:
+        return self.db.job(run_id, analysis)
+
+    def attempt_resources(self, run_id: str, analysis: str, attempt: int) -> dict[str, Any]:
+        """The resources an attempt ran with: the run's, with the attempt's own overrides."""
+        run = self.engine.get_run(run_id)
+        job = self.db.job(run_id, analysis)
+        record = self.db.attempt(job.id, attempt) if job else None
+        return {**run.resources, **((record.resources if record else None) or {})}
+
+    def log_excerpt(self, run_id: str, analysis: str, attempt: int | None = None, *, tail: int = 15) -> LogExcerpt:
+        return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
+
+    def output_uri(self, run: Run, analysis: str | None = None) -> str:
+        return self.engine.output_uri(run, analysis)
+
+    def log_uri(self, run: Run, analysis: str, attempt: int) -> str:
+        return self.engine.log_uri(run, analysis, attempt)
+
+    def events(self, after: int = 0, *, run_id: str | None = None, limit: int = 500) -> list[RunEvent]:
+        """The ledger's durable events after `after` (a consumer's cursor), oldest first."""
+        return self.db.events(after, run_id=run_id, limit=limit)
+
+    def check_executor(self) -> None:
+        self.engine.check_executor()
+
+    def ledger_path(self) -> str:
+        """The run database's file (":memory:" for an in-memory one)."""
+        return self.db.path
+
+    def component(self, component: Component) -> ComponentTables:
+        """A front end's own tables, registered as a ledger component (created or migrated now)."""
+        return ComponentTables(self.db, component)
+
+    def actions(self, run_id: str, *, log_excerpts: Mapping[str, str | None] | None = None) -> RunActions:
+        """What the run allows now: retry its failed analyses? cancel it? and per failed analysis
+        whether it ran out of memory and the memory to suggest for its retry (within the cap).
+        `log_excerpts`: log lines already read, per analysis, to judge a memory death by."""
+        run = self.engine.get_run(run_id)
+        failed = []
+        for job, attempt in self.db.jobs_with_attempts(run_id):  # one read, however many failed
+            if job.state == JobState.FAILED:
+                memory = {**run.resources, **(attempt.resources or {})}.get("memory_mib")
+                failed.append(FailedAttempt(job.analysis, job.attempt, job.reason, job.exit_code,
+                                            int(memory) if memory else None, (log_excerpts or {}).get(job.analysis)))
+        return run_actions(run_id, run.state, failed, max_memory_mib=self.settings.max_memory_mib)
+
+    def retry_advice(self, run_id: str, analysis: str, attempt: int, reason: str | None, exit_code: int | None,
+                     log_excerpt: str | None = None) -> RetryAdvice:
+        """`actions` for one failed attempt."""
+        failed = self.failed_attempt(run_id, analysis, attempt, reason, exit_code, log_excerpt)
+        return run_actions(run_id, RunState.FAILED, [failed], max_memory_mib=self.settings.max_memory_mib).failed[0]
+
+    def failed_attempt(self, run_id: str, analysis: str, attempt: int, reason: str | None, exit_code: int | None,
+                       log_excerpt: str | None = None) -> FailedAttempt:
+        memory = self.attempt_resources(run_id, analysis, attempt).get("memory_mib")
+        return FailedAttempt(analysis, attempt, reason, exit_code, int(memory) if memory else None, log_excerpt)
+
+
 # What front ends may name: the session and the records and errors it hands out.
-__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError",
-           "EngineError", "Job", "LogExcerpt", "NotFound", "Plan", "Run", "RunEvent", "RunSummary", "run_layout"]
+__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "ComponentTables", "Cyto",
+           "DatabaseError", "EngineError", "Job", "LogExcerpt", "NotFound", "Plan", "RetryAdvice", "Run",
+           "RunActions", "RunEvent", "RunSummary", "run_layout"]

@@ -1,7 +1,7 @@
 """The App Home tab: the user's recent runs and the recent runs of the channels, each with its state,
 counts and a link to its thread, published with `views.publish` when the user opens the tab.
 
-`home_view` is pure (runs and summaries in, a view out); `publish_home` reads the run database.
+`home_view` is pure (runs and summaries in, a view out); `publish_home` reads the runs through `Cyto`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bot.engine import RunSummary
-from bot.ledger import Run
+from bot.api import Run, RunSummary
 from bot.states import JobState
 
 log = logging.getLogger(__name__)
@@ -87,4 +86,4 @@ class Home:
     def opened(self, event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        publish_home(client, event["user"], self.bot.engine.db.runs, self.bot.engine.summary, self.team_url(client))
+        publish_home(client, event["user"], self.bot.cyto.runs, self.bot.cyto.summary, self.team_url(client))

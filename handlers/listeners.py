@@ -1,4 +1,6 @@
-"""Bolt listeners: the `/cyto` slash command and the buttons of run messages.
+"""Bolt listeners: the `/cyto` slash command and the buttons of run messages. They parse, check who
+may act, call `bot.api.Cyto` (through the shared `CytoBot`) and answer; what a run allows and how it
+starts are decided in the library and in `CytoBot.start_run`, not here.
 
 Each listener acknowledges at once (parsing and the permission check are pure and fast) and does
 the slow part — listing the store, recording, submitting, Slack calls — in a lazy listener that
@@ -16,11 +18,9 @@ from typing import Any
 from slack_bolt import Ack, App, BoltRequest, Respond
 from slack_sdk import WebClient
 
-from bot import catalog
-from bot.engine import BatchInUse, EngineError
+from bot.api import AlreadyRetried, BatchInUse, DatabaseError, EngineError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
-from bot.ledger import DatabaseError
 from bot.states import RunState
 from bot.store import StoreError
 from handlers import render
@@ -38,7 +38,7 @@ from handlers.commands import (
 )
 from handlers.cyto_bot import CytoBot
 from handlers.render import SlackMessage, mention, parse_value
-from handlers.slack_state import Command, root_key
+from handlers.slack_state import Command
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("handlers.audit")
@@ -167,7 +167,7 @@ class Commands:
         trigger_id = str(body.get("trigger_id") or "")
         retry_num = _retry_num(request)
         if trigger_id:
-            earlier = self.bot.reporter.state.first_delivery(trigger_id, user, channel,
+            earlier = self.bot.state.first_delivery(trigger_id, user, channel,
                                                              str(body.get("text", ""))[:500], retry_num,
                                                              self.bot.clock())
             if earlier is not None:
@@ -183,7 +183,7 @@ class Commands:
         try:
             outcome = handlers[type(parsed)](parsed, user, channel, respond)
             if isinstance(parsed, RunRequest) and outcome and trigger_id:
-                self.bot.reporter.state.command_started(trigger_id, outcome)
+                self.bot.state.command_started(trigger_id, outcome)
         except REFUSALS as exc:
             outcome = "refused"
             ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
@@ -197,7 +197,7 @@ class Commands:
     def _already(self, earlier: Command) -> str:
         if earlier.run_id is None:
             return "This command was already received and is being (or has been) answered; nothing more was done."
-        run = self.bot.engine.get_run(earlier.run_id)
+        run = self.bot.cyto.get_run(earlier.run_id)
         if run.slack_channel and run.slack_thread_ts:
             return f"Already started: <{thread_link(run.slack_channel, run.slack_thread_ts)}|run `{run.id}`>"
         return f"Already started: run `{run.id}` ({run.state.value.lower()}); nothing more was submitted."
@@ -207,17 +207,13 @@ class Commands:
         plan = bot.cyto.plan(request.date, request.batch, pipeline=request.pipeline, vcpus=request.vcpus,
                              memory_mib=request.memory_mib, retries=request.retries, storage_gib=request.storage_gib,
                              timeout_s=request.timeout_s, params=request.params)
-        # Held: recorded, but no poll submits it until its thread exists (the root message's ts).
         try:
-            run = bot.engine.start_run(plan, requested_by=user, slack_channel=channel, submit=False, hold=True,
-                                       allow_concurrent=request.allow_concurrent)
+            run, waiting = bot.start_run(plan, user, channel, response_url=_response_url(respond),
+                                         allow_concurrent=request.allow_concurrent)
         except BatchInUse as exc:
             ephemeral(respond, render.batch_in_use(exc.active, exc.done, exc.total, exc.started))
             return None
-        bot.reporter.state.hold(run.id, channel, user, _response_url(respond), bot.clock())
-        bot.sender.deliver(key=root_key(run.id))  # releases the run (and submits it) once Slack has the post
-        hold = bot.reporter.state.hold_of(run.id)
-        if hold is not None and hold.state == "held":
+        if waiting:
             # Slack is slow or rate-limited: the outbox keeps trying; the run waits for its thread.
             ephemeral(respond, f"Slack is slow to answer: run `{run.id}` is recorded and waits for its thread "
                                "here before anything is submitted.")
@@ -226,16 +222,16 @@ class Commands:
     def status(self, request: StatusRequest, user: str, channel: str, respond: Respond) -> str | None:
         run_id = request.run_id
         if run_id is None:
-            latest = self.bot.engine.db.latest_run(channel) or next(iter(self.bot.engine.db.runs(1)), None)
+            latest = self.bot.cyto.latest_run(channel) or next(iter(self.bot.cyto.runs(1)), None)
             if latest is None:
                 ephemeral(respond, "No runs yet: start one with `/cyto run DATE BATCH`.")
                 return None
             run_id = latest.id
-        ephemeral(respond, render.status_message(self.bot.engine.summary(run_id)))
+        ephemeral(respond, render.status_message(self.bot.cyto.summary(run_id)))
         return run_id
 
     def retry(self, request: RetryRequest, user: str, channel: str, respond: Respond) -> str | None:
-        retried = self.bot.engine.retry(request.run_id, request.analysis, by=user, submit=False)
+        retried = self.bot.cyto.retry(request.run_id, request.analysis, by=user, submit=False)
         if not retried:
             ephemeral(respond, f"Nothing to retry in run `{render.escape(request.run_id)}`: no analysis has "
                                "failed, or someone already retried them.")
@@ -248,27 +244,27 @@ class Commands:
         return request.run_id
 
     def cancel(self, request: CancelRequest, user: str, channel: str, respond: Respond) -> str | None:
-        if self.bot.engine.get_run(request.run_id).state == RunState.HELD and self.bot.engine.abandon(
+        cyto = self.bot.cyto
+        if cyto.get_run(request.run_id).state == RunState.HELD and cyto.abandon(
                 request.run_id, f"cancelled by {user} while it waited for its Slack thread"):
-            self.bot.reporter.state.resolve_hold(request.run_id, "abandoned", f"cancelled by {user}", self.bot.clock())
+            self.bot.state.resolve_hold(request.run_id, "abandoned", f"cancelled by {user}", self.bot.clock())
             ephemeral(respond, f"⛔ Cancelled run `{request.run_id}` while it waited for its thread; "
                                "nothing was submitted.")
-        elif self.bot.engine.cancel(request.run_id, by=user):
+        elif cyto.cancel(request.run_id, by=user):
             ephemeral(respond, f"⛔ Cancelling run `{request.run_id}`.")
             self.bot.wake()
         else:
-            run = self.bot.engine.get_run(request.run_id)
+            run = cyto.get_run(request.run_id)
             ephemeral(respond, f"Run `{run.id}` is already {run.state.value.lower()}; nothing to cancel.")
         return request.run_id
 
     def list(self, request: ListRequest, user: str, channel: str, respond: Respond) -> str | None:
-        store, db = self.bot.cyto.store, self.bot.engine.db
-        runs = db.runs(10)
+        cyto = self.bot.cyto
+        runs = cyto.runs(10)
         if request.date is None:
-            ephemeral(respond, render.runs_list(runs, dates=catalog.list_dates(store)))
+            ephemeral(respond, render.runs_list(runs, dates=cyto.dates()))
         else:
-            ephemeral(respond, render.runs_list(runs, date=request.date,
-                                                batches=catalog.list_batches(store, request.date)))
+            ephemeral(respond, render.runs_list(runs, date=request.date, batches=cyto.batches(request.date)))
         return None
 
 
@@ -292,26 +288,19 @@ class Clicks:
             ephemeral(respond, "⚠️ This button is from an older version of the bot; use `/cyto retry`.")
             return
         memory = value.get("m") if action["action_id"].startswith(render.RETRY_MORE_MEMORY) else None
-        user = _user(body)
+        # The attempt the person saw is part of the retry itself: the library refuses it (AlreadyRetried)
+        # when the analysis has moved on, however close two clicks come.
         try:
-            if not self._already_retried(run_id, analysis, attempt, respond):
-                retried = self.bot.engine.retry(run_id, analysis, by=user, memory_mib=memory, submit=False,
-                                                expected_attempt=attempt)
-                if not retried:
-                    self._already_retried(run_id, analysis, attempt, respond)
+            retried = self.bot.cyto.retry(run_id, analysis, by=_user(body), memory_mib=memory, submit=False,
+                                          expected_attempt=attempt)
+            if not retried:
+                ephemeral(respond, f"{analysis} was already retried.")
+        except AlreadyRetried as exc:
+            ephemeral(respond, f"{analysis} was already retried by {mention(exc.by or 'someone')}.")
         except REFUSALS as exc:
-            # A concurrent click may have moved the analysis on between the check and the retry.
-            if not self._already_retried(run_id, analysis, attempt, respond):
-                ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
+            ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
         self.bot.refresh_run(run_id)
         self.bot.submit_soon(run_id)
-
-    def _already_retried(self, run_id: str, analysis: str, attempt: int, respond: Respond) -> bool:
-        job = self.bot.engine.db.job(run_id, analysis)
-        if job is None or job.attempt <= attempt:
-            return False
-        ephemeral(respond, f"{analysis} was already retried by {mention(job.retried_by or 'someone')}.")
-        return True
 
     def _allowed_run(self, body: Body, respond: Respond) -> str | None:
         """The run a root-message or listed-failures button acts on, when the clicker may act."""
@@ -325,17 +314,10 @@ class Clicks:
         message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
         if run_id is None or not message_ts:
             return
-        db, retried = self.bot.engine.db, []
-        for post in self.bot.reporter.state.message(run_id, message_ts):
-            entry = post.entry
-            job = db.job(run_id, entry.analysis)
-            if entry.detailed or entry.retried_by or job is None or job.attempt != entry.attempt:
-                continue
-            try:
-                retried += self.bot.engine.retry(run_id, entry.analysis, by=_user(body), submit=False,
-                                                 expected_attempt=entry.attempt)
-            except REFUSALS:
-                continue  # retried or changed meanwhile
+        listed = [(p.entry.analysis, p.entry.attempt) for p in self.bot.state.message(run_id, message_ts)
+                  if not p.entry.detailed and not p.entry.retried_by]
+        # Each with the attempt the message shows: one retried or changed meanwhile is left out.
+        retried = self.bot.cyto.retry_many(run_id, listed, by=_user(body), submit=False)
         if not retried:
             ephemeral(respond, "These analyses were already retried.")
         self.bot.refresh_run(run_id)
@@ -346,7 +328,7 @@ class Clicks:
         if run_id is None:
             return
         try:
-            retried = self.bot.engine.retry(run_id, None, by=_user(body), submit=False)
+            retried = self.bot.cyto.retry(run_id, None, by=_user(body), submit=False)
         except REFUSALS as exc:
             ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
             return
@@ -360,7 +342,7 @@ class Clicks:
         if run_id is None:
             return
         try:
-            cancelled = self.bot.engine.cancel(run_id, by=_user(body))
+            cancelled = self.bot.cyto.cancel(run_id, by=_user(body))
         except REFUSALS as exc:
             ephemeral(respond, f"⚠️ {render.escape(str(exc))}")
             return

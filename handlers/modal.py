@@ -179,7 +179,7 @@ class RunForm:
         from container.pipelines import available
 
         try:
-            dates = catalog.list_dates(self.bot.cyto.store)
+            dates = self.bot.cyto.dates()
         except self.refusals:
             dates = []
         view = form_view(body.get("channel_id", ""), dates, available(), self.bot.cyto.settings.default_pipeline)

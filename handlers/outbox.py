@@ -19,8 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot import claims
-from bot.ledger import RunDB
-from handlers.slack_schema import SLACK_SCHEMA
+from bot.api import ComponentTables
 
 # Slack message metadata marking a post with its outbox key (`conversations.replies`/`history`
 # return it with `include_all_metadata`).
@@ -67,9 +66,8 @@ def _intent(row: sqlite3.Row) -> Intent:
 
 
 class Outbox:
-    def __init__(self, db: RunDB) -> None:
-        self.db = db
-        db.ensure_schema(SLACK_SCHEMA)
+    def __init__(self, tables: ComponentTables) -> None:
+        self.tables = tables  # the Slack component's tables (`Cyto.component(SLACK_SCHEMA)`)
 
     # -- recording intents --------------------------------------------------------------------
     def add(self, conn: sqlite3.Connection, key: str, run_id: str, kind: Kind, channel: str, now: float, *,
@@ -85,7 +83,7 @@ class Outbox:
     def want_edit(self, key: str, run_id: str, kind: Kind, channel: str, target_ts: str, version: int,
                   now: float) -> None:
         """Ask for an edit showing at least `version`; a newer request replaces an older one."""
-        with self.db.transaction() as conn:
+        with self.tables.transaction() as conn:
             conn.execute(
                 """INSERT INTO slack_outbox (key, run_id, kind, channel, target_ts, version, state, created_at)
                    VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
@@ -102,7 +100,7 @@ class Outbox:
         sender at a time. A `sending` row whose claimer is gone is taken over, marked uncertain."""
         if not kinds:
             return None
-        with self.db.transaction() as conn:
+        with self.tables.transaction() as conn:
             where, args = [f"kind IN ({','.join('?' * len(kinds))})"], [k.value for k in kinds]
             if key is not None:
                 where.append("key = ?")
@@ -138,7 +136,7 @@ class Outbox:
 
     # -- outcomes (each only by the claim's holder) -------------------------------------------
     def sent(self, key: str, token: str, ts: str | None, now: float, shown_version: int | None = None) -> bool:
-        with self.db.transaction() as conn:
+        with self.tables.transaction() as conn:
             cur = conn.execute(
                 """UPDATE slack_outbox SET state = CASE WHEN version IS NOT NULL AND version > COALESCE(?, version)
                                                    THEN 'pending' ELSE 'done' END,
@@ -153,7 +151,7 @@ class Outbox:
     def later(self, key: str, token: str, not_before: float, error: str, *, uncertain: bool = False,
               counts: bool = True) -> int:
         """Give the claim back to be tried again after `not_before`; returns the tries so far."""
-        with self.db.transaction() as conn:
+        with self.tables.transaction() as conn:
             conn.execute(
                 """UPDATE slack_outbox SET state = 'pending', claim_token = NULL, not_before = ?, error = ?,
                        uncertain = MAX(uncertain, ?), tries = tries + ?
@@ -163,7 +161,7 @@ class Outbox:
         return int(row[0]) if row else 0
 
     def failed(self, key: str, token: str, error: str, now: float) -> bool:
-        with self.db.transaction() as conn:
+        with self.tables.transaction() as conn:
             cur = conn.execute(
                 """UPDATE slack_outbox SET state = 'failed', claim_token = NULL, error = ?, done_at = ?
                    WHERE key = ? AND state = 'sending' AND claim_token = ?""", (error, now, key, token))
@@ -172,7 +170,7 @@ class Outbox:
     # -- reading ------------------------------------------------------------------------------
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         # A plain read (no write lock): /healthz must answer while a writer holds the database.
-        return self.db.query(sql, args)
+        return self.tables.query(sql, args)
 
     def backlog(self) -> dict[str, int]:
         """Intents not yet delivered, by kind."""

@@ -1,4 +1,5 @@
-"""Block Kit messages for runs. Pure: engine state in, `SlackMessage` out.
+"""Block Kit messages for runs. Pure: engine state and the decision of what the run allows
+(bot/actions.py, through `Cyto.actions`) in, `SlackMessage` out.
 
 Every message keeps within Slack's limits: at most 50 blocks, at most 3,000 characters in a
 section's text, button values at most 2,000 characters.
@@ -22,8 +23,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.engine import RunSummary, run_layout
-from bot.ledger import Run
+from bot.actions import RunActions
+from bot.api import Run, RunSummary, run_layout
 from bot.states import DISPLAY_ORDER, JobState, RunState
 
 MAX_BLOCKS = 50
@@ -47,8 +48,6 @@ _ICONS = {JobState.PENDING: "⏳", JobState.QUEUED: "🕓", JobState.RUNNING: "�
 _FINAL = {RunState.SUCCEEDED: "✅ *Finished: every analysis succeeded*",
           RunState.FAILED: "❌ *Finished with failures*", RunState.CANCELLED: "⛔ *Cancelled*"}
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_MEMORY_DEATH = re.compile(r"out ?of ?memory|outofmemory|memoryerror|\boom\b|\bkilled\b|cannot allocate memory",
-                           re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,7 @@ class FailureEntry:
     out_of_memory: bool = False
     retried_by: str | None = None
     rule: str | None = None  # the failure policy's rule: why it was (not) retried automatically
+    retry_memory_mib: int | None = None  # the memory a retry is offered with (bot/actions.py decides)
 
 
 # -- small pieces ------------------------------------------------------------------------------
@@ -126,14 +126,6 @@ def resources_line(run: Run) -> str:
             f"{r.get('retries')} automatic retries · run `{run.id}`")
 
 
-def is_memory_death(reason: str | None, exit_code: int | None, excerpt: str | None) -> bool:
-    """Whether an attempt most likely died of memory (kernel OOM kill, Batch's OutOfMemoryError,
-    MemoryError in the log)."""
-    if exit_code == 137:
-        return True
-    return any(_MEMORY_DEATH.search(text) for text in (reason, excerpt) if text)
-
-
 def code_block(text: str, budget: int) -> str:
     """`text` in a code block of at most `budget` characters, keeping its end (the final error)."""
     room = budget - len("```\n\n```")
@@ -166,7 +158,7 @@ def parse_value(value: str) -> dict[str, Any]:
 
 
 # -- the root message: one per run, edited in place -------------------------------------------
-def root_message(summary: RunSummary) -> SlackMessage:
+def root_message(summary: RunSummary, actions: RunActions) -> SlackMessage:
     run = summary.run
     headline = f"{mention(run.requested_by)} started *{escape(run.label)}*: {summary.total} analyses"
     if run.state.is_finished:
@@ -184,9 +176,9 @@ def root_message(summary: RunSummary) -> SlackMessage:
             text=f"{progress_bar(summary.done, summary.total)}\n{counts_line(summary.counts)}\n{state}")),
     ]
     buttons = []
-    if summary.count(JobState.FAILED) and run.state != RunState.CANCELLING:
+    if actions.retry_failed:
         buttons.append(ButtonElement(text="Retry all failed", action_id=RETRY_ALL, value=_button_value(r=run.id)))
-    if not run.state.is_finished and run.state != RunState.CANCELLING:
+    if actions.cancel:
         buttons.append(ButtonElement(
             text="Cancel run", action_id=CANCEL, value=_button_value(r=run.id), style="danger",
             confirm=ConfirmObject(title="Cancel this run?", text=f"Stop every analysis of {escape(run.label)} "
@@ -276,10 +268,12 @@ def _detailed_blocks(run: Run, entry: FailureEntry, index: int) -> list[Block]:
         MarkdownTextObject(text=" · ".join(notes)[:MAX_SECTION_CHARS])])
     buttons = [ButtonElement(text="Retry", action_id=f"{RETRY}:{index}", style="primary",
                              value=_button_value(r=run.id, a=entry.analysis, n=entry.attempt))]
-    if entry.out_of_memory and entry.memory_mib:
+    if entry.retry_memory_mib:
+        more = entry.retry_memory_mib
+        label = "2× memory" if entry.memory_mib and more == 2 * entry.memory_mib else "more memory"
         buttons.append(ButtonElement(
-            text=f"Retry with 2× memory ({entry.memory_mib * 2} MiB)", action_id=f"{RETRY_MORE_MEMORY}:{index}",
-            value=_button_value(r=run.id, a=entry.analysis, n=entry.attempt, m=entry.memory_mib * 2)))
+            text=f"Retry with {label} ({more} MiB)", action_id=f"{RETRY_MORE_MEMORY}:{index}",
+            value=_button_value(r=run.id, a=entry.analysis, n=entry.attempt, m=more)))
     return [section, context, ActionsBlock(block_id=f"f{index}_actions", elements=buttons)]
 
 
@@ -340,7 +334,7 @@ def done_alert(summary: RunSummary, output_uri: str) -> SlackMessage:
 
 # -- ephemeral answers ------------------------------------------------------------------------
 def status_message(summary: RunSummary) -> SlackMessage:
-    root = root_message(summary)
+    root = root_message(summary, RunActions(summary.run.id, retry_failed=False, cancel=False))
     blocks = [b for b in root.blocks if not isinstance(b, ActionsBlock)]
     if summary.reasons:
         top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:5]

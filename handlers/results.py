@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
-from bot.engine import Engine, EngineError, RunSummary
-from bot.ledger import Run
-from bot.report import ReportResult, build_report
+from bot.api import Cyto, EngineError, Run, RunSummary, run_layout
+from bot.report import ReportResult
 from bot.report.links import ReportLink, report_link
 from bot.store import StoreError
 from handlers import render
@@ -31,12 +30,12 @@ class DoneResults:
     link: ReportLink | None = None
 
 
-def prepare(engine: Engine, summary: RunSummary, output_uri: str) -> DoneResults:
+def prepare(cyto: Cyto, summary: RunSummary, output_uri: str) -> DoneResults:
     """The done alert with the run's results; the plain alert when the report cannot be built."""
     base = render.done_alert(summary, output_uri)
     try:
-        report = build_report(engine, summary.run.id)
-        link = report_link(engine.store, report.key)
+        report = cyto.report(summary.run.id)
+        link = report_link(cyto.store, report.key)
     except Exception as exc:  # the alert goes out whatever happened to the report
         level = logging.WARNING if isinstance(exc, EngineError | StoreError | OSError) else logging.ERROR
         log.log(level, "report of run %s not built: %s", summary.run.id, exc, exc_info=level == logging.ERROR)
@@ -66,14 +65,13 @@ def upload_overview(client: WebClient, run: Run, done: DoneResults) -> str | Non
     return upload_image(client, run, report.overview_png if report else None)
 
 
-def upload_stored_overview(client: WebClient, engine: Engine, run: Run) -> str | None:
+def upload_stored_overview(client: WebClient, cyto: Cyto, run: Run) -> str | None:
     """Upload the overview that the run's report left in the store (after the done alert was sent)."""
-    from bot.engine import run_layout
     from bot.report.cytometry import OVERVIEW
     from bot.store import ObjectNotFound
 
     try:
-        image = engine.store.read_bytes(run_layout(run).run_prefix(run.id) + OVERVIEW)
+        image = cyto.store.read_bytes(run_layout(run).run_prefix(run.id) + OVERVIEW)
     except ObjectNotFound:
         return None  # no report, or a pipeline without an overview
     return upload_image(client, run, image)

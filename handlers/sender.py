@@ -22,8 +22,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot.api import Cyto
 from bot.claims import new_token
-from bot.engine import Engine
 from bot.states import RunState
 from handlers import render, results
 from handlers.outbox import EVENT_TYPE, Intent, Kind, Outbox
@@ -61,12 +61,13 @@ class Outcome:
 
 
 class Sender:
-    def __init__(self, engine: Engine, client: WebClient, *, clock: Callable[[], float] = time.time,
-                 on_release: Callable[[str], None] = lambda run_id: None) -> None:
-        self.engine = engine
+    def __init__(self, cyto: Cyto, client: WebClient, state: SlackState, outbox: Outbox, *,
+                 clock: Callable[[], float] = time.time, on_release: Callable[[str], None] = lambda run_id: None
+                 ) -> None:
+        self.cyto = cyto
         self.client = client
-        self.outbox = Outbox(engine.db)
-        self.state = SlackState(engine.db)
+        self.outbox = outbox
+        self.state = state
         self.clock = clock
         self.on_release = on_release  # a run's hold ended: submit it now
         self.token = new_token()
@@ -221,19 +222,19 @@ class Sender:
 
     # -- what each intent shows ---------------------------------------------------------------
     def _render(self, intent: Intent) -> Rendered | None:
-        run = self.engine.get_run(intent.run_id)
+        run = self.cyto.get_run(intent.run_id)
         if intent.kind == Kind.ROOT:
             if run.state != RunState.HELD:  # abandoned (cancelled) while it waited: no thread to start
                 return None
-            return Rendered(render.started_message(run, self.engine.summary(run.id).total, resumed=intent.uncertain))
+            return Rendered(render.started_message(run, self.cyto.summary(run.id).total, resumed=intent.uncertain))
         if intent.payload is not None:
             return Rendered(render.SlackMessage.from_payload(intent.payload))
         if intent.kind == Kind.DONE:
-            output = self.engine.output_uri(run)
-            return Rendered(render.done_alert(self.engine.summary(run.id), output))
+            output = self.cyto.output_uri(run)
+            return Rendered(render.done_alert(self.cyto.summary(run.id), output))
         if intent.kind == Kind.EDIT_ROOT:
-            summary = self.engine.summary(run.id)
-            return Rendered(render.root_message(summary), version=summary.run.version)
+            summary = self.cyto.summary(run.id)
+            return Rendered(render.root_message(summary, self.cyto.actions(run.id)), version=summary.run.version)
         posts = self.state.message_by_key(run.id, intent.key.removeprefix("edit:"))
         if not posts:
             return None
@@ -242,14 +243,14 @@ class Sender:
 
     def _after_sent(self, intent: Intent, ts: str, rendered: Rendered | None) -> None:
         if intent.kind == Kind.ROOT:
-            if self.engine.release(intent.run_id, intent.channel, ts):
+            if self.cyto.release(intent.run_id, intent.channel, ts):
                 self.state.resolve_hold(intent.run_id, "released", None, self.clock())
                 log.info("run %s released: its thread is %s/%s", intent.run_id, intent.channel, ts)
                 self.on_release(intent.run_id)
         elif intent.kind == Kind.DONE:
             # After the alert is recorded as sent: a refused upload is logged, never a second alert.
             try:
-                results.upload_stored_overview(self.client, self.engine, self.engine.get_run(intent.run_id))
+                results.upload_stored_overview(self.client, self.cyto, self.cyto.get_run(intent.run_id))
             except Exception as exc:
                 log.warning("overview of run %s not uploaded: %s", intent.run_id, exc)
         elif rendered is not None and rendered.retried_shown:
@@ -258,7 +259,7 @@ class Sender:
 
     def _abandon(self, intent: Intent, error: str) -> None:
         reason = f"abandoned: the run's Slack thread could not be posted ({error})"
-        if not self.engine.abandon(intent.run_id, reason):
+        if not self.cyto.abandon(intent.run_id, reason):
             return
         hold = self.state.resolve_hold(intent.run_id, "abandoned", error, self.clock())
         log.warning("run %s abandoned, nothing submitted: its root message could not be posted (%s)",

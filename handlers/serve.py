@@ -88,11 +88,12 @@ def health_of(bot: CytoBot, scheduler_running: Callable[[], bool], poll_seconds:
         problems.append(f"no successful poll for {now - (last or started):.0f}s (every {poll_seconds:g}s expected)")
     if bot.sender.auth_problem:
         problems.append(f"Slack refuses the bot token ({bot.sender.auth_problem})")
-    db = bot.engine.db
+    cyto = bot.cyto
     try:
-        if db.path != ":memory:" and not Path(db.path).expanduser().exists():
-            raise FileNotFoundError(f"{db.path} no longer exists")
-        status["unfinished_runs"] = len(db.unfinished_run_ids())
+        path = cyto.ledger_path()
+        if path != ":memory:" and not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{path} no longer exists")
+        status["unfinished_runs"] = len(cyto.unfinished_run_ids())
         status["outbox_backlog"] = bot.sender.outbox.backlog()
     except Exception as exc:
         problems.append(f"the run database is unreadable: {exc}")
@@ -148,7 +149,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
     scheduler.add(SLACK_JOB, bot.slack_cycle, settings.poll_seconds)
     bot.wake = scheduler.poll_now
     bot.wake_slack = lambda: scheduler.run_now(SLACK_JOB)
-    unfinished = bot.engine.db.unfinished_run_ids()
+    unfinished = bot.cyto.unfinished_run_ids()
     log.info("resuming %d unfinished run(s); polling every %gs", len(unfinished), settings.poll_seconds)
     scheduler.start()  # first ticks at once: polls every unfinished run and catches Slack up
     socket_mode = None
@@ -183,7 +184,7 @@ def start_bot(settings: Settings, failure: type[Exception] = StartFailure) -> Cy
     try:
         bot = CytoBot.from_settings(settings)
         what = f"the {settings.executor} executor"
-        bot.engine.check_executor()
+        bot.cyto.check_executor()
         what = f"Slack ({settings.slack_api_url or 'https://slack.com/api/'})"
         bot.client.auth_test()
     except SlackApiError as exc:

@@ -1,5 +1,6 @@
 """The Slack app's tables in the run database, registered with the ledger as the component `slack`
-(`RunDB.ensure_schema(SLACK_SCHEMA)`; handlers/slack_state.py and handlers/outbox.py do so).
+(`Cyto.component(SLACK_SCHEMA)` creates or migrates them and hands out the handle that
+handlers/slack_state.py and handlers/outbox.py work through).
 
 Append new migrations; never edit one that has shipped. The baseline creates each table only where
 it is missing: a ledger from before components already has them, made by its legacy migrations
@@ -8,7 +9,7 @@ it is missing: a ledger from before components already has them, made by its leg
 
 from __future__ import annotations
 
-from bot.ledger import Component
+from bot.api import Component
 
 SLACK_SCHEMA = Component("slack", (
     # 1: what Slack has been shown per run, the outbox of posts and edits, the holds of runs waiting for
@@ -87,5 +88,14 @@ SLACK_SCHEMA = Component("slack", (
     );
     CREATE INDEX IF NOT EXISTS slack_failures_message ON slack_failures(run_id, message_key);
     CREATE INDEX IF NOT EXISTS slack_failures_ts ON slack_failures(run_id, message_ts)
+    """,
+    # 2: the reporter's cursor in the ledger's durable events (the last `seq` it has planned from),
+    # and the memory a failure reply suggests for a retry (bot/actions.py decides it).
+    """
+    CREATE TABLE slack_cursor (
+        name TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    );
+    ALTER TABLE slack_failures ADD COLUMN retry_memory_mib INTEGER
     """,
 ))

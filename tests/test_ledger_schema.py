@@ -92,7 +92,7 @@ def test_a_new_ledger_has_only_the_core_tables_until_slack_registers_its_own(tmp
     db.ensure_schema(SLACK_SCHEMA)
     db.ensure_schema(SLACK_SCHEMA)
     assert {t for t in schema(path) if t.startswith("slack_")} == {
-        "slack_runs", "slack_outbox", "slack_holds", "slack_commands", "slack_failures"}
+        "slack_runs", "slack_outbox", "slack_holds", "slack_commands", "slack_failures", "slack_cursor"}
 
 
 def test_an_in_memory_ledger_gets_the_same_tables(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ people at once, an automatic retry meanwhile) is not retried a second time."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bot.api import Cyto
 from bot.engine import AlreadyRetried, Engine, EngineError
-from bot.executors import job_name
+from bot.executors import Resources, job_name
 from bot.ledger import RunDB
 from bot.settings import Settings
 from bot.states import EventKind, JobState
@@ -87,3 +88,37 @@ def test_the_python_api_passes_the_attempt_seen(tmp_path: Path, cyto_env: dict[s
     assert cyto.retry(run_id, "A000", by="bob", expected_attempt=1) == ["A000"]
     with pytest.raises(AlreadyRetried):
         cyto.retry(run_id, "A000", by="carol", expected_attempt=1)
+
+
+def test_retry_many_retries_each_analysis_still_at_the_attempt_seen(tmp_path: Path, cyto_env: dict[str, str]) -> None:
+    """The listed failures of a Slack reply, retried at once: one retried meanwhile by someone else is
+    left out, the others are retried, and nothing is checked before the guarded update itself."""
+    engine, executor, _ = make_engine(tmp_path, analyses=3)
+    run_id = start(engine).id
+    for name in ("A000", "A001", "A002"):
+        executor.set(name, JobState.FAILED, exit_code=1, reason="boom")
+    engine.poll()
+    cyto = Cyto(Settings.from_env(cyto_env), store=engine.store, executor=executor, db=engine.db)
+    assert cyto.retry(run_id, "A001", by="bob", submit=False) == ["A001"]
+    seen = [("A000", 1), ("A001", 1), ("A002", 1)]
+    assert cyto.retry_many(run_id, seen, by="carol", submit=False) == ["A000", "A002"]
+    assert {j.analysis: (j.attempt, j.retried_by) for j in cyto.jobs(run_id)} == {
+        "A000": (2, "carol"), "A001": (2, "bob"), "A002": (2, "carol")}
+    assert cyto.retry_many(run_id, seen, by="dave") == [], "a second click retries nothing"
+
+
+def test_cyto_actions_suggests_memory_within_the_configured_cap(tmp_path: Path, cyto_env: dict[str, str]) -> None:
+    engine, executor, _ = make_engine(tmp_path, analyses=2)
+    plan = engine.plan("2018-12-05", "b7", "wordcount", Resources(retries=0, memory_mib=6144))
+    run_id = engine.start_run(plan, "alice").id
+    # Killed (137) with no word of memory: no automatic memory retry, but it most likely ran out.
+    executor.set("A000", JobState.FAILED, exit_code=137, reason="exit code 137")
+    executor.set("A001", JobState.FAILED, exit_code=1, reason="exit code 1")
+    engine.poll()
+    settings = replace(Settings.from_env(cyto_env), max_memory_mib=8192)
+    cyto = Cyto(settings, store=engine.store, executor=executor, db=engine.db)
+    actions = cyto.actions(run_id)
+    assert actions.retry_failed and not actions.cancel
+    a000, a001 = actions.advice("A000"), actions.advice("A001")
+    assert a000 is not None and a000.out_of_memory and a000.suggested_memory_mib == 8192, "the cap, not 12288"
+    assert a001 is not None and not a001.out_of_memory and a001.suggested_memory_mib is None

@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from bot.api import Cyto
+from bot.api import Cyto, RunActions
 from bot.engine import NotFound, RunSummary
 from bot.ledger import Job, Run
 from bot.notebook.launch import notebook_user
@@ -17,7 +17,7 @@ from bot.notebook.render import BAR_STYLES, jobs_table_html, log_html, message_h
 from bot.notebook.results import MAX_PLOTS, results_html
 from bot.report import ReportResult
 from bot.report.links import report_link
-from bot.states import JobState, RunState
+from bot.states import JobState
 from bot.store import ObjectNotFound
 
 LIVE_INTERVAL_S = 2.0
@@ -33,6 +33,7 @@ class RunWatcher:
         self.interval = interval or min(cyto.settings.poll_seconds, LIVE_INTERVAL_S)
         self.summary: RunSummary | None = None
         self.jobs: list[Job] = []
+        self.actions: RunActions | None = None  # what the run allows now (bot/actions.py, decided once)
         self._lock = threading.RLock()  # the live loop and button clicks refresh from different threads
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,7 +117,7 @@ class RunWatcher:
         with self._lock:
             run_id = self.run_id
             if run_id is None:
-                self.summary, self.jobs = None, []
+                self.summary, self.jobs, self.actions = None, [], None
                 self.message.value = message_html("no runs yet: start one with the launch form", "info")
                 self._render()
                 return None
@@ -125,6 +126,7 @@ class RunWatcher:
                     self.cyto.poll()
                 self.summary = self.cyto.status(run_id)
                 self.jobs = self.cyto.jobs(run_id)
+                self.actions = self.cyto.actions(run_id)
             except Exception as exc:  # shown in the widget: a live loop or a click has nowhere else to report
                 self.message.value = self._refresh_error = message_html(f"could not refresh: {exc}")
                 return self.summary
@@ -153,10 +155,9 @@ class RunWatcher:
                 self.analysis.value = current if current in names else next(iter(failed or names), None)
             finally:
                 self._quiet = False
-        state = summary.run.state if summary else None
-        self.retry_button.disabled = not (summary and summary.count(JobState.FAILED)
-                                          and state != RunState.CANCELLING)
-        self.cancel_button.disabled = state != RunState.ACTIVE
+        actions = self.actions
+        self.retry_button.disabled = not (actions and actions.retry_failed)
+        self.cancel_button.disabled = not (actions and actions.cancel)
         if self.cancel_button.disabled:
             self._cancel_armed = False
         self.cancel_button.description = "Confirm cancel" if self._cancel_armed else "Cancel run"

@@ -159,7 +159,7 @@ class Served:
         deadline = time.monotonic() + timeout
         while True:
             poll_cycle(self.bot)
-            if self.bot.engine.get_run(run_id).state.is_finished:
+            if self.bot.cyto.engine.get_run(run_id).state.is_finished:
                 return
             assert time.monotonic() < deadline, "run did not finish"
             time.sleep(0.05)

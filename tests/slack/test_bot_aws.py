@@ -49,7 +49,7 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
         start_bot: Callable[..., Served]) -> None:
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 5, broken=(BROKEN,))
     served = start_bot(aws_settings)
-    assert isinstance(served.bot.engine.store, S3Store) and isinstance(served.bot.engine.executor, BatchExecutor)
+    assert isinstance(served.bot.cyto.store, S3Store) and isinstance(served.bot.cyto.executor, BatchExecutor)
 
     run_id, root, ack = start_run(served, f"run {DATE} {BATCH} retries=0")
     assert f"Looking at {DATE}/{BATCH}" in ack
@@ -58,7 +58,7 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     served.drive(run_id, timeout=seconds(15))
     assert aws.calls("batch:submitjob") == 5, "one Batch job per analysis"
     assert aws.calls("logs:GetLogEvents") >= 1, "the excerpt was read from CloudWatch Logs"
-    summary = served.bot.engine.summary(run_id)
+    summary = served.bot.cyto.engine.summary(run_id)
     assert (summary.count(JobState.SUCCEEDED), summary.count(JobState.FAILED)) == (4, 1)
     assert root_updates(served, root_ts), "the root message is edited in place"
     assert "Finished with failures" in json.dumps(root_updates(served, root_ts)[-1].blocks)
@@ -81,12 +81,12 @@ def test_run_on_batch_failure_excerpt_from_cloudwatch_then_retry_click_resubmits
     status, _ = served.click(reply.ts, retry)
     assert status == 200
     wait_for(lambda: aws.calls("batch:submitjob") >= 6, timeout=seconds(10), what="the retry submitted to Batch")
-    job = served.bot.engine.db.job(run_id, BROKEN)
+    job = served.bot.cyto.engine.db.job(run_id, BROKEN)
     assert job is not None and job.attempt == 2 and job.retried_by == USER
     served.drive(run_id, timeout=seconds(15))
 
-    assert served.bot.engine.db.job(run_id, BROKEN).state == JobState.SUCCEEDED
-    assert served.bot.engine.get_run(run_id).state == RunState.SUCCEEDED
+    assert served.bot.cyto.engine.db.job(run_id, BROKEN).state == JobState.SUCCEEDED
+    assert served.bot.cyto.engine.get_run(run_id).state == RunState.SUCCEEDED
     assert aws.calls("batch:submitjob") == 6, "exactly one extra SubmitJob for the retry"
     assert sum(BROKEN in name for name in shim.started) == 2, "the broken analysis ran twice in Batch"
     edits = [c for c in served.stand_in.calls_to("chat.update") if c.params["ts"] == reply.ts]

@@ -24,8 +24,8 @@ def start_run(served: Served, text: str) -> tuple[str, Call, str]:
     status, body = served.command(text)
     assert status == 200
     root = wait_for(lambda: served.stand_in.calls_to("chat.postMessage")[before:], what="root message")[0]
-    run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
-    wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
+    run_id = wait_for(lambda: served.bot.cyto.engine.db.runs(1), what="run")[0].id
+    wait_for(lambda: served.bot.cyto.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
     return run_id, root, body
 
 
@@ -48,11 +48,11 @@ def test_happy_run_root_message_coalesced_updates_and_done_alert(served: Served,
     assert root.params["channel"] == CHANNEL and "thread_ts" not in root.params
     assert root.params["text"].startswith(f"<@{USER}> started *2018-12-05/batch-7*: 5 analyses")
     assert "1024 MiB" in json.dumps(root.blocks) and "pipeline `wordcount`" in json.dumps(root.blocks)
-    run = served.bot.engine.get_run(run_id)
+    run = served.bot.cyto.engine.get_run(run_id)
     assert run.slack_channel == CHANNEL and (CHANNEL, run.slack_thread_ts) in served.stand_in.messages
 
     cycles = 0
-    while not served.bot.engine.get_run(run_id).state.is_finished:
+    while not served.bot.cyto.engine.get_run(run_id).state.is_finished:
         before = len(root_updates(served, run.slack_thread_ts))
         poll_cycle(served.bot)
         cycles += 1
@@ -87,7 +87,7 @@ def test_failure_reply_with_excerpt_then_retry_click_succeeds_and_edits_the_repl
     make_batch(store, "batch-7", 3, failing=("A02",))
     run_id, _, _ = start_run(served, "run 2018-12-05 batch-7 retries=1")
     served.drive(run_id)
-    root_ts = served.bot.engine.get_run(run_id).slack_thread_ts
+    root_ts = served.bot.cyto.engine.get_run(run_id).slack_thread_ts
     [reply] = failure_replies(served, root_ts)
     text = json.dumps(reply.blocks)
     assert "A02" in text and "exit code 2" in text and "after 1 attempt" in text
@@ -102,14 +102,14 @@ def test_failure_reply_with_excerpt_then_retry_click_succeeds_and_edits_the_repl
     fix_analysis(store, "batch-7", "A02")
     status, _ = served.click(reply.ts, retry)
     assert status == 200
-    job = wait_for(lambda: (j := served.bot.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
+    job = wait_for(lambda: (j := served.bot.cyto.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
     assert job.retried_by == USER
     edit = wait_for(lambda: [c for c in served.stand_in.calls_to("chat.update")
                              if c.params["ts"] == reply.ts], what="failure reply edited")[-1]
     assert f"Retried by <@{USER}>" in json.dumps(edit.blocks)
     assert not buttons(edit), "the Retry button is gone"
     served.drive(run_id)
-    assert served.bot.engine.db.job(run_id, "A02").state == "SUCCEEDED"
+    assert served.bot.cyto.engine.db.job(run_id, "A02").state == "SUCCEEDED"
     assert "every analysis succeeded" in json.dumps(root_updates(served, root_ts)[-1].blocks)
     alerts = [c for c in thread_replies(served, root_ts) if "finished" in c.params["text"]]
     outcomes = [a.params["text"].split(": ")[1][:21] for a in alerts]
@@ -122,7 +122,7 @@ def test_double_click_and_duplicate_delivery_retry_once(served: Served, store: P
     make_batch(store, "batch-7", 2, failing=("A01",))
     run_id, _, _ = start_run(served, "run 2018-12-05 batch-7 retries=0")
     served.drive(run_id)
-    [reply] = failure_replies(served, served.bot.engine.get_run(run_id).slack_thread_ts)
+    [reply] = failure_replies(served, served.bot.cyto.engine.get_run(run_id).slack_thread_ts)
     [retry] = [b for b in buttons(reply) if b["text"]["text"] == "Retry"]
     results: list[int] = []
     clickers = [threading.Thread(target=lambda u=u: results.append(served.click(reply.ts, retry, user=u)[0]))
@@ -133,16 +133,16 @@ def test_double_click_and_duplicate_delivery_retry_once(served: Served, store: P
         t.join()
     assert results == [200, 200, 200]
     wait_for(lambda: len(served.stand_in.calls_to("respond")) >= 2, what="ephemeral answers")
-    job = served.bot.engine.db.job(run_id, "A01")
+    job = served.bot.cyto.engine.db.job(run_id, "A01")
     assert job.attempt == 2, "retried exactly once"
-    job_names = [a.job_name for a in served.bot.engine.db.attempts(job.id)]
+    job_names = [a.job_name for a in served.bot.cyto.engine.db.attempts(job.id)]
     assert len(job_names) == 2
     already = [c.params["text"] for c in served.stand_in.calls_to("respond")]
     assert len(already) == 2 and all(f"already retried by <@{job.retried_by}>" in t for t in already)
     # a late duplicate delivery acts no more
     served.click(reply.ts, retry, user="UCAROL")
     wait_for(lambda: responds(served, "UCAROL"), what="ephemeral to the late clicker")
-    assert served.bot.engine.db.job(run_id, "A01").attempt == 2
+    assert served.bot.cyto.engine.db.job(run_id, "A01").attempt == 2
 
 
 @pytest.mark.parametrize("how", ["forged", "stale", "unsigned"])
@@ -160,7 +160,7 @@ def test_bad_signature_or_stale_timestamp_is_401_and_nothing_submitted(served: S
     assert served.post(payload, {**headers, **({"X-Slack-Signature": "v0=00"} if how != "unsigned" else {})})[0] \
         == 401
     time.sleep(seconds(0.3))  # long enough for a run to be recorded, had the request been let in
-    assert served.bot.engine.db.runs(5) == []
+    assert served.bot.cyto.engine.db.runs(5) == []
     assert served.stand_in.count("chat.postMessage") == 0 and served.stand_in.count("respond") == 0
 
 
@@ -173,7 +173,7 @@ def test_unknown_batch_answers_ephemerally_with_suggestions(served: Served, stor
     respond = served.stand_in.calls_to("respond")[0].params
     assert respond["response_type"] == "ephemeral"
     assert "no batch 'batch-8' on 2018-12-05" in answer and "batch-7" in answer
-    assert served.bot.engine.db.runs(5) == [] and served.stand_in.count("chat.postMessage") == 0
+    assert served.bot.cyto.engine.db.runs(5) == [] and served.stand_in.count("chat.postMessage") == 0
 
 
 @pytest.mark.parametrize(("text", "reason"), [
@@ -192,7 +192,7 @@ def test_bad_input_is_answered_in_the_ack_and_nothing_is_submitted(served: Serve
     status, ack = served.command(text)
     assert status == 200 and reason in ack and "/cyto run DATE BATCH" in ack
     time.sleep(seconds(0.2))
-    assert served.bot.engine.db.runs(5) == [] and served.stand_in.count("chat.postMessage") == 0
+    assert served.bot.cyto.engine.db.runs(5) == [] and served.stand_in.count("chat.postMessage") == 0
 
 
 def test_retry_of_unknown_run_or_analysis_that_did_not_fail_is_refused(served: Served, store: Path) -> None:
@@ -207,7 +207,7 @@ def test_retry_of_unknown_run_or_analysis_that_did_not_fail_is_refused(served: S
     assert "no run 'ffffff'" in answers[0]
     assert any("A01 is succeeded, not failed" in a for a in answers)
     assert any("has no analysis 'Z99'" in a for a in answers)
-    assert served.bot.engine.db.job(run_id, "A01").attempt == 1
+    assert served.bot.cyto.engine.db.job(run_id, "A01").attempt == 1
 
 
 def test_user_not_allowed_is_refused(start_bot, settings, store: Path) -> None:
@@ -218,18 +218,18 @@ def test_user_not_allowed_is_refused(start_bot, settings, store: Path) -> None:
     status, ack = served.command("run 2018-12-05 batch-7", user="UBOB", channel="COTHER")
     assert "works only in <#CLAB>" in ack
     time.sleep(seconds(0.2))
-    assert served.bot.engine.db.runs(5) == []
+    assert served.bot.cyto.engine.db.runs(5) == []
     # Bob starts a run; Alice may not retry it
     status, _ = served.command("run 2018-12-05 batch-7 retries=0", user="UBOB")
-    run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
-    wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts)
+    run_id = wait_for(lambda: served.bot.cyto.engine.db.runs(1), what="run")[0].id
+    wait_for(lambda: served.bot.cyto.engine.get_run(run_id).slack_thread_ts)
     served.drive(run_id)
-    [reply] = failure_replies(served, served.bot.engine.get_run(run_id).slack_thread_ts)
+    [reply] = failure_replies(served, served.bot.cyto.engine.get_run(run_id).slack_thread_ts)
     retry = buttons(reply)[0]
     served.click(reply.ts, retry, user=USER)
     [answer] = wait_for(lambda: responds(served, USER), what="refusal")
     assert "not on this bot's list" in answer
-    assert served.bot.engine.db.job(run_id, "A01").attempt == 1
+    assert served.bot.cyto.engine.db.job(run_id, "A01").attempt == 1
 
 
 def test_restarted_bot_keeps_updating_the_same_thread(start_bot, settings, store: Path) -> None:
@@ -241,7 +241,7 @@ def test_restarted_bot_keeps_updating_the_same_thread(start_bot, settings, store
     second = start_bot(settings)  # a new app and reporter on the same database
     second.drive(run_id)
     root_ts = root.ts
-    assert second.bot.engine.get_run(run_id).slack_thread_ts == root_ts
+    assert second.bot.cyto.engine.get_run(run_id).slack_thread_ts == root_ts
     updates = second.stand_in.calls_to("chat.update")
     assert updates and all(c.params["ts"] == root_ts for c in updates)
     assert "Finished with failures" in json.dumps(updates[-1].blocks)

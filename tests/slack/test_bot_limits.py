@@ -66,18 +66,18 @@ def test_a_run_held_by_a_rate_limit_can_be_cancelled_and_never_gets_a_thread(sta
     served.stand_in.fail_next("chat.postMessage", 1, retry_after=3600)
     served.command("run 2018-12-05 batch-7")
     waiting = wait_for(lambda: [t for t in responds(served) if "waits for its thread" in t], what="held")[0]
-    run = served.bot.engine.db.runs(1)[0]
+    run = served.bot.cyto.engine.db.runs(1)[0]
     assert run.state == "HELD" and f"run `{run.id}`" in waiting
     poll_cycle(served.bot)
-    assert served.bot.engine.db.jobs(run.id)[0].state == "PENDING", "a poll does not submit a held run"
+    assert served.bot.cyto.engine.db.jobs(run.id)[0].state == "PENDING", "a poll does not submit a held run"
     served.command(f"cancel {run.id}")
     wait_for(lambda: any("nothing was submitted" in t for t in responds(served)), what="cancelled")
     clock.now += 3601
     poll_cycle(served.bot)
-    run = served.bot.engine.get_run(run.id)
+    run = served.bot.cyto.engine.get_run(run.id)
     assert run.state == "CANCELLED" and run.slack_thread_ts is None
-    assert all(a.executor_job_id is None for j in served.bot.engine.db.jobs(run.id)
-               for a in served.bot.engine.db.attempts(j.id))
+    assert all(a.executor_job_id is None for j in served.bot.cyto.engine.db.jobs(run.id)
+               for a in served.bot.cyto.engine.db.attempts(j.id))
     assert [c.status for c in served.stand_in.calls_to("chat.postMessage", accepted_only=False)] == [429], \
         "the root of a cancelled run is never posted"
     assert served.bot.sender.outbox.backlog() == {}
@@ -118,8 +118,8 @@ def test_hundreds_of_failures_are_grouped_within_slack_limits(start_bot, setting
     served.click(first.ts, listed)
     edit = wait_for(lambda: [c for c in served.stand_in.calls_to("chat.update") if c.params["ts"] == first.ts],
                     what="edit")[-1]
-    retried = [n for n in names if served.bot.engine.db.job(run_id, n).attempt == 2]
-    assert len(retried) == 200 and all(served.bot.engine.db.job(run_id, n).retried_by == USER for n in retried)
+    retried = [n for n in names if served.bot.cyto.engine.db.job(run_id, n).attempt == 2]
+    assert len(retried) == 200 and all(served.bot.cyto.engine.db.job(run_id, n).retried_by == USER for n in retried)
     assert not any(b["text"]["text"].startswith("Retry these") for b in buttons(edit))
     assert sum(b["text"]["text"] == "Retry" for b in buttons(edit)) == 5
 
@@ -137,8 +137,8 @@ def test_memory_death_offers_retry_with_twice_the_memory(start_bot, settings, st
     [more] = [b for b in buttons(reply) if "2× memory" in b["text"]["text"]]
     assert more["text"]["text"] == "Retry with 2× memory (4096 MiB)"
     served.click(reply.ts, more)
-    job = wait_for(lambda: (j := served.bot.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
-    assert served.bot.engine.db.attempt(job.id, 2).resources == {"memory_mib": 4096}
+    job = wait_for(lambda: (j := served.bot.cyto.engine.db.job(run_id, "A02")) and j.attempt == 2 and j)
+    assert served.bot.cyto.engine.db.attempt(job.id, 2).resources == {"memory_mib": 4096}
     wait_for(lambda: len(executor.submit_calls) == 3, what="resubmitted")
     assert executor.specs[executor.latest("A02")].resources.memory_mib == 4096
 
@@ -152,7 +152,7 @@ def test_cancel_button_has_a_confirm_dialog_and_cancels_the_run(start_bot, setti
     [cancel] = [b for b in buttons(root_updates(served, root.ts)[-1]) if b["text"]["text"] == "Cancel run"]
     assert cancel["style"] == "danger" and cancel["confirm"]["confirm"]["text"] == "Cancel run"
     served.click(root.ts, cancel, user="UBOB")
-    wait_for(lambda: served.bot.engine.get_run(run_id).cancel_requested_by == "UBOB", what="cancel")
+    wait_for(lambda: served.bot.cyto.engine.get_run(run_id).cancel_requested_by == "UBOB", what="cancel")
     served.drive(run_id)
     assert "Cancelled" in json.dumps(root_updates(served, root.ts)[-1].blocks)
     assert any("was cancelled" in c.params["text"] for c in thread_replies(served, root.ts))
@@ -190,7 +190,7 @@ def test_status_without_a_run_answers_for_this_channel_s_latest_run_behind_many_
     served, _ = scripted(start_bot, settings)
     make_batch(store, "batch-7", 3)
     start_run(served, "run 2018-12-05 batch-7")
-    db, now = served.bot.engine.db, time.time()
+    db, now = served.bot.cyto.engine.db, time.time()
     for i in range(60):  # newer runs in another channel, more than any page of runs
         other = Run(id=f"other{i:02d}", date="2018-12-05", batch=f"elsewhere-{i}", pipeline="wordcount", params={},
                     resources={}, executor="scripted", store=str(store), requested_by="U2", state=RunState.HELD,

@@ -31,4 +31,4 @@ def test_params_json_the_pipeline_refuses_is_answered_only_to_the_asker(
     # The answer is the handler's last act: a run it had started would have been posted before it.
     assert served.stand_in.count("chat.postMessage") == 0 and served.stand_in.count("chat.update") == 0
     assert len(served.stand_in.calls_to("respond")) == 1
-    assert served.bot.engine.db.runs(5) == []
+    assert served.bot.cyto.engine.db.runs(5) == []

@@ -30,8 +30,8 @@ def test_done_alert_has_qc_verdicts_report_path_and_the_overview_in_the_thread(s
     status, _ = served.command(f"run {DATE} demo-plate pipeline=cytometry retries=0")
     assert status == 200
     root = wait_for(lambda: served.stand_in.calls_to("chat.postMessage")[before:], what="root message")[0]
-    run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
-    thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
+    run_id = wait_for(lambda: served.bot.cyto.engine.db.runs(1), what="run")[0].id
+    thread = wait_for(lambda: served.bot.cyto.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
     served.drive(run_id, timeout=seconds(240))
     for _ in range(3):  # the failure reply first, then the alert; more cycles change nothing
         poll_cycle(served.bot)
@@ -66,8 +66,8 @@ def test_a_refused_upload_leaves_one_alert(served: Served, store: Path, stand_in
     write_cytometry_batch(LocalStore(store), DATE, batch="plate-2")
     stand_in.fail_next("files.completeUploadExternal", 1, status=500)
     served.command(f"run {DATE} plate-2 pipeline=cytometry retries=0")
-    run_id = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0].id
-    thread = wait_for(lambda: served.bot.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
+    run_id = wait_for(lambda: served.bot.cyto.engine.db.runs(1), what="run")[0].id
+    thread = wait_for(lambda: served.bot.cyto.engine.get_run(run_id).slack_thread_ts, what="thread recorded")
     served.drive(run_id, timeout=seconds(240))
     for _ in range(3):
         poll_cycle(served.bot)

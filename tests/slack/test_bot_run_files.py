@@ -24,8 +24,8 @@ def local_path(uri: str) -> Path:
 
 def start(served: Served, text: str, runs_before: int) -> str:
     served.command(text)
-    runs = wait_for(lambda: len(r := served.bot.engine.db.runs(10)) > runs_before and r, what="run")
-    wait_for(lambda: served.bot.engine.get_run(runs[0].id).slack_thread_ts, what="thread recorded")
+    runs = wait_for(lambda: len(r := served.bot.cyto.engine.db.runs(10)) > runs_before and r, what="run")
+    wait_for(lambda: served.bot.cyto.engine.get_run(runs[0].id).slack_thread_ts, what="thread recorded")
     return runs[0].id
 
 
@@ -36,10 +36,10 @@ def test_each_runs_failure_reply_links_its_own_log(served: Served, store: Path) 
     links: dict[str, dict[str, str]] = {}
     for runs_before in range(2):
         run_id = start(served, f"run 2018-12-05 {BATCH} retries=0", runs_before)
-        served.bot.engine.wait(run_id, interval=0.05, timeout=seconds(30))  # the engine only: Slack learns all at once
+        served.bot.cyto.engine.wait(run_id, interval=0.05, timeout=seconds(30))  # Slack learns it all at once
         served.drive(run_id)
-        replies = failure_replies(served, served.bot.engine.get_run(run_id).slack_thread_ts)
-        posts = [p for reply in replies for p in served.bot.reporter.state.message(run_id, reply.ts)]
+        replies = failure_replies(served, served.bot.cyto.engine.get_run(run_id).slack_thread_ts)
+        posts = [p for reply in replies for p in served.bot.state.message(run_id, reply.ts)]
         links[run_id] = {p.entry.analysis: p.entry.full_log for p in posts}
         assert sorted(links[run_id]) == list(failing)
         assert any(not p.entry.detailed for p in posts), "at least one listed compactly"
@@ -66,17 +66,17 @@ def test_second_run_of_an_active_batch_is_refused_then_allowed_with_its_own_outp
                              "at ")
     assert "0/2 done), so nothing was started" in answer
     assert f"Cancel it (`/cyto cancel {first_id}`), or add `--allow-concurrent` to run both" in answer
-    assert [r.id for r in served.bot.engine.db.runs(5)] == [first_id], "nothing recorded"
+    assert [r.id for r in served.bot.cyto.engine.db.runs(5)] == [first_id], "nothing recorded"
     assert served.stand_in.count("chat.postMessage") == posts, "nothing posted"
 
-    second = served.bot.engine.get_run(start(served, f"run 2018-12-05 {BATCH} --allow-concurrent", 1))
+    second = served.bot.cyto.engine.get_run(start(served, f"run 2018-12-05 {BATCH} --allow-concurrent", 1))
     assert second.id != first_id and second.outputs_scoped
     root = served.stand_in.calls_to("chat.postMessage")[-1]
     assert f"this one writes its own `Output/2018-12-05/{BATCH}.run-{second.id}/`" in json.dumps(root.blocks)
     served.drive(first_id)
     served.drive(second.id)
     for run_id, folder in ((first_id, BATCH), (second.id, f"{BATCH}.run-{second.id}")):
-        run = served.bot.engine.get_run(run_id)
+        run = served.bot.cyto.engine.get_run(run_id)
         [alert] = [c for c in thread_replies(served, run.slack_thread_ts) if "finished" in c.params["text"]]
         assert f"{store}/Output/2018-12-05/{folder}/" in json.dumps(alert.blocks)
         for analysis in ("A01", "A02"):

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.engine import RunSummary
-from bot.ledger import Run
+from bot.actions import FailedAttempt, run_actions
+from bot.api import Run, RunSummary
 from bot.states import DISPLAY_ORDER, JobState, RunState
 from handlers import render
 from handlers.commands import (
@@ -100,13 +100,13 @@ def validate(message: render.SlackMessage) -> list[dict]:
 
 
 def test_root_message_counts_progress_and_buttons() -> None:
-    blocks = validate(render.root_message(summary(RunState.ACTIVE, succeeded=27, failed=2, running=5, queued=14)))
+    blocks = validate(root(summary(RunState.ACTIVE, succeeded=27, failed=2, running=5, queued=14)))
     text = str(blocks)
     assert "<@UALICE> started *2018-12-05/batch-7*: 48 analyses" in text
     assert "60% (29/48)" in text and "27 succeeded" in text and "14 queued" in text and "elapsed 3m 12s" in text
     actions = [e["text"]["text"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
     assert actions == ["Retry all failed", "Cancel run"]
-    final = validate(render.root_message(summary(RunState.FAILED, succeeded=46, failed=2)))
+    final = validate(root(summary(RunState.FAILED, succeeded=46, failed=2)))
     assert "Finished with failures" in str(final)
     assert [e["text"]["text"] for b in final if b["type"] == "actions" for e in b["elements"]] == ["Retry all failed"]
 
@@ -114,7 +114,7 @@ def test_root_message_counts_progress_and_buttons() -> None:
 def test_failure_message_excerpt_fits_a_section_and_escapes() -> None:
     log = "".join(f"line {i} <tag> & ``` {'z' * 80}\n" for i in range(200)) + "ERROR: the end"
     entry = FailureEntry("A07", 3, "exit code 1", 1, "s3://b/Logs/x/attempt-3.log", excerpt=log,
-                         memory_mib=2048, out_of_memory=True)
+                         memory_mib=2048, out_of_memory=True, retry_memory_mib=4096)
     blocks = validate(render.failure_message(run(), [entry]))
     section = blocks[1]["text"]["text"]
     assert len(section) <= 3000 and section.rstrip().endswith("ERROR: the end\n```")
@@ -138,11 +138,22 @@ def test_grouping_hundreds_of_failures() -> None:
     assert [e.analysis for g in groups for e in g] == [e.analysis for e in entries]
 
 
-def test_is_memory_death() -> None:
-    assert render.is_memory_death("OutOfMemoryError: Container killed due to memory usage", None, None)
-    assert render.is_memory_death("exit code 137", 137, None)
-    assert render.is_memory_death("exit code 1", 1, "MemoryError")
-    assert not render.is_memory_death("exit code 2", 2, "ERROR: params.json names a missing file")
+def root(summary_: RunSummary) -> render.SlackMessage:
+    """The root message with the library's decision of what the run allows (bot/actions.py)."""
+    failed = [FailedAttempt(f"F{i}", 1, "exit code 1", 1, 2048) for i in range(summary_.count(JobState.FAILED))]
+    return render.root_message(summary_, run_actions(summary_.run.id, summary_.run.state, failed))
+
+
+def test_a_memory_retry_button_offers_the_decided_memory_only() -> None:
+    entry = FailureEntry("A07", 2, "OutOfMemoryError", 137, "s3://b/log", excerpt="Killed", memory_mib=49152,
+                         out_of_memory=True, retry_memory_mib=65536)
+    labels = [e["text"]["text"] for b in validate(render.failure_message(run(), [entry]))
+              if b["type"] == "actions" for e in b["elements"]]
+    assert labels == ["Retry", "Retry with more memory (65536 MiB)"]
+    at_cap = replace(entry, memory_mib=65536, retry_memory_mib=None)
+    labels = [e["text"]["text"] for b in validate(render.failure_message(run(), [at_cap]))
+              if b["type"] == "actions" for e in b["elements"]]
+    assert labels == ["Retry"], "no bigger-memory button once the attempt ran at the cap"
 
 
 @pytest.mark.parametrize("state", [RunState.HELD, RunState.ACTIVE, RunState.FAILED])
@@ -153,7 +164,7 @@ def test_user_chosen_names_never_mention_anyone_in_blocks_or_fallback_text(state
     failed = FailureEntry("F<!everyone>", 2, "died <@U999>", 1, full_log="Logs/<!subteam^S1>/attempt-2.log",
                           excerpt="ERROR: <!channel> & friends", explanation="see <https://evil|here>")
     summary_ = replace(summary(state, FAILED=1), run=hostile)
-    messages = [render.root_message(summary_), render.started_message(hostile, 1),
+    messages = [root(summary_), render.started_message(hostile, 1),
                 render.started_message(hostile, 1, resumed=True), render.status_message(summary_),
                 render.failure_message(hostile, [failed]),
                 render.failure_message(hostile, [replace(failed, retried_by="<!channel>")]),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.claims import new_token
+from bot.component_tables import ComponentTables
 from bot.ledger import Run, RunDB
 from bot.states import RunState
 from handlers.outbox import Kind, Outbox
@@ -30,14 +31,18 @@ def db(tmp_path: Path) -> RunDB:
     return db
 
 
+def outbox_of(db: RunDB) -> Outbox:
+    return Outbox(ComponentTables(db, SLACK_SCHEMA))
+
+
 def add(db: RunDB, key: str, kind: Kind, at: float = NOW) -> None:
     with db.transaction() as conn:
-        Outbox(db).add(conn, key, "r1", kind, "C1", at, thread_ts="1.1")
+        outbox_of(db).add(conn, key, "r1", kind, "C1", at, thread_ts="1.1")
 
 
 def test_two_senders_never_claim_the_same_intent(db: RunDB) -> None:
     add(db, "failures:r1:A01:1", Kind.FAILURES)
-    first, second = Outbox(RunDB(db.path)), Outbox(RunDB(db.path))
+    first, second = outbox_of(RunDB(db.path)), outbox_of(RunDB(db.path))
     claimed = first.claim("host:1:a", NOW, kinds=list(Kind))
     assert claimed is not None and not claimed.uncertain
     assert second.claim("host:2:b", NOW, kinds=list(Kind)) is None, "held by a live claimer"
@@ -49,7 +54,7 @@ def test_two_senders_never_claim_the_same_intent(db: RunDB) -> None:
 def test_claims_of_dead_processes_are_taken_over_as_uncertain(db: RunDB) -> None:
     add(db, "root:r1", Kind.ROOT)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    outbox = Outbox(db)
+    outbox = outbox_of(db)
     assert outbox.claim(f"{socket.gethostname()}:{dead.stdout.strip()}:x", NOW, kinds=[Kind.ROOT]) is not None
     alive = f"{socket.gethostname()}:{os.getpid()}:y"
     taken = outbox.claim(new_token(), NOW, kinds=[Kind.ROOT])
@@ -59,7 +64,7 @@ def test_claims_of_dead_processes_are_taken_over_as_uncertain(db: RunDB) -> None
 
 def test_a_postponed_intent_waits_and_counts_its_tries(db: RunDB) -> None:
     add(db, "root:r1", Kind.ROOT)
-    outbox = Outbox(db)
+    outbox = outbox_of(db)
     token = new_token()
     intent = outbox.claim(token, NOW, kinds=[Kind.ROOT])
     outbox.later(intent.key, token, NOW + 3600, "rate limited", counts=False)
@@ -72,7 +77,7 @@ def test_a_postponed_intent_waits_and_counts_its_tries(db: RunDB) -> None:
 
 
 def test_root_edits_coalesce_and_a_newer_version_during_sending_is_sent_again(db: RunDB) -> None:
-    outbox = Outbox(db)
+    outbox = outbox_of(db)
     for version in (1, 2, 3):
         outbox.want_edit("edit:root:r1", "r1", Kind.EDIT_ROOT, "C1", "1.1", version, NOW)
     assert outbox.backlog() == {"edit_root": 1}
@@ -91,7 +96,7 @@ def test_root_edits_coalesce_and_a_newer_version_during_sending_is_sent_again(db
 def test_the_done_alert_waits_for_the_runs_failure_replies(db: RunDB) -> None:
     add(db, "failures:r1:A01:1", Kind.FAILURES, NOW + 1)
     add(db, "done:r1:1", Kind.DONE, NOW)  # planned first
-    outbox = Outbox(db)
+    outbox = outbox_of(db)
     token = new_token()
     first = outbox.claim(token, NOW + 2, kinds=list(Kind))
     assert first.kind == Kind.FAILURES

@@ -85,7 +85,7 @@ def test_the_form_opens_suggests_batches_checks_fields_and_starts_the_run(served
     assert missing["errors"].keys() == {"batch"} and "no batch 'batch-8'" in missing["errors"]["batch"]
     _, typo = served.submit_view(view, values(params='{"filez": ["a.txt"]}'))
     assert typo["errors"].keys() == {"params"} and "did you mean 'files'" in typo["errors"]["params"]
-    assert served.bot.engine.db.runs() == []
+    assert served.bot.cyto.engine.db.runs() == []
 
     status, answer = served.submit_view(view, values(params="files: [sample.txt]", memory="1G", timeout="2h",
                                                      retries="0"))
@@ -93,11 +93,11 @@ def test_the_form_opens_suggests_batches_checks_fields_and_starts_the_run(served
     root = wait_for(lambda: served.stand_in.calls_to("chat.postMessage"), what="root message")[0]
     assert root.params["channel"] == CHANNEL
     assert root.params["text"].startswith(f"<@{USER}> started *2018-12-05/batch-7*: 3 analyses")
-    run = served.bot.engine.db.runs(1)[0]
+    run = served.bot.cyto.engine.db.runs(1)[0]
     assert run.params == {"files": ["sample.txt"]} and run.requested_by == USER
     assert (run.resources["memory_mib"], run.resources["timeout_s"], run.resources["retries"]) == (1024, 7200, 0)
     served.drive(run.id)
-    assert served.bot.engine.get_run(run.id).state.value == "SUCCEEDED"
+    assert served.bot.cyto.engine.get_run(run.id).state.value == "SUCCEEDED"
 
     # The App Home tab lists it, with a link to its thread.
     status, _ = served.event({"type": "app_home_opened", "user": USER, "channel": "D0HOME", "tab": "home"})
@@ -105,7 +105,7 @@ def test_the_form_opens_suggests_batches_checks_fields_and_starts_the_run(served
     _, home = wait_for(lambda: [v for v in served.stand_in.views if v[0] == "views.publish"],
                             what="views.publish")[0]
     text = json.dumps(home)
-    thread = run.slack_thread_ts or served.bot.engine.get_run(run.id).slack_thread_ts
+    thread = run.slack_thread_ts or served.bot.cyto.engine.get_run(run.id).slack_thread_ts
     assert f"https://lab.slack.com/archives/{CHANNEL}/p{thread.replace('.', '')}" in text
     assert "3/3 succeeded" in text and run.id in text
     assert served.stand_in.calls_to("views.publish")[-1].params["user_id"] == USER
@@ -122,7 +122,7 @@ def test_the_typed_command_takes_timeout_storage_and_parameters(served: Served, 
     make_batch(store, "batch-7", 1)
     status, _ = served.command("run 2018-12-05 batch-7 timeout=90m storage=30G params='{\"files\": [\"sample.txt\"]}'")
     assert status == 200
-    run = wait_for(lambda: served.bot.engine.db.runs(1), what="run")[0]
+    run = wait_for(lambda: served.bot.cyto.engine.db.runs(1), what="run")[0]
     assert (run.resources["timeout_s"], run.resources["storage_gib"]) == (5400, 30)
     assert run.params == {"files": ["sample.txt"]}
     status, ack = served.command("run 2018-12-05 batch-7 timeout=soon")
@@ -131,7 +131,7 @@ def test_the_typed_command_takes_timeout_storage_and_parameters(served: Served, 
     wait_for(lambda: [c for c in served.stand_in.calls_to("respond")
                       if "unknown parameter 'filez' (did you mean 'files'?)" in json.dumps(c.params)],
              what="the parameter check's answer")
-    assert len(served.bot.engine.db.runs()) == 1
+    assert len(served.bot.cyto.engine.db.runs()) == 1
 
 
 def free_port() -> int:
