@@ -13,7 +13,7 @@ import pytest
 from bot.api import Cyto
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
-from bot.progress import summary_lines
+from bot.cli.progress import summary_lines
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
 from tests.timeouts import deadline_after, seconds
