@@ -10,7 +10,8 @@ the same calls).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def build_executor(settings: Settings) -> Executor:
 
     return LocalExecutor(settings.local_spool, settings.local_max_parallel,
                          settings.local_command or DEFAULT_COMMAND, keep_days=settings.local_keep_days)
+
+
+EVENT_PAGE = 500  # events read at a time while following a run
 
 
 class Cyto:
@@ -95,8 +99,44 @@ class Cyto:
         """The run's analyses with their current state, attempt and reason, by analysis name."""
         return self.db.jobs(self.engine.get_run(run_id).id)
 
-    def wait(self, run_id: str, interval: float | None = None) -> RunSummary:
-        return self.engine.wait(run_id, interval or min(self.settings.poll_seconds, 1.0))
+    def wait(self, run_id: str, interval: float | None = None, timeout: float | None = None) -> RunSummary:
+        """Poll until the run has finished (or `timeout` seconds passed); `follow` without a callback."""
+        return self.follow(run_id, lambda _: None, interval=interval, timeout=timeout)
+
+    # -- following a run (front ends: CLI --wait, notebook watcher) ------------------------------
+    def follow(self, run_id: str, on_event: Callable[[RunEvent], None], *, interval: float | None = None,
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+               poll: bool = True, timeout: float | None = None,
+               on_summary: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        """Follow a run until it has finished: `on_event` gets each of the run's events from the ledger,
+        from its first, in order and once, whichever process recorded it; `on_summary` gets the run's
+        summary after each read. Between reads it polls the executor (unless `poll=False`: something
+        else polls, such as the bot's scheduler) and sleeps `interval` seconds. Returns the final
+        summary, or after `timeout` seconds the summary as it stands (`finished` says which)."""
+        self.engine.get_run(run_id)  # NotFound before anything else
+        pause = interval or min(self.settings.poll_seconds, 1.0)
+        deadline = None if timeout is None else clock() + timeout
+        cursor = 0
+        while True:
+            if poll:
+                self.poll()
+            # The summary is read before the events: once it says finished, every event is committed.
+            summary = self.status(run_id)
+            cursor = self._deliver_events(run_id, cursor, on_event)
+            if on_summary is not None:
+                on_summary(summary)
+            if summary.finished or (deadline is not None and clock() >= deadline):
+                return summary
+            sleep(pause)
+
+    def _deliver_events(self, run_id: str, cursor: int, on_event: Callable[[RunEvent], None]) -> int:
+        while True:
+            page = self.db.events(cursor, run_id=run_id, limit=EVENT_PAGE)
+            for event in page:
+                on_event(event)
+                cursor = event.seq
+            if len(page) < EVENT_PAGE:
+                return cursor
 
     def logs(self, run_id: str, analysis: str, attempt: int | None = None, tail: int = 15) -> LogExcerpt:
         return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)

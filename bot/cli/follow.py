@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import click
 
-from bot.api import Cyto
+from bot.api import Cyto, RunSummary
 from bot.cli.common import EXIT_FAILED, EXIT_OK, location
 from bot.cli.progress import RunProgress, summary_lines
-from bot.engine import RunSummary
 from bot.executors import ExecutorError
 from bot.report import ReportResult
 from bot.states import JobState
@@ -20,26 +18,18 @@ from bot.store import StoreError
 
 
 def follow(cyto: Cyto, run_id: str, out: Any = None, interval: float = 0.5) -> RunSummary:
-    """Poll until the run finishes, showing progress; return the final summary."""
+    """Follow the run to its end (`Cyto.follow`), showing its events and progress; return the final summary."""
     out = out or sys.stdout
     summary = cyto.status(run_id)
     progress = RunProgress(out, summary.total, f"{summary.run.label} ({run_id})")
-    unsubscribe = cyto.engine.subscribe(lambda e: progress.event(e) if e.run_id == run_id else None)
     try:
-        while True:
-            cyto.poll()
-            summary = cyto.status(run_id)
-            progress.update(summary)
-            if summary.finished:
-                return summary
-            time.sleep(interval)
+        return cyto.follow(run_id, progress.event, interval=interval, on_summary=progress.update)
     except KeyboardInterrupt:
         progress.close()
         click.echo(f"\nstopped following run {run_id}; its jobs go on. `cyto status {run_id} --wait` follows it again.",
                    err=True)
         sys.exit(130)
     finally:
-        unsubscribe()
         progress.close()
 
 
