@@ -11,11 +11,11 @@ the same calls).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot import catalog
+from bot import catalog, fasta_batch
 from bot.engine import (
     AlreadyRetried,
     BadParameters,
@@ -30,8 +30,13 @@ from bot.engine import (
     with_overrides,
 )
 from bot.executors import Executor
+from bot.fasta import FastaError
+from bot.fasta_batch import FastaMerge, FastaSplit
 from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
+from bot.outputs import OutputFile, list_outputs
+from bot.outputs import download as download_outputs
 from bot.report import ReportResult, build_report
+from bot.report.links import ReportLink, report_link
 from bot.settings import Settings
 from bot.store import Store, open_store
 
@@ -158,7 +163,58 @@ class Cyto:
         Output/{date}/{batch}/_runs/{run}/, and into `out_dir` too when given."""
         return build_report(self.engine, run_id, out_dir=out_dir)
 
+    # -- the CLI, the notebook and the benches (cli-door) --------------------------------------
+    def get_run(self, run_id: str) -> Run:
+        """The run (NotFound when there is none)."""
+        return self.engine.get_run(run_id)
+
+    def start(self, plan: Plan, requested_by: str, *, slack_channel: str | None = None, hold: bool = False,
+              allow_concurrent: bool = False) -> Run:
+        """Record a planned run and submit it (a held run: nothing submitted until released)."""
+        return self.engine.start_run(plan, requested_by, slack_channel=slack_channel, submit=not hold, hold=hold,
+                                     allow_concurrent=allow_concurrent)
+
+    def output_uri(self, run: Run, analysis: str | None = None) -> str:
+        return self.engine.output_uri(run, analysis)
+
+    def outputs(self, run_id: str, analysis: str | None = None) -> list[OutputFile]:
+        """What the run's analyses (or one of them) wrote under their Output folders."""
+        run = self.engine.get_run(run_id)
+        names = [j.analysis for j in self.db.jobs(run.id)]
+        if analysis is not None:
+            if analysis not in names:
+                raise NotFound(f"run {run_id} has no analysis {analysis!r} (it has {', '.join(names[:5])}"
+                               f"{' …' if len(names) > 5 else ''})")
+            names = [analysis]
+        return list_outputs(self.store, run_layout(run), names)
+
+    def read_output(self, run_id: str, key: str) -> bytes:
+        """One file of the run's Output folder (an `OutputFile.key`, a report's plot)."""
+        prefix = run_layout(self.engine.get_run(run_id)).output_prefix
+        if not key.startswith(prefix) or "/../" in f"/{key}/":
+            raise NotFound(f"{key} is not in run {run_id}'s outputs ({prefix})")
+        return self.store.read_bytes(key)
+
+    def download(self, files: Sequence[OutputFile], dest: str | Path,
+                 progress: Callable[[int], None] | None = None) -> list[Path]:
+        """Fetch output files into dest/ANALYSIS/...; `progress` is called with each chunk's byte count."""
+        return download_outputs(self.store, files, Path(dest), progress)
+
+    def report_link(self, key: str) -> ReportLink:
+        """How a person opens a report: a pre-signed URL on S3, a path on a local store."""
+        return report_link(self.store, key)
+
+    def split_fasta(self, fasta_path: str | Path, chunks: int, date: str, batch: str) -> FastaSplit:
+        """Split a FASTA file at record boundaries into a new batch, one chunk analysis each."""
+        return fasta_batch.split_into_new_batch(self.store, fasta_path, chunks, date, batch)
+
+    def merge_fasta(self, run_id: str) -> FastaMerge:
+        """Sum the k-mer tables of a finished fasta-kmers run into Output/{date}/{batch}/merged/."""
+        run = self.engine.get_run(run_id)
+        return fasta_batch.merge_finished_run(self.store, run, run_layout(run), self.db.jobs(run.id))
+
 
 # What front ends may name: the session and the records and errors it hands out.
 __all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError",
-           "EngineError", "Job", "LogExcerpt", "NotFound", "Plan", "Run", "RunEvent", "RunSummary", "run_layout"]
+           "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job", "LogExcerpt", "NotFound", "OutputFile",
+           "Plan", "ReportLink", "Run", "RunEvent", "RunSummary", "run_layout"]

@@ -11,11 +11,9 @@ from typing import Any, TypeVar
 import click
 
 from bot import defaults
-from bot.api import Cyto
-from bot.engine import EngineError
+from bot.api import Cyto, DatabaseError, EngineError, FastaError
 from bot.executors import ExecutorError
 from bot.layout import LayoutError
-from bot.ledger import DatabaseError
 from bot.settings import ConfigError
 from bot.sizes import format_duration, format_mib
 from bot.store import StoreError
@@ -41,7 +39,7 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, StoreError, DatabaseError, ExecutorError, EngineError, LayoutError) as exc:
+        except (ConfigError, StoreError, DatabaseError, ExecutorError, EngineError, LayoutError, FastaError) as exc:
             raise UsageFailure(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -48,7 +48,7 @@ def demo(pipeline: str, retries: int, confirmed: bool) -> None:
     click.echo(f"demo batch {ref.label} in {cyto.store.uri}: {len(analyses)} analyses "
                f"({failing} fails on purpose: {why})")
     plan = cyto.plan(ref.date, ref.batch, pipeline=pipeline, retries=retries)
-    started = cyto.engine.start_run(plan, requested_by=whoami())
+    started = cyto.start(plan, whoami())
     summary = follow(cyto, started.id)
     report(summary, cyto)
     excerpt = cyto.logs(started.id, failing, tail=5)

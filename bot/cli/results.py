@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
-from bot.api import Cyto
+from bot.api import NotFound
 from bot.cli import completion
 from bot.cli.app import cli
 from bot.cli.common import UsageFailure, friendly_errors, json_option, location, open_session, size_text, stderr_console
@@ -24,10 +23,7 @@ def outputs(run_id: str, analysis: str | None, as_json: bool) -> None:
 
     Example: cyto outputs 3fa2c1 A05 --json
     """
-    from bot.outputs import list_outputs
-
-    cyto = open_session()
-    found = list_outputs(cyto.store, *_run_and_analyses(cyto, run_id, analysis))
+    found = open_session().outputs(run_id, analysis)
     if as_json:
         click.echo(json.dumps({"version": 1, "run_id": run_id, "outputs": [
             {"analysis": f.analysis, "path": f.relative, "size": f.size, "uri": f.uri} for f in found]}, indent=2))
@@ -53,15 +49,15 @@ def download(run_id: str, dest: str, analyses: tuple[str, ...]) -> None:
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from bot.outputs import download as fetch
-    from bot.outputs import list_outputs
-
     cyto = open_session()
-    ref, names = _run_and_analyses(cyto, run_id, None)
+    files = []
     for name in analyses:
-        if name not in names:
-            raise UsageFailure(f"--analysis {name}: run {run_id} has no analysis {name!r}")
-    files = list_outputs(cyto.store, ref, list(analyses) or names)
+        try:
+            files += cyto.outputs(run_id, name)
+        except NotFound as exc:
+            raise UsageFailure(f"--analysis {name}: {exc}") from None
+    if not analyses:
+        files = cyto.outputs(run_id)
     if not files:
         click.echo(f"run {run_id}: no outputs to download yet")
         return
@@ -69,22 +65,9 @@ def download(run_id: str, dest: str, analyses: tuple[str, ...]) -> None:
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=stderr_console(), transient=True) as bar:
         task = bar.add_task(f"{len(files)} files", total=total)
-        written = fetch(cyto.store, files, Path(dest), lambda n: bar.advance(task, n))
+        written = cyto.download(files, dest, lambda n: bar.advance(task, n))
     click.echo(f"downloaded {len(written)} files ({size_text(total)}) of run {run_id} to {Path(dest).resolve()}")
 
-
-def _run_and_analyses(cyto: Cyto, run_id: str, analysis: str | None) -> tuple[Any, list[str]]:
-    """The run's file layout (where its outputs are) and its analyses, or the one asked for."""
-    from bot.engine import run_layout
-
-    run_ = cyto.engine.get_run(run_id)
-    names = [j.analysis for j in cyto.jobs(run_id)]
-    if analysis is not None:
-        if analysis not in names:
-            raise UsageFailure(f"run {run_id} has no analysis {analysis!r} (it has {', '.join(names[:5])}"
-                               f"{' …' if len(names) > 5 else ''})")
-        names = [analysis]
-    return run_layout(run_), names
 
 @cli.command("report")
 @click.argument("run_id", metavar="RUN")

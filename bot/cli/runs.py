@@ -56,16 +56,16 @@ def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory
     if dry_run:
         show_plan(cyto, plan, as_json)
         return
-    started = cyto.engine.start_run(plan, requested_by=whoami(), allow_concurrent=allow_concurrent)
+    started = cyto.start(plan, whoami(), allow_concurrent=allow_concurrent)
     if as_json and not wait:  # with --wait, the one JSON document is the final status
         click.echo(json.dumps({"version": 1, "run_id": started.id, "analyses": len(plan.analyses),
-                               "output": cyto.engine.output_uri(started)}))
+                               "output": cyto.output_uri(started)}))
     elif not as_json:
         click.echo(f"run {started.id}: {len(plan.analyses)} analyses of {plan.ref.label} submitted "
                    f"({plan.pipeline}, {plan.resources.vcpus:g} vCPU, {plan.resources.memory_mib} MiB)")
         if started.outputs_scoped:
             click.echo(f"another run of {plan.ref.label} is unfinished: this run writes to "
-                       f"{cyto.engine.output_uri(started)}")
+                       f"{cyto.output_uri(started)}")
     if wait:
         sys.exit(finish(cyto, follow(cyto, started.id, out=sys.stderr if as_json else None), as_json, followed=True))
 
@@ -133,7 +133,7 @@ def status(run_id: str, wait: bool, as_json: bool) -> None:
     After a crash or a restart, `cyto status RUN --wait` resumes following the run.
     """
     cyto = open_session()
-    cyto.engine.get_run(run_id)
+    cyto.get_run(run_id)
     if wait:
         sys.exit(finish(cyto, follow(cyto, run_id, out=sys.stderr if as_json else None), as_json, followed=True))
     reconcile(cyto)
@@ -201,7 +201,7 @@ def cancel(run_id: str) -> None:
     cyto = open_session()
     if cyto.cancel(run_id, by=whoami()):
         # A run with nothing left at the executor (or one still held, never submitted) is cancelled at once.
-        finished = cyto.engine.get_run(run_id).state.is_finished
+        finished = cyto.get_run(run_id).state.is_finished
         click.echo(f"run {run_id}: {'cancelled' if finished else 'cancelling'}")
     else:
-        click.echo(f"run {run_id} is {cyto.engine.get_run(run_id).state.value.lower()}: nothing to cancel")
+        click.echo(f"run {run_id} is {cyto.get_run(run_id).state.value.lower()}: nothing to cancel")
