@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot import catalog, fasta_batch
+from bot import catalog, demo, dry_run, fasta_batch
+from bot.dry_run import DryRun
 from bot.engine import (
     AlreadyRetried,
     BadParameters,
@@ -27,11 +28,13 @@ from bot.engine import (
     Plan,
     RunSummary,
     run_layout,
+    validate_resources,
     with_overrides,
 )
-from bot.executors import Executor
+from bot.executors import Executor, Resources
 from bot.fasta import FastaError
 from bot.fasta_batch import FastaMerge, FastaSplit
+from bot.layout import BatchRef
 from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
 from bot.outputs import OutputFile, list_outputs
 from bot.outputs import download as download_outputs
@@ -39,6 +42,7 @@ from bot.report import ReportResult, build_report
 from bot.report.links import ReportLink, report_link
 from bot.settings import Settings
 from bot.store import Store, open_store
+from container.pipelines import available as available_pipelines
 
 
 def build_executor(settings: Settings) -> Executor:
@@ -164,6 +168,49 @@ class Cyto:
         return build_report(self.engine, run_id, out_dir=out_dir)
 
     # -- the CLI, the notebook and the benches (cli-door) --------------------------------------
+    @property
+    def store_uri(self) -> str:
+        """Where the store is (a folder's file:// URI, or s3://bucket/prefix)."""
+        return self.store.uri
+
+    def check_store(self) -> None:
+        """StoreError when the store cannot be read (a missing folder, a bucket out of reach)."""
+        self.store.check()
+
+    def analyses(self, date: str, batch: str) -> list[str]:
+        """The analyses of Input/{date}/{batch}/ (none when there is no such batch)."""
+        return list(catalog.iter_analyses(self.store, BatchRef(date, batch)))
+
+    def pipelines(self) -> list[str]:
+        return available_pipelines()
+
+    def default_resources(self) -> Resources:
+        """What a run gets when its request names no resources."""
+        return self.engine.default_resources()
+
+    def resource_errors(self, **values: Any) -> dict[str, str]:
+        """Each resource (vcpus, memory_mib, storage_gib, timeout_s, retries) checked alone against the
+        engine's limits: why each refused one is refused, by name."""
+        errors = {}
+        for name, value in values.items():
+            try:
+                validate_resources(with_overrides(self.engine.default_resources(), **{name: value}))
+            except EngineError as exc:
+                errors[name] = str(exc)
+        return errors
+
+    def dry_run(self, plan: Plan) -> DryRun:
+        """What the plan would submit: each analysis with its parameters (params.json merged over the
+        run's) and the job-hours this pipeline's recent runs suggest."""
+        history = [self.status(r.id) for r in self.runs(dry_run.HISTORY_RUNS) if r.pipeline == plan.pipeline]
+        return DryRun(plan, dry_run.analyses_with_params(self.store, plan), dry_run.estimate(plan, history))
+
+    def write_demo_batch(self, pipeline: str) -> tuple[BatchRef, list[str]]:
+        """Write `cyto demo`'s sample batch for `pipeline` (cytometry or wordcount) into the store."""
+        if pipeline == "cytometry":
+            return demo.write_cytometry_batch(self.store)
+        return demo.write_demo_batch(self.store)
+
     def get_run(self, run_id: str) -> Run:
         """The run (NotFound when there is none)."""
         return self.engine.get_run(run_id)
@@ -215,6 +262,6 @@ class Cyto:
 
 
 # What front ends may name: the session and the records and errors it hands out.
-__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError",
+__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError", "DryRun",
            "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job", "LogExcerpt", "NotFound", "OutputFile",
-           "Plan", "ReportLink", "Run", "RunEvent", "RunSummary", "run_layout"]
+           "Plan", "ReportLink", "Resources", "Run", "RunEvent", "RunSummary", "run_layout"]

@@ -28,7 +28,7 @@ def demo(pipeline: str, retries: int, confirmed: bool) -> None:
     QC verdicts and where the run report is. With an S3 store (the lab's bucket) it refuses unless
     --yes: the demo would add a batch to it.
     """
-    from bot.demo import CYTOMETRY_FAILING, FAILING_ANALYSIS, write_cytometry_batch, write_demo_batch
+    from bot.demo import CYTOMETRY_FAILING, FAILING_ANALYSIS
 
     settings = Settings.from_env()
     if settings.store.startswith("s3://") and not confirmed:
@@ -38,14 +38,14 @@ def demo(pipeline: str, retries: int, confirmed: bool) -> None:
     cyto = open_session()
     if pipeline == "cytometry":
         try:
-            ref, analyses = write_cytometry_batch(cyto.store)
+            ref, analyses = cyto.write_demo_batch(pipeline)
         except RuntimeError as exc:
             raise UsageFailure(f"{exc}; or try `cyto demo --pipeline wordcount`") from None
         failing, why = CYTOMETRY_FAILING, "its only FCS file is unreadable"
     else:
-        ref, analyses = write_demo_batch(cyto.store)
+        ref, analyses = cyto.write_demo_batch(pipeline)
         failing, why = FAILING_ANALYSIS, "its params.json names a file that is not there"
-    click.echo(f"demo batch {ref.label} in {cyto.store.uri}: {len(analyses)} analyses "
+    click.echo(f"demo batch {ref.label} in {cyto.store_uri}: {len(analyses)} analyses "
                f"({failing} fails on purpose: {why})")
     plan = cyto.plan(ref.date, ref.batch, pipeline=pipeline, retries=retries)
     started = cyto.start(plan, whoami())

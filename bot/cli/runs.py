@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
 
 import click
 
-from bot.api import Cyto
+from bot.api import Cyto, Plan
 from bot.cli import completion
 from bot.cli.app import cli
 from bot.cli.common import (
@@ -70,13 +69,12 @@ def run(date: str, batch: str, pipeline: str | None, vcpus: float | None, memory
         sys.exit(finish(cyto, follow(cyto, started.id, out=sys.stderr if as_json else None), as_json, followed=True))
 
 
-def show_plan(cyto: Cyto, plan: Any, as_json: bool) -> None:
+def show_plan(cyto: Cyto, plan: Plan, as_json: bool) -> None:
     from bot import dry_run
     from bot.sizes import format_duration, format_mib
 
-    analyses = dry_run.analyses_with_params(cyto.store, plan)
-    history = [cyto.status(r.id) for r in cyto.runs(dry_run.HISTORY_RUNS) if r.pipeline == plan.pipeline]
-    guess = dry_run.estimate(plan, history)
+    preview = cyto.dry_run(plan)
+    analyses, guess = preview.analyses, preview.estimate
     if as_json:
         click.echo(json.dumps(dry_run.plan_view(plan, analyses, guess), indent=2))
         return

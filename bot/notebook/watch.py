@@ -11,14 +11,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from bot.api import Cyto
-from bot.engine import NotFound, RunSummary
-from bot.ledger import Job, Run, RunEvent
+from bot.api import Cyto, Job, NotFound, Run, RunEvent, RunSummary
 from bot.notebook.launch import notebook_user
 from bot.notebook.render import BAR_STYLES, jobs_table_html, log_html, message_html, progress_html, run_label
 from bot.notebook.results import MAX_PLOTS, results_html
 from bot.report import ReportResult
-from bot.report.links import report_link
 from bot.states import JobState, RunState
 from bot.store import ObjectNotFound
 
@@ -225,13 +222,14 @@ class RunWatcher:
         for analysis, keys in report.results.plots.items():
             for key_ in keys[:budget]:
                 try:
-                    plots.setdefault(analysis, []).append((key_.rsplit("/", 1)[-1], self.cyto.store.read_bytes(key_)))
-                except ObjectNotFound:
+                    plots.setdefault(analysis, []).append((key_.rsplit("/", 1)[-1],
+                                                           self.cyto.read_output(summary.run.id, key_)))
+                except (ObjectNotFound, NotFound):
                     continue
             budget -= len(keys)
             if budget <= 0:
                 break
-        link = report_link(self.cyto.store, report.key)
+        link = self.cyto.report_link(report.key)
         self.report, self._report_for = report, key
         self.results.value = results_html(report, plots, link.url or link.path)
 
