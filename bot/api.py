@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ def build_executor(settings: Settings) -> Executor:
 
 
 EVENT_PAGE = 500  # events read at a time while following a run
+
+
+@dataclass(frozen=True)
+class PendingIntents:
+    stops_to_send: int
+    unresolved_claims: int
+
+    def __bool__(self) -> bool:
+        return bool(self.stops_to_send or self.unresolved_claims)
 
 
 class Cyto:
@@ -221,6 +231,18 @@ class Cyto:
         return self.engine.start_run(plan, requested_by, slack_channel=slack_channel, submit=not hold, hold=hold,
                                      allow_concurrent=allow_concurrent)
 
+    def release(self, run_id: str, slack_channel: str, slack_thread_ts: str) -> bool:
+        """End a run's hold: its thread is `slack_thread_ts`. False when it was no longer held."""
+        return self.engine.release(run_id, slack_channel, slack_thread_ts)
+
+    def submit_pending(self, run_id: str) -> int:
+        return self.engine.submit_pending(run_id)
+
+    def pending_intents(self, run_id: str) -> PendingIntents:
+        """What the ledger recorded for the run but has not carried out yet: stops not yet sent to the
+        executor, and submission claims on cancelled attempts not yet resolved (the next poll does both)."""
+        return PendingIntents(len(self.db.cancels_to_send([run_id])), len(self.db.unresolved_claims(run_id)))
+
     def output_uri(self, run: Run, analysis: str | None = None) -> str:
         return self.engine.output_uri(run, analysis)
 
@@ -264,4 +286,4 @@ class Cyto:
 # What front ends may name: the session and the records and errors it hands out.
 __all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "Cyto", "DatabaseError", "DryRun",
            "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job", "LogExcerpt", "NotFound", "OutputFile",
-           "Plan", "ReportLink", "Resources", "Run", "RunEvent", "RunSummary", "run_layout"]
+           "PendingIntents", "Plan", "ReportLink", "Resources", "Run", "RunEvent", "RunSummary", "run_layout"]
