@@ -6,7 +6,7 @@ moto runs in-process (ThreadedMotoServer); its Batch jobs are held in SUBMITTED,
 (moto's per-job thread, which would otherwise try Docker or poll a state machine every 0.5 s, is
 replaced server-side by one that does nothing, the way tests/aws/batch_shim.py replaces it). For each trial a
 new run is started; from another thread, after a random number of SubmitJob calls, the run is
-cancelled the way a person's click does it (Engine.cancel), while submission goes on. Then two polls.
+cancelled the way a person's click does it (`Cyto.cancel`), while submission goes on. Then two polls.
 Prints per trial and in total:
 - orphaned executor jobs: Batch jobs of the run that nobody stopped (no CancelJob/TerminateJob of
   ours: their statusReason does not carry our "cyto: " mark) although they never finished (goal: 0);
