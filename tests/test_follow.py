@@ -71,8 +71,9 @@ def test_follow_stops_at_the_timeout_of_its_own_clock(batch: dict[str, str]) -> 
         slept.append(s)
         now[0] += s
 
+    on_the_fake_clock = 10.0  # seconds of the injected clock: no real time passes, nothing to scale
     summary = cyto.follow(run.id, lambda _: None, interval=2.0, clock=lambda: now[0], sleep=sleep, poll=False,
-                          timeout=10.0)
+                          timeout=on_the_fake_clock)
 
     assert not summary.finished and summary.run.id == run.id
     assert slept == [2.0] * 5

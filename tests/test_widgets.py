@@ -356,7 +356,8 @@ def test_wait_runs_on_the_watchers_clock_and_stops_at_its_timeout(
         now[0] += s
 
     watcher = RunWatcher(cyto, run.id, interval=2.0, clock=lambda: now[0], sleep=sleep)
-    summary = watcher.wait(timeout=10.0)
+    on_the_fake_clock = 10.0  # seconds of the injected clock: no real time passes, nothing to scale
+    summary = watcher.wait(timeout=on_the_fake_clock)
 
     assert summary is not None and not summary.finished
     assert slept == [2.0] * 5
