@@ -129,8 +129,7 @@ class RunWatcher:
             try:
                 if poll and (self.summary is None or self.summary.run.id != run_id or not self.summary.finished):
                     self.cyto.poll()
-                self.summary = self.cyto.status(run_id)
-                self.jobs = self.cyto.jobs(run_id)
+                self._read(self.cyto.status(run_id), jobs_changed=True)
             except Exception as exc:  # shown in the widget: a live loop or a click has nowhere else to report
                 self._show_refresh_error(exc)
                 return self.summary
@@ -154,11 +153,17 @@ class RunWatcher:
         with self._lock:
             if summary.run.id != self.run_id:
                 raise _StopFollowing  # another run was picked meanwhile
-            if self._jobs_stale or self.summary is None or self.summary.run.id != summary.run.id:
-                self.jobs = self.cyto.jobs(summary.run.id)
-                self._jobs_stale = False
-            self.summary = summary
+            moved_on = self._jobs_stale or self.summary is None or self.summary.run.id != summary.run.id
+            self._read(summary, jobs_changed=moved_on)
             self._rendered()
+
+    def _read(self, summary: RunSummary, *, jobs_changed: bool) -> None:
+        """Take a new summary of the shown run, and read what else the widgets show from it (the jobs
+        only when an event said they changed): the one place refresh() and following both read."""
+        if jobs_changed:
+            self.jobs = self.cyto.jobs(summary.run.id)
+            self._jobs_stale = False
+        self.summary = summary
 
     def _follow(self, run_id: str, timeout: float | None, sleep: Callable[[float], None]) -> bool:
         """Follow `run_id` with `Cyto.follow`, rendering after each read; False when a poll or read
