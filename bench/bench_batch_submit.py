@@ -4,8 +4,8 @@
 
 moto runs in a separate process (Docker-less simple mode), so this process's CPU time is our own
 (engine, executor, botocore) and not the fake endpoint's. Prints:
-- wall time of a naive sequential SubmitJob loop and of the engine's submission (BatchExecutor
-  through the engine's bounded pool, run database writes included), both in this run;
+- wall time of a naive sequential SubmitJob loop and of the engine's submission (`Cyto.start`:
+  BatchExecutor through the engine's bounded pool, run database writes included), both in this run;
 - our CPU time per submitted job;
 - API calls of one poll cycle over all the jobs while they are QUEUED/RUNNING in the run database.
 """
@@ -62,10 +62,10 @@ def run(jobs: int) -> None:
     import boto3
 
     from bot import aws
-    from bot.engine import Engine
+    from bot.api import Cyto
     from bot.executors.batch import BatchExecutor
-    from bot.ledger import RunDB
-    from bot.store.s3 import S3Store
+    from bot.settings import Settings
+    from bot.states import JobState
     from tests.aws.batch_setup import make_batch, put_text
 
     setup = make_batch()
@@ -83,21 +83,23 @@ def run(jobs: int) -> None:
     executor = BatchExecutor(setup.queue, setup.definition)
     executor.batch.meta.events.register("before-call.batch", lambda model, **_: calls.update([model.name]))
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(S3Store.from_uri(f"s3://{setup.bucket}"), executor, RunDB(f"{tmp}/runs.sqlite"))
-        plan = engine.plan(date, batch, pipeline="wordcount")
+        cyto = Cyto(Settings(store=f"s3://{setup.bucket}", executor="batch", db=f"{tmp}/runs.sqlite",
+                             batch_job_queue=setup.queue, batch_job_definition=setup.definition), executor=executor)
+        plan = cyto.plan(date, batch, pipeline="wordcount")
         cpu, started = time.process_time(), time.perf_counter()
-        run_record = engine.start_run(plan, "bench")
+        run_record = cyto.start(plan, "bench")
         ours_wall, ours_cpu = time.perf_counter() - started, time.process_time() - cpu
         submitted = calls["SubmitJob"]
 
         calls.clear()
-        active = len(engine.db.active_attempts([run_record.id]))
-        engine.poll()
+        summary = cyto.status(run_record.id)
+        active = summary.count(JobState.QUEUED) + summary.count(JobState.RUNNING)  # what an executor holds
+        cyto.poll()
         poll_calls = dict(calls)
 
     print(f"jobs submitted: naive {jobs}, ours {submitted} (workers: {executor.submit_concurrency})")
     print(f"naive sequential SubmitJob loop: {naive_wall:.2f} s wall ({naive_wall / jobs * 1000:.2f} ms/job)")
-    print(f"ours (engine.start_run: claim, SubmitJob, record): {ours_wall:.2f} s wall "
+    print(f"ours (Cyto.start: record, claim, SubmitJob, record): {ours_wall:.2f} s wall "
           f"({ours_wall / submitted * 1000:.2f} ms/job), speed-up x{naive_wall / ours_wall:.1f}")
     print(f"our CPU time: {ours_cpu:.2f} s = {ours_cpu / submitted * 1000:.2f} ms/job "
           "(this process: engine, SQLite, botocore signing and parsing)")

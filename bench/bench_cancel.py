@@ -6,7 +6,7 @@ moto runs in-process (ThreadedMotoServer); its Batch jobs are held in SUBMITTED,
 (moto's per-job thread, which would otherwise try Docker or poll a state machine every 0.5 s, is
 replaced server-side by one that does nothing, the way tests/aws/batch_shim.py replaces it). For each trial a
 new run is started; from another thread, after a random number of SubmitJob calls, the run is
-cancelled the way a person's click does it (Engine.cancel), while submission goes on. Then two polls.
+cancelled the way a person's click does it (`Cyto.cancel`), while submission goes on. Then two polls.
 Prints per trial and in total:
 - orphaned executor jobs: Batch jobs of the run that nobody stopped (no CancelJob/TerminateJob of
   ours: their statusReason does not carry our "cyto: " mark) although they never finished (goal: 0);
@@ -81,13 +81,11 @@ def bench(jobs: int, trials: int, rng: random.Random) -> None:
 
 def one_trial(setup: Any, date: str, batch: str, jobs: int, rng: random.Random,
               client: Any) -> tuple[int, int, int, int, float]:
-    from bot.engine import Engine
-    from bot.executors import Resources
+    from bot.api import Cyto
     from bot.executors.batch import BatchExecutor
     from bot.executors.batch_states import CANCEL_MARK
-    from bot.ledger import RunDB
+    from bot.settings import Settings
     from bot.states import RunState
-    from bot.store.s3 import S3Store
 
     executor = BatchExecutor(setup.queue, setup.definition)
     submitted: list[str] = []
@@ -104,19 +102,22 @@ def one_trial(setup: Any, date: str, batch: str, jobs: int, rng: random.Random,
             n = len(submitted)
         if n == cancel_after and not fired.is_set():
             fired.set()  # a person clicks Cancel now, from another thread
-            threading.Thread(target=lambda: target["engine"].cancel(target["run"], by="bench")).start()
+            threading.Thread(target=lambda: target["cyto"].cancel(target["run"], by="bench")).start()
 
     executor.batch.meta.events.register("after-call.batch", count_submit)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(S3Store.from_uri(f"s3://{setup.bucket}"), executor, RunDB(f"{tmp}/runs.sqlite"))
-        run = engine.start_run(engine.plan(date, batch, "wordcount", Resources(retries=0)), "bench", submit=False)
-        target.update(engine=engine, run=run.id)
+        cyto = Cyto(Settings(store=f"s3://{setup.bucket}", executor="batch", db=f"{tmp}/runs.sqlite",
+                             batch_job_queue=setup.queue, batch_job_definition=setup.definition), executor=executor)
+        # Recorded held, then released and submitted here, so that the cancel thread knows the run's id.
+        run = cyto.start(cyto.plan(date, batch, pipeline="wordcount", retries=0), "bench", hold=True)
+        cyto.release(run.id, "bench", "bench")
+        target.update(cyto=cyto, run=run.id)
         started = time.perf_counter()
-        engine.submit_pending(run.id)
-        while fired.is_set() and engine.get_run(run.id).state == RunState.ACTIVE:
+        cyto.submit_pending(run.id)
+        while fired.is_set() and cyto.get_run(run.id).state == RunState.ACTIVE:
             time.sleep(0.01)  # the cancel thread is still recording its intent
-        engine.poll()
-        engine.poll()
+        cyto.poll()
+        cyto.poll()
         elapsed = time.perf_counter() - started
         orphans = 0
         for start in range(0, len(submitted), 100):
@@ -124,9 +125,7 @@ def one_trial(setup: Any, date: str, batch: str, jobs: int, rng: random.Random,
                 finished = job["status"] in ("FAILED", "SUCCEEDED")
                 stopped = (job.get("statusReason") or "").startswith(CANCEL_MARK)
                 orphans += not finished and not stopped
-        state = engine.get_run(run.id).state
-        stuck = int(state == RunState.ACTIVE or bool(engine.db.cancels_to_send([run.id]))
-                    or bool(engine.db.unresolved_claims(run.id)))
+        stuck = int(cyto.get_run(run.id).state == RunState.ACTIVE or bool(cyto.pending_intents(run.id)))
     return orphans, stuck, cancel_after, len(submitted), elapsed
 
 

@@ -73,7 +73,7 @@ def main() -> None:
         cyto = Cyto(settings)
         start = time.perf_counter()
         run = cyto.run("2020-01-01", "bench", pipeline="wordcount", requested_by="bench")
-        summary = cyto.engine.wait(run.id, interval=0.5)
+        summary = cyto.wait(run.id, interval=0.5)
         wall = time.perf_counter() - start
     ideal = math.ceil(args.jobs / cores) * one
     print(f"cores: {cores}")

@@ -65,7 +65,7 @@ def one_run(jobs: int, history: int) -> tuple[float, float]:
                              local_spool=str(root / "spool"), local_command=TRIVIAL))
         start, cpu = time.perf_counter(), time.process_time()
         run = cyto.run("2020-01-01", "bench", pipeline="wordcount", requested_by="bench")
-        summary = cyto.engine.wait(run.id, interval=0.05)
+        summary = cyto.wait(run.id, interval=0.05)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         assert summary.run.state == RunState.SUCCEEDED, summary.run.state
         return wall, cpu

@@ -20,11 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.api import Cyto  # noqa: E402
 from bot.demo import CYTOMETRY_CHANNELS, CYTOMETRY_LABELS, SPILLOVER, cytometry_events  # noqa: E402
-from bot.engine import Engine  # noqa: E402
 from bot.layout import BatchRef  # noqa: E402
-from bot.ledger import RunDB  # noqa: E402
-from bot.report import build_report  # noqa: E402
+from bot.settings import Settings  # noqa: E402
 from bot.states import JobState  # noqa: E402
 from bot.store.local import LocalStore  # noqa: E402
 from tests.scripted_executor import ScriptedExecutor  # noqa: E402
@@ -82,14 +81,14 @@ def main() -> None:
             for item in template.iterdir():
                 (out / item.name).write_bytes(item.read_bytes())
         executor = ScriptedExecutor()
-        engine = Engine(store, executor, RunDB(str(root / "runs.sqlite")))
-        run = engine.start_run(engine.plan(ref.date, ref.batch, "cytometry", None, {}), "bench")
+        cyto = Cyto(Settings(store=str(root / "store"), db=str(root / "runs.sqlite")), store=store, executor=executor)
+        run = cyto.start(cyto.plan(ref.date, ref.batch, pipeline="cytometry"), "bench")
         executor.finish_all(JobState.SUCCEEDED)
-        engine.poll()
+        cyto.poll()
         store.reads.clear()
         store.read_bytes_total = 0
         start = time.perf_counter()
-        result = build_report(engine, run.id)
+        result = cyto.report(run.id)
         seconds = time.perf_counter() - start
         per = 1000 * seconds / args.analyses
         print(f"report of {args.analyses} analyses x {args.files} files: {seconds:.2f} s, {per:.1f} ms per analysis "

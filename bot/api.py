@@ -10,13 +10,16 @@ the same calls).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot import catalog
+from bot import catalog, demo, dry_run, fasta_batch
 from bot.actions import FailedAttempt, RetryAdvice, RunActions, run_actions
 from bot.component_tables import ComponentTables
+from bot.dry_run import DryRun
 from bot.engine import (
     AlreadyRetried,
     BadParameters,
@@ -28,14 +31,22 @@ from bot.engine import (
     Plan,
     RunSummary,
     run_layout,
+    validate_resources,
     with_overrides,
 )
-from bot.executors import Executor
+from bot.executors import Executor, Resources
+from bot.fasta import FastaError
+from bot.fasta_batch import FastaMerge, FastaSplit
+from bot.layout import BatchRef
 from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
+from bot.outputs import OutputFile, list_outputs
+from bot.outputs import download as download_outputs
 from bot.report import ReportResult, build_report
+from bot.report.links import ReportLink, report_link
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from bot.store import Store, open_store
+from container.pipelines import available as available_pipelines
 
 
 def build_executor(settings: Settings) -> Executor:
@@ -47,6 +58,18 @@ def build_executor(settings: Settings) -> Executor:
 
     return LocalExecutor(settings.local_spool, settings.local_max_parallel,
                          settings.local_command or DEFAULT_COMMAND, keep_days=settings.local_keep_days)
+
+
+EVENT_PAGE = 500  # events read at a time while following a run
+
+
+@dataclass(frozen=True)
+class PendingIntents:
+    stops_to_send: int
+    unresolved_claims: int
+
+    def __bool__(self) -> bool:
+        return bool(self.stops_to_send or self.unresolved_claims)
 
 
 class Cyto:
@@ -98,8 +121,44 @@ class Cyto:
         """The run's analyses with their current state, attempt and reason, by analysis name."""
         return self.db.jobs(self.engine.get_run(run_id).id)
 
-    def wait(self, run_id: str, interval: float | None = None) -> RunSummary:
-        return self.engine.wait(run_id, interval or min(self.settings.poll_seconds, 1.0))
+    def wait(self, run_id: str, interval: float | None = None, timeout: float | None = None) -> RunSummary:
+        """Poll until the run has finished (or `timeout` seconds passed); `follow` without a callback."""
+        return self.follow(run_id, lambda _: None, interval=interval, timeout=timeout)
+
+    # -- following a run (front ends: CLI --wait, notebook watcher) ------------------------------
+    def follow(self, run_id: str, on_event: Callable[[RunEvent], None], *, interval: float | None = None,
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+               poll: bool = True, timeout: float | None = None,
+               on_summary: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        """Follow a run until it has finished: `on_event` gets each of the run's events from the ledger,
+        from its first, in order and once, whichever process recorded it; `on_summary` gets the run's
+        summary after each read. Between reads it polls the executor (unless `poll=False`: something
+        else polls, such as the bot's scheduler) and sleeps `interval` seconds. Returns the final
+        summary, or after `timeout` seconds the summary as it stands (`finished` says which)."""
+        self.engine.get_run(run_id)  # NotFound before anything else
+        pause = interval or min(self.settings.poll_seconds, 1.0)
+        deadline = None if timeout is None else clock() + timeout
+        cursor = 0
+        while True:
+            if poll:
+                self.poll()
+            # The summary is read before the events: once it says finished, every event is committed.
+            summary = self.status(run_id)
+            cursor = self._deliver_events(run_id, cursor, on_event)
+            if on_summary is not None:
+                on_summary(summary)
+            if summary.finished or (deadline is not None and clock() >= deadline):
+                return summary
+            sleep(pause)
+
+    def _deliver_events(self, run_id: str, cursor: int, on_event: Callable[[RunEvent], None]) -> int:
+        while True:
+            page = self.db.events(cursor, run_id=run_id, limit=EVENT_PAGE)
+            for event in page:
+                on_event(event)
+                cursor = event.seq
+            if len(page) < EVENT_PAGE:
+                return cursor
 
     def logs(self, run_id: str, analysis: str, attempt: int | None = None, tail: int = 15) -> LogExcerpt:
         return self.engine.log_excerpt(run_id, analysis, attempt, tail=tail)
@@ -122,6 +181,90 @@ class Cyto:
         Output/{date}/{batch}/_runs/{run}/, and into `out_dir` too when given."""
         return build_report(self.engine, run_id, out_dir=out_dir)
 
+    # -- the CLI, the notebook and the benches (cli-door) --------------------------------------
+    @property
+    def store_uri(self) -> str:
+        """Where the store is (a folder's file:// URI, or s3://bucket/prefix)."""
+        return self.store.uri
+
+    def check_store(self) -> None:
+        """StoreError when the store cannot be read (a missing folder, a bucket out of reach)."""
+        self.store.check()
+
+    def analyses(self, date: str, batch: str) -> list[str]:
+        """The analyses of Input/{date}/{batch}/ (none when there is no such batch)."""
+        return list(catalog.iter_analyses(self.store, BatchRef(date, batch)))
+
+    def pipelines(self) -> list[str]:
+        return available_pipelines()
+
+    def default_resources(self) -> Resources:
+        """What a run gets when its request names no resources."""
+        return self.engine.default_resources()
+
+    def resource_errors(self, **values: Any) -> dict[str, str]:
+        """Each resource (vcpus, memory_mib, storage_gib, timeout_s, retries) checked alone against the
+        engine's limits: why each refused one is refused, by name."""
+        errors = {}
+        for name, value in values.items():
+            try:
+                validate_resources(with_overrides(self.engine.default_resources(), **{name: value}))
+            except EngineError as exc:
+                errors[name] = str(exc)
+        return errors
+
+    def dry_run(self, plan: Plan) -> DryRun:
+        """What the plan would submit: each analysis with its parameters (params.json merged over the
+        run's) and the job-hours this pipeline's recent runs suggest."""
+        history = [self.status(r.id) for r in self.runs(dry_run.HISTORY_RUNS) if r.pipeline == plan.pipeline]
+        return DryRun(plan, dry_run.analyses_with_params(self.store, plan), dry_run.estimate(plan, history))
+
+    def write_demo_batch(self, pipeline: str) -> tuple[BatchRef, list[str]]:
+        """Write `cyto demo`'s sample batch for `pipeline` (cytometry or wordcount) into the store."""
+        if pipeline == "cytometry":
+            return demo.write_cytometry_batch(self.store)
+        return demo.write_demo_batch(self.store)
+
+    def pending_intents(self, run_id: str) -> PendingIntents:
+        """What the ledger recorded for the run but has not carried out yet: stops not yet sent to the
+        executor, and submission claims on cancelled attempts not yet resolved (the next poll does both)."""
+        return PendingIntents(len(self.db.cancels_to_send([run_id])), len(self.db.unresolved_claims(run_id)))
+
+    def outputs(self, run_id: str, analysis: str | None = None) -> list[OutputFile]:
+        """What the run's analyses (or one of them) wrote under their Output folders."""
+        run = self.engine.get_run(run_id)
+        names = [j.analysis for j in self.db.jobs(run.id)]
+        if analysis is not None:
+            if analysis not in names:
+                raise NotFound(f"run {run_id} has no analysis {analysis!r} (it has {', '.join(names[:5])}"
+                               f"{' …' if len(names) > 5 else ''})")
+            names = [analysis]
+        return list_outputs(self.store, run_layout(run), names)
+
+    def read_output(self, run_id: str, key: str) -> bytes:
+        """One file of the run's Output folder (an `OutputFile.key`, a report's plot)."""
+        prefix = run_layout(self.engine.get_run(run_id)).output_prefix
+        if not key.startswith(prefix) or "/../" in f"/{key}/":
+            raise NotFound(f"{key} is not in run {run_id}'s outputs ({prefix})")
+        return self.store.read_bytes(key)
+
+    def download(self, files: Sequence[OutputFile], dest: str | Path,
+                 progress: Callable[[int], None] | None = None) -> list[Path]:
+        """Fetch output files into dest/ANALYSIS/...; `progress` is called with each chunk's byte count."""
+        return download_outputs(self.store, files, Path(dest), progress)
+
+    def report_link(self, key: str) -> ReportLink:
+        """How a person opens a report: a pre-signed URL on S3, a path on a local store."""
+        return report_link(self.store, key)
+
+    def split_fasta(self, fasta_path: str | Path, chunks: int, date: str, batch: str) -> FastaSplit:
+        """Split a FASTA file at record boundaries into a new batch, one chunk analysis each."""
+        return fasta_batch.split_into_new_batch(self.store, fasta_path, chunks, date, batch)
+
+    def merge_fasta(self, run_id: str) -> FastaMerge:
+        """Sum the k-mer tables of a finished fasta-kmers run into Output/{date}/{batch}/merged/."""
+        run = self.engine.get_run(run_id)
+        return fasta_batch.merge_finished_run(self.store, run, run_layout(run), self.db.jobs(run.id))
 
     # -- what the Slack front end asks (handlers/) ---------------------------------------------
     def get_run(self, run_id: str) -> Run:
@@ -232,5 +375,6 @@ class Cyto:
 
 # What front ends may name: the session and the records and errors it hands out.
 __all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "ComponentTables", "Cyto",
-           "DatabaseError", "EngineError", "Job", "LogExcerpt", "NotFound", "Plan", "RetryAdvice", "Run",
+           "DatabaseError", "DryRun", "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job", "LogExcerpt",
+           "NotFound", "OutputFile", "PendingIntents", "Plan", "ReportLink", "Resources", "RetryAdvice", "Run",
            "RunActions", "RunEvent", "RunSummary", "run_layout"]

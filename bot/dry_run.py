@@ -38,6 +38,13 @@ class PlannedAnalysis:
     has_params_file: bool
 
 
+@dataclass(frozen=True)
+class DryRun:
+    plan: Plan
+    analyses: list[PlannedAnalysis]
+    estimate: Estimate
+
+
 def analyses_with_params(store: Store, plan: Plan) -> list[PlannedAnalysis]:
     files = read_params_files(store, plan.ref, plan.analyses)
     planned = []

@@ -63,7 +63,7 @@ FINISHED_RUN = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLE
 
 class EventKind(StrEnum):
     """What a ledger event says happened. The ledger writes one for each state change it makes, in the
-    same transaction (`run_events`); the engine publishes the same kinds to its listeners."""
+    same transaction (`run_events`); every consumer reads them with its own cursor."""
 
     RUN_STARTED = "run_started"  # recorded, ACTIVE or HELD (its state says which)
     RUN_RELEASED = "run_released"  # a held run may now be submitted

@@ -3,7 +3,7 @@
     cyto serve                    Socket Mode (SLACK_APP_TOKEN): no public URL needed
     cyto serve --http --port 3000 Bolt's /slack/events on waitress, signed requests only, plus /healthz
 
-The click command is in bot/cli.py; Slack and engine imports happen inside `serve`, so `cyto --help`
+The click command is in bot/cli/service.py; Slack and engine imports happen inside `serve`, so `cyto --help`
 stays fast. Nothing here imports the CLI.
 """
 
@@ -124,7 +124,7 @@ class StartFailure(RuntimeError):
 
 
 def serve(use_http: bool, host: str, port: int) -> None:
-    """Run the Slack bot and the poll scheduler until interrupted (`cyto serve`, bot/cli.py)."""
+    """Run the Slack bot and the poll scheduler until interrupted (`cyto serve`, bot/cli/service.py)."""
     from bot.scheduler import PollScheduler
     from bot.settings import ConfigError, Settings
     from handlers.app import build_app

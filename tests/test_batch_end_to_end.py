@@ -40,7 +40,7 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
     wordcount_batch(batch_setup.bucket, DATE, BATCH, 5, broken=("A03",))
     cyto = Cyto(settings(batch_setup, tmp_path))
     run = cyto.run(DATE, BATCH, pipeline="wordcount", retries=1, requested_by="ana")
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(60))
     assert (summary.count(JobState.SUCCEEDED), summary.count(JobState.FAILED)) == (4, 1)
     assert [k for k in outputs(batch_setup.bucket) if k.endswith("wordcount.json")] == [
         f"Output/{DATE}/{BATCH}/{a}/wordcount.json" for a in ("A01", "A02", "A04", "A05")]
@@ -63,7 +63,7 @@ def test_run_fail_retry_with_the_python_api(aws: Aws, shim: EntrypointShim, batc
     boto3.client("s3").put_object(Bucket=batch_setup.bucket, Key=f"Input/{DATE}/{BATCH}/A03/missing.txt",
                                   Body=b"found now\n")
     assert cyto.retry(run.id, "A03", by="ana") == ["A03"]
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(60))
     assert summary.count(JobState.SUCCEEDED) == 5 and summary.run.state == RunState.SUCCEEDED
     assert f"Output/{DATE}/{BATCH}/A03/wordcount.json" in outputs(batch_setup.bucket)
     assert aws.calls("batch:submitjob") == 6
@@ -88,7 +88,7 @@ def test_restart_mid_run_submits_nothing_twice(aws: Aws, shim: EntrypointShim, b
     assert aws.calls("batch:listjobs") == 2  # looked up by their deterministic names ...
     assert aws.calls("batch:submitjob") == 5  # ... and found, so not submitted again
     shim.hold.clear()
-    summary = second.engine.wait(run.id, interval=0.1, timeout=seconds(60))
+    summary = second.wait(run.id, interval=0.1, timeout=seconds(60))
     assert summary.count(JobState.SUCCEEDED) == 5
     assert aws.calls("batch:submitjob") == 5 and len(shim.started) == 5
 
@@ -101,7 +101,7 @@ def test_cancel_drops_queued_jobs(aws: Aws, shim: EntrypointShim, batch_setup: B
     cyto.poll()
     assert cyto.cancel(run.id, by="ana")
     assert aws.calls("batch:canceljob") == 3
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(30))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(30))
     assert summary.run.state == RunState.CANCELLED and summary.count(JobState.CANCELLED) == 3
     assert shim.started == []
 
@@ -111,7 +111,7 @@ def test_throttled_endpoint_loses_nothing(simple_batch: Aws, batch_setup: BatchS
     simple_batch.throttle("batch:submitjob", 6)
     cyto = Cyto(settings(batch_setup, tmp_path))
     run = cyto.run(DATE, BATCH, pipeline="wordcount")
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(60))
     assert simple_batch.middleware.throttled["batch:submitjob"] == 6
     assert simple_batch.calls("batch:submitjob") == 12
     assert summary.count(JobState.SUCCEEDED) == 12

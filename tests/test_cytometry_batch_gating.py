@@ -255,7 +255,7 @@ def test_one_batch_workspace_gates_two_analyses_as_flowjo_counted(cyto: Cyto) ->
             shutil.copy(fcs_file, batch_root / analysis / fcs_file.name)
     shutil.copy(workspace, batch_root / "panel.wsp")
     plan = cyto.plan(DATE, BATCH, pipeline="cytometry", params={"gating_file": "../panel.wsp"})
-    summary = cyto.engine.wait(cyto.engine.start_run(plan, "tester").id, interval=0.2, timeout=seconds(300))
+    summary = cyto.wait(cyto.engine.start_run(plan, "tester").id, interval=0.2, timeout=seconds(300))
     assert summary.run.state == RunState.SUCCEEDED, summary
     stored = flowjo_counts(workspace)
     for analysis in ("A01", "A02"):

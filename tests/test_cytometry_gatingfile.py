@@ -223,7 +223,7 @@ def test_workspaces_through_a_real_batch_run_match_flowjo(cyto: Cyto) -> None:
         folder = analysis_folder(store / "Input" / date / batch, workspace)
         folder.rename(folder.parent / key)
     run = cyto.engine.start_run(cyto.plan(date, batch, pipeline="cytometry"), "tester")
-    summary = cyto.engine.wait(run.id, interval=0.2, timeout=seconds(300))
+    summary = cyto.wait(run.id, interval=0.2, timeout=seconds(300))
     assert summary.run.state == RunState.SUCCEEDED, summary
     for key, workspace in WORKSPACES.items():
         rows = stats_rows(store / "Output" / date / batch / key)

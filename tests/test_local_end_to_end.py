@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot.api import Cyto
+from bot.cli.progress import summary_lines
 from bot.executors import JobSpec, Resources
 from bot.executors.local import LocalExecutor
-from bot.progress import summary_lines
 from bot.states import JobState, RunState
 from container.contract import JobEnvironment
 from tests.timeouts import deadline_after, seconds
@@ -53,7 +53,7 @@ def test_batch_outputs_equal_wc_and_bad_input_is_reported_without_retries(cyto: 
     write_batch(store_root)
     plan = cyto.plan(DATE, BATCH, pipeline="wordcount", retries=2)
     run = cyto.engine.start_run(plan, "tester")
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(120))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(120))
 
     assert summary.run.state == RunState.FAILED
     assert summary.count(JobState.SUCCEEDED) == 4 and summary.count(JobState.FAILED) == 1
@@ -80,7 +80,7 @@ def test_batch_outputs_equal_wc_and_bad_input_is_reported_without_retries(cyto: 
     # The scientist adds the missing file and retries: the run succeeds.
     (store_root / "Input" / DATE / BATCH / "A05-broken" / "missing.txt").write_text("now here\n")
     assert cyto.retry(run.id, "A05-broken", by="tester") == ["A05-broken"]
-    summary = cyto.engine.wait(run.id, interval=0.1, timeout=seconds(60))
+    summary = cyto.wait(run.id, interval=0.1, timeout=seconds(60))
     assert summary.run.state == RunState.SUCCEEDED
     assert [a.state for a in cyto.db.attempts(broken.id)][-1] == JobState.SUCCEEDED
 
@@ -189,7 +189,7 @@ def test_automatic_retries_follow_the_failure_policy_on_real_processes(cyto_env:
         (folder / "x.txt").write_text("one two\n")
 
     flaky = cyto.engine.start_run(cyto.plan(DATE, BATCH, pipeline="wordcount", retries=1), "tester")
-    summary = cyto.engine.wait(flaky.id, interval=0.1, timeout=seconds(120))
+    summary = cyto.wait(flaky.id, interval=0.1, timeout=seconds(120))
     job = cyto.db.job(flaky.id, "A01-flaky")
     assert job.state == JobState.SUCCEEDED and job.attempt == 2
     first = cyto.db.attempts(job.id)[0]
@@ -201,7 +201,7 @@ def test_automatic_retries_follow_the_failure_policy_on_real_processes(cyto_env:
     assert summary.run.state == RunState.SUCCEEDED
 
     small = cyto.engine.start_run(cyto.plan(DATE, BATCH, pipeline="wordcount", retries=0, memory_mib=1024), "tester")
-    summary = cyto.engine.wait(small.id, interval=0.1, timeout=seconds(120))
+    summary = cyto.wait(small.id, interval=0.1, timeout=seconds(120))
     hungry = cyto.db.job(small.id, "A02-hungry")
     assert hungry.state == JobState.SUCCEEDED and hungry.attempt == 2
     assert cyto.db.attempts(hungry.id)[1].resources == {"memory_mib": 2048}

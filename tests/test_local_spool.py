@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from bot.api import Cyto
-from bot.engine import EventKind
 from bot.executors import JobSpec, Resources
 from bot.executors.local import PRUNED_STAMP, LocalExecutor
 from bot.executors.local_spool import LOST_REASON
 from bot.settings import Settings
-from bot.states import JobState, RunState
+from bot.states import EventKind, JobState, RunState
 from container.contract import JobEnvironment
 from tests.spool_helpers import spool_job_names
 from tests.timeouts import seconds
@@ -79,11 +78,14 @@ def test_a_killed_runner_takes_its_job_with_it_before_the_retry(tmp_path: Path, 
     seen_when_lost: list[tuple[bool, bool]] = []
     first: dict[str, int] = {}
 
-    def on_event(event) -> None:
-        if event.kind == EventKind.JOB_RETRYING and event.attempt == 1:
+    def poll_and_look() -> bool:
+        """One poll; right after the one that marked attempt 1 lost, whether its processes still run."""
+        cyto.poll()
+        if not seen_when_lost and any(e.kind == EventKind.JOB_RETRYING and e.attempt == 1
+                                      for e in cyto.db.events(0, run_id=run.id)):
             seen_when_lost.append((running(first["job"]), running(first["child"])))
+        return cyto.db.job(run.id, "A01").attempt == 2
 
-    cyto.engine.subscribe(on_event)
     run = cyto.run(DATE, BATCH, pipeline="wordcount", retries=1, requested_by="tester")
     first.update(until(lambda: json.loads((pids_dir / "1.json").read_text()) if (pids_dir / "1.json").exists()
                        else None, what="attempt 1 to start"))
@@ -93,7 +95,7 @@ def test_a_killed_runner_takes_its_job_with_it_before_the_retry(tmp_path: Path, 
     assert running(first["job"]) and running(first["child"])
     os.kill(runner, signal.SIGKILL)
     try:
-        until(lambda: (cyto.poll(), cyto.db.job(run.id, "A01").attempt == 2)[1], what="the retry")
+        until(poll_and_look, what="the retry")
         assert seen_when_lost == [(False, False)]  # job and child were gone when the attempt was marked lost
         lost = cyto.db.attempt(job.id, 1)
         assert lost.state == JobState.FAILED and lost.reason == LOST_REASON

@@ -343,3 +343,38 @@ def test_refresh_error_is_shown_in_the_widget_and_cleared_when_it_passes(
     assert watcher.message.value == ""
     summary = watcher.wait(timeout=seconds(30))
     assert summary is not None and summary.run.state.value == "SUCCEEDED"
+
+
+def test_wait_runs_on_the_watchers_clock_and_stops_at_its_timeout(
+        cyto: Cyto, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = cyto.run(DATE, "batch-7", pipeline="wordcount")
+    monkeypatch.setattr(cyto, "poll", lambda: None)  # nothing moves the run on: only the clock decides
+    now, slept = [0.0], []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    watcher = RunWatcher(cyto, run.id, interval=2.0, clock=lambda: now[0], sleep=sleep)
+    on_the_fake_clock = 10.0  # seconds of the injected clock: no real time passes, nothing to scale
+    summary = watcher.wait(timeout=on_the_fake_clock)
+
+    assert summary is not None and not summary.finished
+    assert slept == [2.0] * 5
+    assert watcher.values()["state"] == "ACTIVE" and watcher.values()["analyses"] == {"A1": "QUEUED", "A2": "QUEUED"}
+    cyto.cancel(run.id, by="test")
+
+
+@pytest.mark.slow
+def test_the_live_loop_follows_the_run_picked_next(cyto: Cyto) -> None:
+    first = cyto.run(DATE, "batch-7", pipeline="wordcount")
+    watcher = RunWatcher(cyto, first.id)
+    watcher.start(interval=0.1)
+    second = cyto.run(DATE, "mixed", pipeline="wordcount", retries=0)
+    watcher.load_runs(second.id)
+    deadline = deadline_after(30)
+    while watcher.values()["state"] != "FAILED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher.stop()
+    assert watcher.run_id == second.id and watcher.values()["state"] == "FAILED"
+    assert watcher.values()["analyses"] == {"bad": "FAILED", "ok": "SUCCEEDED"}

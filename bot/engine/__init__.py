@@ -5,7 +5,7 @@ resumes every unfinished run by polling. Front ends reach the engine through `bo
 
 One module a job: `planning` checks a request; `actions` carries out what people ask (start,
 release, abandon, retry, cancel); `submission` hands recorded attempts to the executor; `polling`
-records what the executor reports and waits for a run to finish; `reading` reads a run back.
+records what the executor reports and closes finished runs; `reading` reads a run back.
 `transitions` and `logs` are the pure rules they use, `files` maps a run to its folders, and
 `core` holds what they share. `Engine` is all of them on one object.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from bot.engine.actions import Actions
 from bot.engine.errors import AlreadyRetried, BadParameters, BatchInUse, EngineError, NotFound
-from bot.engine.events import Event, EventKind, Listener
 from bot.engine.files import run_layout
 from bot.engine.logs import last_error_line
 from bot.engine.model import Failure, LogExcerpt, Plan, RunSummary
@@ -27,6 +26,6 @@ class Engine(Actions, Planning):
     """The engine of one store, one executor and one run database."""
 
 
-__all__ = ["RESOURCE_LIMITS", "AlreadyRetried", "BadParameters", "BatchInUse", "Engine", "EngineError", "Event",
-           "EventKind", "Failure", "LayoutError", "Listener", "LogExcerpt", "NotFound", "Plan", "RunSummary",
+__all__ = ["RESOURCE_LIMITS", "AlreadyRetried", "BadParameters", "BatchInUse", "Engine", "EngineError",
+           "Failure", "LayoutError", "LogExcerpt", "NotFound", "Plan", "RunSummary",
            "last_error_line", "new_run_id", "plan_transition", "run_layout", "validate_resources", "with_overrides"]

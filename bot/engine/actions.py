@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bot.engine.errors import AlreadyRetried, EngineError, NotFound
-from bot.engine.events import Event, EventKind
 from bot.engine.model import Plan
 from bot.engine.planning import new_run_id, validate_resources
 from bot.engine.polling import Polling
@@ -41,7 +40,6 @@ class Actions(Polling):
                 break
         else:  # pragma: no cover - 10 collisions of 24 random bits
             raise EngineError("could not allocate a run id")
-        self._publish([Event(EventKind.RUN_STARTED, run.id, by=requested_by)])
         if submit and not hold:
             self.submit_pending(run.id)
         return self.get_run(run.id)
@@ -52,10 +50,7 @@ class Actions(Polling):
 
     def abandon(self, run_id: str, reason: str) -> bool:
         """Give up a held run with nothing submitted."""
-        if not self.db.abandon_run(run_id, reason, self.clock()):
-            return False
-        self._publish([Event(EventKind.RUN_FINISHED, run_id, state=RunState.CANCELLED.value, reason=reason)])
-        return True
+        return self.db.abandon_run(run_id, reason, self.clock())
 
     def retry(self, run_id: str, analysis: str | None = None, *, by: str = "someone",
               memory_mib: int | None = None, vcpus: float | None = None, timeout_s: int | None = None,
@@ -99,7 +94,6 @@ class Actions(Polling):
             moved = self.db.job(run_id, analysis)
             if moved is not None and moved.attempt != expected_attempt:
                 raise AlreadyRetried(analysis, moved.retried_by, moved.state, moved.attempt)
-        self._publish([Event(EventKind.JOB_RETRIED, run_id, a, JobState.PENDING, by=by) for a in retried])
         if retried and submit:
             self.submit_pending(run_id)
         return retried
@@ -117,6 +111,5 @@ class Actions(Polling):
             return False
         self._cancelled_here.add(run_id)
         self._send_pending_cancels([run_id])
-        self._publish([Event(EventKind.RUN_CANCELLING, run_id, by=by)])
-        self._publish(self._finish_if_done(run_id))
+        self._finish_if_done(run_id)
         return True

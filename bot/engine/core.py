@@ -1,15 +1,14 @@
-"""The engine's state and the few things every part of it uses: events out, runs read, executor told to stop."""
+"""The engine's state and the few things every part of it uses: runs read, executor told to stop."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from bot import claims, defaults
 from bot.engine.errors import CONCURRENT_HINT, STOPPING_HINT, BatchInUse, EngineError, NotFound
-from bot.engine.events import Event, Listener
 from bot.engine.files import run_layout
 from bot.executors import Executor, ExecutorError, Resources
 from bot.ledger import Run, RunDB
@@ -20,7 +19,8 @@ log = logging.getLogger("cyto.engine")
 
 
 class EngineCore:
-    """The engine's ports (store, executor, ledger), its subscribers, and this process's claims."""
+    """The engine's ports (store, executor, ledger) and this process's claims. What happened to a run is
+    read from the ledger's durable events (`RunDB.events`), written with each change."""
 
     def __init__(self, store: Store, executor: Executor, db: RunDB, *,
                  clock: Callable[[], float] = time.time, default_retries: int = defaults.RETRIES,
@@ -31,7 +31,6 @@ class EngineCore:
         self.clock = clock
         self.default_retries = default_retries
         self.max_memory_mib = max_memory_mib
-        self._listeners: list[Listener] = []
         # Claims on attempts being submitted are `host:pid:nonce:pass`; a claim is live only while the
         # submission pass that took it runs (see _stale_tokens).
         self._token_prefix = claims.new_token()
@@ -39,16 +38,6 @@ class EngineCore:
         self._tokens_lock = threading.Lock()
         # Runs this process has cancelled: its own submission passes stop submitting them at once.
         self._cancelled_here: set[str] = set()
-
-    # -- events -------------------------------------------------------------------------------
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def _publish(self, events: Iterable[Event]) -> None:
-        for event in events:
-            for listener in list(self._listeners):
-                listener(event)
 
     def default_resources(self) -> Resources:
         """What a run gets when its request names no resources (and no retries)."""

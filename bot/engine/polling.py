@@ -1,18 +1,16 @@
-"""One poll cycle: describe what runs, record what changed, start automatic retries, close finished runs."""
+"""One poll cycle: describe what runs, record what changed, start automatic retries, close finished runs.
+Each change is recorded with its durable event (`run_events`); followers read those (`Cyto.follow`)."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
-from bot.engine.events import Event, EventKind
 from bot.engine.logs import GENERIC_REASON, last_error_line
-from bot.engine.model import RunSummary
 from bot.engine.reading import Reading
 from bot.engine.submission import Submission
-from bot.engine.transitions import event_for, plan_transition
+from bot.engine.transitions import plan_transition
 from bot.executors import ExecutorError, JobStatus, Resources
 from bot.states import ACTIVE, JobState, RunState, final_run_state
 
@@ -24,11 +22,10 @@ log = logging.getLogger("cyto.engine")
 class Polling(Submission, Reading):
     """Records what the executor reports; submits automatic retries; closes finished runs."""
 
-    def poll(self) -> list[Event]:
+    def poll(self) -> None:
         """One poll cycle over every unfinished run: submit what waits, stop what a cancel left running,
         describe what runs, record transitions, start automatic retries, check the ledger's invariant,
-        close finished runs. Returns the events published."""
-        events: list[Event] = []
+        close finished runs."""
         run_ids = self.db.unfinished_run_ids()
         for run_id in run_ids:
             self.submit_pending(run_id)
@@ -56,15 +53,12 @@ class Polling(Submission, Reading):
             t = plan_transition(job, attempt, status, run.state == RunState.CANCELLING, self.max_memory_mib, memory)
             if t is not None:
                 transitions.append(t)
-        for t in self.db.apply_transitions(transitions, now):
-            events.append(event_for(t))
+        self.db.apply_transitions(transitions, now)
         for run_id, analysis, old, new in self.db.repair_job_states(run_ids, now):
             log.warning("run %s: %s was %s while its attempt was not; repaired to %s", run_id, analysis, old, new)
         for run_id in run_ids:
             self.submit_pending(run_id)  # automatic retries recorded above
-            events.extend(self._finish_if_done(run_id))
-        self._publish(events)
-        return events
+            self._finish_if_done(run_id)
 
     def _send_pending_cancels(self, run_ids: Sequence[str]) -> None:
         """A cancel is recorded (the run CANCELLING) before the executor is told; whatever was not told
@@ -88,25 +82,13 @@ class Polling(Submission, Reading):
             return status
         return replace(status, reason=f"{message} (exit code {status.exit_code})")
 
-    def _finish_if_done(self, run_id: str) -> list[Event]:
+    def _finish_if_done(self, run_id: str) -> bool:
         run = self.get_run(run_id)
         counts = self.db.counts(run_id)
         if any(counts.get(s, 0) for s in ACTIVE):
-            return []
+            return False
         state = final_run_state(counts, run.state == RunState.CANCELLING)
         if self.db.finish_run(run_id, state, self.clock()):
             self._cancelled_here.discard(run_id)
-            return [Event(EventKind.RUN_FINISHED, run_id, state=state.value)]
-        return []
-
-    def wait(self, run_id: str, interval: float = 1.0, sleep: Callable[[float], None] = time.sleep,
-             timeout: float | None = None) -> RunSummary:
-        """Poll until the run has finished (the CLI's --wait; the bot uses the scheduler instead)."""
-        deadline = None if timeout is None else self.clock() + timeout
-        while not self.get_run(run_id).state.is_finished:
-            if deadline is not None and self.clock() > deadline:
-                break
-            self.poll()
-            if not self.get_run(run_id).state.is_finished:
-                sleep(interval)
-        return self.summary(run_id)
+            return True
+        return False

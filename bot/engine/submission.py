@@ -11,12 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bot import claims
 from bot.engine.core import EngineCore
-from bot.engine.events import Event, EventKind
 from bot.engine.files import run_layout
 from bot.executors import ExecutorError, JobSpec, Resources
 from bot.layout import LayoutError
 from bot.ledger import Attempt, DatabaseError, Job, Run
-from bot.states import JobState, RunState
+from bot.states import RunState
 from bot.store import StoreError
 from container.contract import JobEnvironment
 
@@ -106,9 +105,7 @@ class Submission(EngineCore):
                 continue
             reason = error or "could not submit"
             rule = "not retried automatically: the analysis cannot be submitted as it is"
-            if self.db.record_submit_failed(run_id, job.id, job.attempt, token, reason, self.clock(), rule):
-                self._publish([Event(EventKind.JOB_FAILED, run_id, job.analysis, JobState.FAILED, job.attempt,
-                                     reason)])
+            self.db.record_submit_failed(run_id, job.id, job.attempt, token, reason, self.clock(), rule)
         return recorded
 
     def _stop_lost(self, run_id: str, lost: Sequence[tuple[int, int, str]]) -> None:

@@ -1,11 +1,10 @@
-"""What an observed executor status means for an attempt and its job, and the event it publishes. Pure."""
+"""What an observed executor status means for an attempt and its job. Pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bot import defaults, failure_policy
-from bot.engine.events import Event, EventKind
 from bot.executors import JobStatus, Resources, job_name
 from bot.ledger import Attempt, Job, Transition
 from bot.states import JobState
@@ -39,10 +38,3 @@ def plan_transition(job: Job, attempt: Attempt, status: JobStatus, cancelling: b
     return Transition(attempt_state=JobState.FAILED, job_state=JobState.FAILED, failure_rule=decision.rule,
                       **common)
 
-
-def event_for(t: Transition) -> Event:
-    if t.retrying:
-        return Event(EventKind.JOB_RETRYING, t.run_id, t.analysis, JobState.PENDING.value, t.attempt, t.reason)
-    if t.job_state == JobState.FAILED:
-        return Event(EventKind.JOB_FAILED, t.run_id, t.analysis, t.job_state.value, t.attempt, t.reason)
-    return Event(EventKind.JOB_CHANGED, t.run_id, t.analysis, t.job_state.value, t.attempt, t.reason)

@@ -1,7 +1,7 @@
 """LaunchForm: set a run up with widgets, preview the analyses it will submit, and start it.
 
-Every check comes from the engine: the form asks `cyto.plan(...)` (which submits nothing) after each
-change and shows what the engine refused next to the input it concerns.
+Every check comes from the session: the form asks `cyto.resource_errors(...)` and `cyto.plan(...)`
+(which submits nothing) after each change and shows what was refused next to the input it concerns.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from bot.api import Cyto
+from bot.api import BadParameters, Cyto, EngineError, Plan, Run
 from bot.catalog import UnknownBatch
-from bot.engine import BadParameters, EngineError, Plan, validate_resources, with_overrides
-from bot.executors import Resources
 from bot.layout import LayoutError, is_date, nearest_dates, parse_date
-from bot.ledger import Run
 from bot.notebook.render import message_html, preview_html
 from bot.store import StoreError
-from container.pipelines import available as available_pipelines
 
 RESOURCE_FIELDS = ("vcpus", "memory_mib", "storage_gib", "timeout_s", "retries")
 FIELDS = ("date", "batch", "pipeline", *RESOURCE_FIELDS, "params")
@@ -58,7 +54,7 @@ class LaunchForm:
         self._listeners: list[Callable[[Run], None]] = []
         self._quiet = False
 
-        defaults = Resources()
+        defaults = cyto.default_resources()
         self.date = widgets.Dropdown(description="Date", layout=_WIDE, style=_STYLE)
         self.batch = widgets.Dropdown(description="Batch", layout=_WIDE, style=_STYLE)
         self.pipeline = widgets.Dropdown(description="Pipeline", layout=_WIDE, style=_STYLE)
@@ -108,7 +104,7 @@ class LaunchForm:
             self.date.options = _options(dates, date)
             self.date.value = date or (dates[-1] if dates else None)  # the newest date by default
             self._fill_batches(batch)
-            self.pipeline.options = _options(available_pipelines(), pipeline)
+            self.pipeline.options = _options(self.cyto.pipelines(), pipeline)
             self.pipeline.value = pipeline
         finally:
             self._quiet = False
@@ -141,7 +137,7 @@ class LaunchForm:
         if not self._quiet and change["owner"] is not self.date:
             self.validate()
 
-    # -- validation by the engine -------------------------------------------------------------
+    # -- validation by the session ------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name).value for name in FIELDS)
 
@@ -161,7 +157,7 @@ class LaunchForm:
 
     def _nothing_to_choose(self, date: str | None) -> tuple[str, str]:
         """Why the date or batch dropdown is empty, as (input, message)."""
-        uri = self.cyto.store.uri
+        uri = self.cyto.store_uri
         if not date:
             return "date", f"no dates in the store {uri}: add folders Input/YYYY-MM-DD/batch/analysis/"
         try:
@@ -175,17 +171,10 @@ class LaunchForm:
         return "date", f"nothing on {date} in the store {uri}; nearest dates: {nearest}"
 
     def validate(self) -> Plan | None:
-        """Ask the engine whether the form's run would be accepted; show its answers by input."""
-        errors: dict[str, str] = {}
-        resources: dict[str, Any] = {}
-        for name in RESOURCE_FIELDS:
-            value = getattr(self, name).value
-            try:
-                # Checked one at a time so every out-of-range input gets its own message.
-                validate_resources(with_overrides(Resources(), **{name: value}))
-                resources[name] = value
-            except EngineError as exc:
-                errors[name] = str(exc)
+        """Ask the session whether the form's run would be accepted; show its answers by input."""
+        values = {name: getattr(self, name).value for name in RESOURCE_FIELDS}
+        errors = self.cyto.resource_errors(**values)  # one at a time: every out-of-range input gets its message
+        resources = {name: value for name, value in values.items() if name not in errors}
         params = self._parse_params(errors)
         date, batch, pipeline = self.date.value, self.batch.value, self.pipeline.value
         plan = None
@@ -202,7 +191,7 @@ class LaunchForm:
             except BadParameters as exc:
                 errors["params"] = str(exc)
             except EngineError as exc:
-                errors["pipeline" if pipeline not in available_pipelines() else FORM] = str(exc)
+                errors["pipeline" if pipeline not in self.cyto.pipelines() else FORM] = str(exc)
             except StoreError as exc:
                 errors[FORM] = str(exc)
         self.errors = errors
@@ -216,7 +205,7 @@ class LaunchForm:
 
     # -- starting the run ---------------------------------------------------------------------
     def run(self) -> Run | None:
-        """What the Run button does: start the run the form describes, if the engine accepts it."""
+        """What the Run button does: start the run the form describes, if the session accepts it."""
         if self.validate() is None or self.run_button.disabled:
             return None
         key = self._key()

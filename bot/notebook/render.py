@@ -1,4 +1,4 @@
-"""HTML for the notebook widgets. Pure rendering: engine state in, HTML text out; no widgets, no I/O."""
+"""HTML for the notebook widgets. Pure rendering: the session's records in, HTML text out; no widgets, no I/O."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from bot.engine import LogExcerpt, Plan, RunSummary
-from bot.ledger import Job, Run
+from bot.api import Job, LogExcerpt, Plan, Run, RunSummary
 from bot.states import DISPLAY_ORDER, JobState, RunState, counts_text
 
 MAX_PREVIEW_NAMES = 30

@@ -1,32 +1,37 @@
 """RunWatcher: follow one run in a notebook: progress bar, table of analyses by state, log viewer,
-Retry and Cancel. It polls the engine and renders what the run database says; no run logic here."""
+Retry and Cancel. It follows the run with `Cyto.follow` (the CLI's --wait loop) and renders the
+summaries and jobs it reads; every action is a `Cyto` call."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 
-from bot.api import Cyto, RunActions
-from bot.engine import NotFound, RunSummary
-from bot.ledger import Job, Run
+from bot.api import Cyto, Job, NotFound, Run, RunActions, RunEvent, RunSummary
 from bot.notebook.launch import notebook_user
 from bot.notebook.render import BAR_STYLES, jobs_table_html, log_html, message_html, progress_html, run_label
 from bot.notebook.results import MAX_PLOTS, results_html
 from bot.report import ReportResult
-from bot.report.links import report_link
 from bot.states import JobState
 from bot.store import ObjectNotFound
 
 LIVE_INTERVAL_S = 2.0
 
 
+class _StopFollowing(Exception):
+    """The live loop was stopped, or another run was picked: the run followed so far is left."""
+
+
 class RunWatcher:
     def __init__(self, cyto: Cyto, run_id: str | None = None, *, by: str | None = None, tail: int = 15,
-                 interval: float | None = None, limit: int = 20) -> None:
+                 interval: float | None = None, limit: int = 20, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.cyto = cyto
+        self.clock, self.sleep = clock, sleep  # `wait()` runs on them; the live loop sleeps until stop()
         self.by = by or notebook_user()
         self.tail = tail
         self.limit = limit
@@ -34,6 +39,7 @@ class RunWatcher:
         self.summary: RunSummary | None = None
         self.jobs: list[Job] = []
         self.actions: RunActions | None = None  # what the run allows now (bot/actions.py, decided once)
+        self._jobs_stale = True  # an event arrived since the jobs were read
         self._lock = threading.RLock()  # the live loop and button clicks refresh from different threads
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,17 +130,57 @@ class RunWatcher:
             try:
                 if poll and (self.summary is None or self.summary.run.id != run_id or not self.summary.finished):
                     self.cyto.poll()
-                self.summary = self.cyto.status(run_id)
-                self.jobs = self.cyto.jobs(run_id)
-                self.actions = self.cyto.actions(run_id)
+                self._read(self.cyto.status(run_id), jobs_changed=True)
             except Exception as exc:  # shown in the widget: a live loop or a click has nowhere else to report
-                self.message.value = self._refresh_error = message_html(f"could not refresh: {exc}")
+                self._show_refresh_error(exc)
                 return self.summary
-            if self._refresh_error and self.message.value == self._refresh_error:
-                self.message.value = ""  # the store or executor answers again
-            self._refresh_error = None
-            self._render()
+            self._rendered()
             return self.summary
+
+    def _show_refresh_error(self, exc: Exception) -> None:
+        self.message.value = self._refresh_error = message_html(f"could not refresh: {exc}")
+
+    def _rendered(self) -> None:
+        if self._refresh_error and self.message.value == self._refresh_error:
+            self.message.value = ""  # the store or executor answers again
+        self._refresh_error = None
+        self._render()
+
+    # -- following (Cyto.follow) --------------------------------------------------------------
+    def _on_event(self, event: RunEvent) -> None:
+        self._jobs_stale = True
+
+    def _on_summary(self, summary: RunSummary) -> None:
+        with self._lock:
+            if summary.run.id != self.run_id:
+                raise _StopFollowing  # another run was picked meanwhile
+            moved_on = self._jobs_stale or self.summary is None or self.summary.run.id != summary.run.id
+            self._read(summary, jobs_changed=moved_on)
+            self._rendered()
+
+    def _read(self, summary: RunSummary, *, jobs_changed: bool) -> None:
+        """Take a new summary of the shown run, and read what else the widgets show from it (the jobs
+        only when an event said they changed): the one place refresh() and following both read."""
+        if jobs_changed:
+            self.jobs = self.cyto.jobs(summary.run.id)
+            self._jobs_stale = False
+        self.summary = summary
+        self.actions = self.cyto.actions(summary.run.id)
+
+    def _follow(self, run_id: str, timeout: float | None, sleep: Callable[[float], None]) -> bool:
+        """Follow `run_id` with `Cyto.follow`, rendering after each read; False when a poll or read
+        failed (the error is shown in the widget, and the caller tries again after a pause)."""
+        self._jobs_stale = True
+        try:
+            self.cyto.follow(run_id, self._on_event, interval=self.interval, clock=self.clock, sleep=sleep,
+                             timeout=timeout, on_summary=self._on_summary)
+        except _StopFollowing:
+            pass
+        except Exception as exc:  # shown in the widget, as in refresh()
+            with self._lock:
+                self._show_refresh_error(exc)
+            return False
+        return True
 
     def _render(self) -> None:
         summary = self.summary
@@ -182,13 +228,14 @@ class RunWatcher:
         for analysis, keys in report.results.plots.items():
             for key_ in keys[:budget]:
                 try:
-                    plots.setdefault(analysis, []).append((key_.rsplit("/", 1)[-1], self.cyto.store.read_bytes(key_)))
-                except ObjectNotFound:
+                    plots.setdefault(analysis, []).append((key_.rsplit("/", 1)[-1],
+                                                           self.cyto.read_output(summary.run.id, key_)))
+                except (ObjectNotFound, NotFound):
                     continue
             budget -= len(keys)
             if budget <= 0:
                 break
-        link = report_link(self.cyto.store, report.key)
+        link = self.cyto.report_link(report.key)
         self.report, self._report_for = report, key
         self.results.value = results_html(report, plots, link.url or link.path)
 
@@ -213,21 +260,30 @@ class RunWatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
+        """Follow the picked run while it is unfinished; otherwise re-read it every `interval` (a
+        retry, here or elsewhere, makes it unfinished again)."""
         while not self._stop.is_set():
-            self.refresh()
-            self._stop.wait(self.interval)
+            summary = self.refresh(poll=False)
+            if summary is None or summary.finished or not self._follow(summary.run.id, None, self._live_sleep):
+                self._stop.wait(self.interval)
+
+    def _live_sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _StopFollowing
 
     def wait(self, timeout: float | None = None) -> RunSummary | None:
-        """Refresh until the watched run has finished (or `timeout` seconds passed); for scripts and
-        headless runs. A live notebook uses `start()` so that its buttons stay responsive."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            summary = self.refresh()
-            if summary is None or summary.finished:
+        """Follow the watched run until it has finished (or `timeout` seconds passed on the watcher's
+        clock); for scripts and headless runs. A live notebook uses `start()` so that its buttons
+        stay responsive."""
+        deadline = None if timeout is None else self.clock() + timeout
+        summary = self.refresh(poll=False)
+        while summary is not None and not summary.finished:
+            left = None if deadline is None else deadline - self.clock()
+            if left is not None and left <= 0:
                 break
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            time.sleep(min(self.interval, 0.5))
+            if not self._follow(summary.run.id, left, self.sleep):
+                self.sleep(self.interval)  # a poll failed: shown in the widget; try again
+            summary = self.summary
         self.show_log()
         return summary
 

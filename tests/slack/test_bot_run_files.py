@@ -36,7 +36,7 @@ def test_each_runs_failure_reply_links_its_own_log(served: Served, store: Path) 
     links: dict[str, dict[str, str]] = {}
     for runs_before in range(2):
         run_id = start(served, f"run 2018-12-05 {BATCH} retries=0", runs_before)
-        served.bot.cyto.engine.wait(run_id, interval=0.05, timeout=seconds(30))  # Slack learns it all at once
+        served.bot.cyto.wait(run_id, interval=0.05, timeout=seconds(30))  # the engine only: Slack learns all at once
         served.drive(run_id)
         replies = failure_replies(served, served.bot.cyto.engine.get_run(run_id).slack_thread_ts)
         posts = [p for reply in replies for p in served.bot.state.message(run_id, reply.ts)]

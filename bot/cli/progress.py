@@ -1,5 +1,5 @@
 """Terminal rendering of a run's progress: rich bars on a terminal, plain lines when piped. Pure
-rendering from engine state and events; no run logic."""
+rendering of the run's summary and its ledger events; no run logic."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.engine import Event, EventKind, RunSummary
-from bot.states import JobState, counts_text
+from bot.api import RunEvent, RunSummary
+from bot.states import EventKind, JobState, counts_text
 
 
-def event_line(event: Event) -> str | None:
+def event_line(event: RunEvent) -> str | None:
     who = event.analysis or ""
     if event.kind == EventKind.JOB_CHANGED:
         return f"{who}: {str(event.state).lower()}"
@@ -30,7 +30,7 @@ def event_line(event: Event) -> str | None:
 
 
 class RunProgress:
-    """Shows one run's progress; call `event()` for each engine event and `update()` after each poll."""
+    """Shows one run's progress; call `event()` for each of its events and `update()` with each summary."""
 
     def __init__(self, out: IO[str], total: int, label: str, rich: bool | None = None) -> None:
         self.console = Console(file=out, highlight=False, soft_wrap=True)
@@ -45,7 +45,7 @@ class RunProgress:
             self._task = self._progress.add_task(label, total=total, counts="")
             self._progress.start()
 
-    def event(self, event: Event) -> None:
+    def event(self, event: RunEvent) -> None:
         line = event_line(event)
         if line is None:
             return
