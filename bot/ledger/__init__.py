@@ -1,27 +1,29 @@
-"""The run database (the ledger): the truth about every run, job and attempt (SQLite by default,
-`CYTO_DB`). `RunDB` is its one public face.
+"""The run database (the ledger): the truth about every run, job and attempt (an SQLite file by default,
+or a shared PostgreSQL database: `CYTO_DB`). `RunDB` is its one public face.
 
 Every state change happens in one transaction. Changes that two workers could race on (a retry,
 a cancel, claiming an attempt for submission) are compare-and-set: the UPDATE names the state it
 expects, and a rowcount of 0 means someone else acted first.
 
 Modules: `errors` (what it raises), `records` (typed rows), `schema` (tables and migrations),
-`connection` (file identity, connections, transactions), `events` (durable events), `reads`,
+`sql` (portable statements and rows on SQLAlchemy Core), `connection` (file identity, connections,
+transactions), `events` (durable events), `reads`,
 `run_writes`, `job_writes`.
 """
 
 from __future__ import annotations
 
-from bot.ledger.connection import sqlite_path
+from bot.ledger.connection import is_postgres, sqlite_path
 from bot.ledger.errors import BatchBusy, DatabaseError
 from bot.ledger.job_writes import JobWrites
 from bot.ledger.reads import LedgerReads
 from bot.ledger.records import Attempt, Job, Run, RunEvent, Transition
 from bot.ledger.run_writes import RunWrites
 from bot.ledger.schema import CORE, Component
+from bot.ledger.sql import Conn, Record
 
-__all__ = ["CORE", "Attempt", "BatchBusy", "Component", "DatabaseError", "Job", "Run", "RunDB", "RunEvent",
-           "Transition", "sqlite_path"]
+__all__ = ["CORE", "Attempt", "BatchBusy", "Component", "Conn", "DatabaseError", "Job", "Record", "Run", "RunDB",
+           "RunEvent", "Transition", "is_postgres", "sqlite_path"]
 
 
 class RunDB(LedgerReads, RunWrites, JobWrites):

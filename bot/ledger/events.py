@@ -1,23 +1,25 @@
 """Durable events: one row of `run_events` for each state change the ledger makes, written in the
 same transaction as the change, so an event exists exactly when its change was committed.
 
-`seq` grows with every event; SQLite serialises writers, so events commit in `seq` order and a
-reader that keeps the last `seq` it saw (its cursor) misses none and sees none twice.
+`seq` grows with every event. Writers are serialised on both engines (SQLite's write lock; on
+PostgreSQL the advisory lock every write transaction takes, bot/ledger/connection.py), and `seq` is
+allocated inside the transaction, so events commit in `seq` order: a reader that keeps the last `seq`
+it saw (its cursor) misses none and sees none twice.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.ledger.records import Transition
+from bot.ledger.sql import Conn
 from bot.states import EventKind, JobState
 
-INSERT_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, by, at)
+INSERT_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, "by", at)
                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 # The same, for a job known by its id: the run and analysis come from the jobs table.
-INSERT_JOB_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, by, at)
+INSERT_JOB_EVENT = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, "by", at)
                       SELECT run_id, ?, analysis, ?, ?, ?, ?, ? FROM jobs WHERE id = ?"""
 
 
@@ -33,13 +35,13 @@ class NewEvent:
     by: str | None = None
 
 
-def add_events(conn: sqlite3.Connection, events: Iterable[NewEvent]) -> None:
+def add_events(conn: Conn, events: Iterable[NewEvent]) -> None:
     """Write events inside the caller's transaction."""
     conn.executemany(INSERT_EVENT, [(e.run_id, e.kind.value, e.analysis, e.state, e.attempt, e.reason, e.by, e.at)
                                     for e in events])
 
 
-def add_job_event(conn: sqlite3.Connection, kind: EventKind, job_id: int, state: JobState, attempt: int,
+def add_job_event(conn: Conn, kind: EventKind, job_id: int, state: JobState, attempt: int,
                   at: float, reason: str | None = None, by: str | None = None) -> None:
     conn.execute(INSERT_JOB_EVENT, (kind.value, state.value, attempt, reason, by, at, job_id))
 

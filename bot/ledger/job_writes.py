@@ -171,11 +171,11 @@ class JobWrites(LedgerConnection):
                 if t.next_job_name is not None:
                     conn.execute(f"""UPDATE jobs SET state = 'PENDING', attempt = ?, reason = ?, exit_code = ?,
                                          failure_rule = ?, updated_at = ?,
-                                         max_attempts = MAX(max_attempts, ?),
+                                         max_attempts = CASE WHEN max_attempts > ? THEN max_attempts ELSE ? END,
                                          memory_retried = memory_retried + ?
                                      WHERE id = ? AND attempt = ? AND state IN {job_from}""",
                                  (t.attempt + 1, t.reason, t.exit_code, t.failure_rule, now,
-                                  t.attempt + 1, int(bool(t.next_resources)), t.job_id, t.attempt))
+                                  t.attempt + 1, t.attempt + 1, int(bool(t.next_resources)), t.job_id, t.attempt))
                     previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
                                             (t.job_id, t.attempt)).fetchone()[0]
                     resources = {**(json.loads(previous) if previous else {}), **(t.next_resources or {})}

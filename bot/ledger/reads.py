@@ -94,7 +94,7 @@ class LedgerReads(LedgerConnection):
 
     def events(self, after: int = 0, *, run_id: str | None = None, limit: int = 500) -> list[RunEvent]:
         """Events with `seq` greater than `after` (a consumer's cursor), oldest first, of one run or all."""
-        sql = "SELECT seq, run_id, kind, analysis, state, attempt, reason, by, at FROM run_events WHERE seq > ?"
+        sql = 'SELECT seq, run_id, kind, analysis, state, attempt, reason, "by", at FROM run_events WHERE seq > ?'
         args: list[object] = [after]
         if run_id is not None:
             sql += " AND run_id = ?"
