@@ -130,7 +130,8 @@ class JobWrites(LedgerConnection):
             f"""SELECT {JOB_COLUMNS}, {ATTEMPT_COLUMNS}
                 FROM jobs j JOIN attempts a ON a.job_id = j.id
                 WHERE j.run_id = ? AND a.state = 'CANCELLED' AND a.claim_token IS NOT NULL
-                  AND a.executor_job_id IS NULL""", (run_id,))
+                  AND a.executor_job_id IS NULL
+                ORDER BY j.id, a.attempt""", (run_id,))
         return [job_and_attempt(row) for row in rows]
 
     def cancels_to_send(self, run_ids: Sequence[str]) -> list[tuple[Job, Attempt]]:
@@ -143,7 +144,8 @@ class JobWrites(LedgerConnection):
                 JOIN runs r ON r.id = j.run_id
                 WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND r.state = 'CANCELLING'
                   AND a.executor_job_id IS NOT NULL AND a.cancel_sent_at IS NULL
-                  AND a.state IN ('QUEUED', 'RUNNING')""", list(run_ids))
+                  AND a.state IN ('QUEUED', 'RUNNING')
+                ORDER BY j.id""", list(run_ids))
         return [job_and_attempt(row) for row in rows]
 
     def apply_transitions(self, transitions: Sequence[Transition], now: float) -> list[Transition]:
@@ -251,7 +253,8 @@ class JobWrites(LedgerConnection):
                     FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                     JOIN runs r ON r.id = j.run_id
                     WHERE j.run_id IN ({','.join('?' * len(run_ids))})
-                      AND j.state IN ('PENDING', 'QUEUED', 'RUNNING') AND j.state != a.state""",
+                      AND j.state IN ('PENDING', 'QUEUED', 'RUNNING') AND j.state != a.state
+                    ORDER BY j.id""",
                 list(run_ids)).fetchall()
             for job_id, run_id, analysis, attempt, job_state, attempt_state, run_state in rows:
                 new = JobState(attempt_state)

@@ -88,7 +88,8 @@ class LedgerReads(LedgerConnection):
         rows = self.query(
             f"""SELECT {JOB_COLUMNS}, {ATTEMPT_COLUMNS}
                 FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
-                WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')""",
+                WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')
+                ORDER BY j.id""",
             list(run_ids))
         return [job_and_attempt(row) for row in rows]
 
