@@ -188,7 +188,7 @@ def test_a_postgres_database_of_something_else_is_not_taken_over(postgres_url: s
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE invoices (id INTEGER)")
-    with pytest.raises(DatabaseError, match="is not a cyto-bot run database .*invoices"):
+    with pytest.raises(DatabaseError, match=r"is not a cyto-bot run database .*invoices"):
         RunDB(postgres_url)
 
 
