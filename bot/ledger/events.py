@@ -35,10 +35,25 @@ class NewEvent:
     by: str | None = None
 
 
+# PostgreSQL: every event of a transaction in one statement (one array per column), inserted in order.
+INSERT_EVENTS_ARRAYS = """INSERT INTO run_events (run_id, kind, analysis, state, attempt, reason, "by", at)
+    SELECT run_id, kind, analysis, state, attempt, reason, "by", at
+    FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS INTEGER[]),
+                CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS DOUBLE PRECISION[]))
+         WITH ORDINALITY AS e(run_id, kind, analysis, state, attempt, reason, "by", at, n)
+    ORDER BY n"""
+
+
 def add_events(conn: Conn, events: Iterable[NewEvent]) -> None:
-    """Write events inside the caller's transaction."""
-    conn.executemany(INSERT_EVENT, [(e.run_id, e.kind.value, e.analysis, e.state, e.attempt, e.reason, e.by, e.at)
-                                    for e in events])
+    """Write events inside the caller's transaction, in order (on PostgreSQL in one round trip, however
+    many events a poll makes)."""
+    rows = [(e.run_id, e.kind.value, e.analysis, e.state, e.attempt, e.reason, e.by, e.at) for e in events]
+    if not rows:
+        return
+    if conn.dialect == "postgresql":
+        conn.execute(INSERT_EVENTS_ARRAYS, [list(column) for column in zip(*rows, strict=True)])
+    else:
+        conn.executemany(INSERT_EVENT, rows)
 
 
 def add_job_event(conn: Conn, kind: EventKind, job_id: int, state: JobState, attempt: int,
@@ -53,3 +68,9 @@ def transition_kind(t: Transition) -> EventKind:
     if t.job_state == JobState.FAILED:
         return EventKind.JOB_FAILED
     return EventKind.JOB_CHANGED
+
+
+def bump_versions(conn: Conn, run_ids: Iterable[str]) -> None:
+    """Each run changed in this transaction gets one new `version` (what Slack compares with what it
+    showed), however many of its jobs changed."""
+    conn.executemany("UPDATE runs SET version = version + 1 WHERE id = ?", [(r,) for r in dict.fromkeys(run_ids)])

@@ -94,7 +94,9 @@ class RunEvent:
 
 
 def _as_dict(row: Row) -> dict[str, Any]:
-    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - iterating a sqlite3.Row gives its values
+    if isinstance(row, Record):
+        return row.as_dict()
+    return dict(row)
 
 
 def run_record(row: Row) -> Run:
@@ -133,8 +135,9 @@ ATTEMPT_COLUMNS = ", ".join(f"a.{name} AS a_{name}" for name in ATTEMPT_FIELDS)
 
 def job_and_attempt(row: Record) -> tuple[Job, Attempt]:
     """Split a row selected with JOB_COLUMNS and ATTEMPT_COLUMNS."""
-    return (job_record({name: row[f"j_{name}"] for name in JOB_FIELDS}),
-            attempt_record({name: row[f"a_{name}"] for name in ATTEMPT_FIELDS}))
+    values = row.as_dict()
+    return (job_record({name: values[f"j_{name}"] for name in JOB_FIELDS}),
+            attempt_record({name: values[f"a_{name}"] for name in ATTEMPT_FIELDS}))
 
 
 ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('HELD', 'ACTIVE', 'CANCELLING')

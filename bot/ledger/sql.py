@@ -58,6 +58,9 @@ class Record(tuple[Any, ...]):
     def keys(self) -> list[str]:
         return list(self._index)
 
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(self._index, self, strict=True))
+
 
 class Cursor:
     """What one statement returned: `rowcount`, and its rows (read at once)."""
