@@ -86,7 +86,7 @@ def test_a_new_ledger_has_only_the_core_tables_until_slack_registers_its_own(tmp
     db = RunDB(str(path))
     shape = schema(path)
     assert sorted(t for t in shape if not t.startswith(("schema", "versions", "legacy"))) == [
-        "attempts", "jobs", "run_events", "runs"]
+        "attempts", "jobs", "run_events", "run_leases", "runs"]
     assert shape["versions"] == [("core", CORE.version)]
     assert shape["legacy marker"] == [(LEGACY_DONE,)]  # what makes a cyto-bot from before components refuse it
     db.ensure_schema(SLACK_SCHEMA)

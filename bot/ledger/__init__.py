@@ -8,7 +8,7 @@ expects, and a rowcount of 0 means someone else acted first.
 Modules: `errors` (what it raises), `records` (typed rows), `schema` (tables and migrations),
 `sql` (portable statements and rows on SQLAlchemy Core), `connection` (file identity, connections,
 transactions), `events` (durable events), `reads`,
-`run_writes`, `job_writes`, `health` (`RunDB.check`), `copy` (`copy_ledger`: moving a ledger).
+`run_writes`, `job_writes`, `leases` (poll leases), `health` (`RunDB.check`), `copy` (`copy_ledger`: moving a ledger).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bot.ledger.copy import copy_ledger
 from bot.ledger.errors import BatchBusy, DatabaseError
 from bot.ledger.health import Health, check
 from bot.ledger.job_writes import JobWrites
+from bot.ledger.leases import LeaseWrites
 from bot.ledger.reads import LedgerReads
 from bot.ledger.records import Attempt, Job, Run, RunEvent, Transition
 from bot.ledger.run_writes import RunWrites
@@ -30,7 +31,7 @@ __all__ = ["CORE", "Attempt", "BatchBusy", "Component", "Conn", "DatabaseError",
            "RunDB", "RunEvent", "Transition", "copy_ledger", "is_postgres", "sqlite_path"]
 
 
-class RunDB(LedgerReads, RunWrites, JobWrites):
+class RunDB(LedgerReads, RunWrites, JobWrites, LeaseWrites):
     """The run database. A file that exists must already be a cyto-bot ledger (it is never rebuilt
     empty); a new one is created only when the file does not exist, complete or not at all. Every
     connection checks that the path still names the file opened at start: a ledger deleted or

@@ -12,6 +12,7 @@ from bot.ledger.schema import CORE, Component
 from bot.ledger.sql import Conn
 
 BATCH_ROWS = 1000
+TRANSIENT = frozenset({"run_leases"})  # a poll cycle's leases mean nothing to another database
 _CREATE_TABLE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.IGNORECASE)
 
 
@@ -41,7 +42,7 @@ def copy_ledger(source_url: str, target_url: str, components: Iterable[Component
         if left_out:
             raise DatabaseError(f"the run database {source.path} also holds the tables of {', '.join(left_out)}; "
                                 "name that component too, or they would not be copied")
-        tables = [t for c in components for t in component_tables(c)]
+        tables = [t for c in components for t in component_tables(c) if t not in TRANSIENT]
         held = {t: _count(target, t) for t in tables}
         if any(held.values()):
             what = ", ".join(f"{n} {t}" for t, n in held.items() if n)

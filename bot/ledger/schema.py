@@ -298,6 +298,14 @@ CORE = Component("core", (
     """
     CREATE INDEX runs_channel ON runs(slack_channel, created_at DESC, id);
     """,
+    # 4: poll leases: several pollers on one ledger split each cycle's runs (bot/ledger/leases.py).
+    """
+    CREATE TABLE run_leases (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 ))
 REQUIRED_TABLES = ("runs", "jobs", "attempts")
 
