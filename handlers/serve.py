@@ -90,7 +90,7 @@ def health_of(bot: CytoBot, scheduler_running: Callable[[], bool], poll_seconds:
         problems.append(f"Slack refuses the bot token ({bot.sender.auth_problem})")
     db = bot.engine.db
     try:
-        if db.path != ":memory:" and not Path(db.path).expanduser().exists():
+        if not db.postgres and db.path != ":memory:" and not Path(db.path).expanduser().exists():
             raise FileNotFoundError(f"{db.path} no longer exists")
         status["unfinished_runs"] = len(db.unfinished_run_ids())
         status["outbox_backlog"] = bot.sender.outbox.backlog()

@@ -79,6 +79,7 @@ class LedgerConnection:
     _lost: DatabaseError | None = None
     _engine: Engine | None = None
     postgres = False
+    lock_timeout_s = 30.0
 
     def __init__(self, url: str, components: Iterable[Component] = ()) -> None:
         """Open (or create) the ledger at `url` (a path, `sqlite:///path` or `postgresql://…`) and bring
@@ -89,9 +90,10 @@ class LedgerConnection:
         self._local = threading.local()
         self._ensured: set[str] = set()
         if self.postgres:
-            self._engine = create_engine(postgres_url(url), poolclass=NullPool,
-                                         connect_args={"connect_timeout": 10},
-                                         isolation_level="AUTOCOMMIT")
+            # A writer waits at most lock_timeout_s for another's write transaction, as SQLite's busy timeout.
+            self._engine = create_engine(postgres_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                         connect_args={"connect_timeout": 10,
+                                                       "options": f"-c lock_timeout={int(self.lock_timeout_s * 1000)}"})
         else:
             self._engine = self._sqlite_engine()
         if not self.postgres and self.path != ":memory:":

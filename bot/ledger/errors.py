@@ -49,6 +49,9 @@ def explain(path: str, exc: sqlite3.Error) -> DatabaseError:
 def explain_postgres(url: str, exc: BaseException) -> DatabaseError:
     """A PostgreSQL failure as one line naming the database (without its password) and what to do."""
     text = " ".join(str(exc).split())
+    if "lock timeout" in text:
+        return DatabaseError(f"the run database {url} is locked by another process's write; wait for it or "
+                             "stop it, then try again (CYTO_DB)")
     if "connection" in text and ("refused" in text or "timeout" in text or "could not" in text
                                  or "failed" in text or "closed" in text):
         return DatabaseError(f"cannot reach the run database {url} ({text}); check that the server is "
