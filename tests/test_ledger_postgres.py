@@ -54,3 +54,14 @@ def test_a_write_held_up_too_long_says_the_ledger_is_locked(postgres_url: str) -
         with pytest.raises(DatabaseError, match="is locked by another process's write"):
             db.set_slack_thread("none", "C1", "1.0")
     db.set_slack_thread("none", "C1", "1.0")  # free again
+
+
+def test_cyto_db_chooses_the_engine_by_its_form(tmp_path) -> None:
+    from bot.ledger import is_postgres
+
+    plain, url = RunDB(str(tmp_path / "a.sqlite")), RunDB(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    assert not plain.postgres and plain.path == url.path == str(tmp_path / "a.sqlite")
+    assert is_postgres("postgresql://u@h/db") and is_postgres("postgres://u@h/db")
+    assert is_postgres("postgresql+psycopg://u@h/db") and not is_postgres("/data/runs.sqlite")
+    with pytest.raises(DatabaseError, match="not a run database URL; use a file path, sqlite:///path, or postgresql"):
+        RunDB("mysql://u@h/db")

@@ -32,10 +32,12 @@ __all__ = ["CORE", "Attempt", "BatchBusy", "Component", "Conn", "DatabaseError",
 
 
 class RunDB(LedgerReads, RunWrites, JobWrites, LeaseWrites):
-    """The run database. A file that exists must already be a cyto-bot ledger (it is never rebuilt
-    empty); a new one is created only when the file does not exist, complete or not at all. Every
-    connection checks that the path still names the file opened at start: a ledger deleted or
-    replaced under a running process stops its writes instead of splitting it in two."""
+    """The run database, at `CYTO_DB`: an SQLite file (a path or `sqlite:///path`) or a shared
+    PostgreSQL database (`postgresql://…`). A file that exists must already be a cyto-bot ledger (it
+    is never rebuilt empty); a new one is created only when the file does not exist, complete or not
+    at all. Every connection checks that the path still names the file opened at start: a ledger
+    deleted or replaced under a running process stops its writes instead of splitting it in two. A
+    PostgreSQL database must be empty (it becomes a ledger) or a cyto-bot ledger already."""
 
     def check(self, components: Iterable[Component] = ()) -> Health:
         """Reachability and the schema version of each component (core, and `components` as this code
