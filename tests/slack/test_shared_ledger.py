@@ -1,7 +1,7 @@
 """One PostgreSQL ledger for the lab (issue 18): two `cyto serve` processes and a CLI on it, with the
 local executor and the Slack stand-in. A run started from the CLI is seen by `/cyto status`; a run
-started in Slack finishes when the bot that started it is killed mid-run, and no Slack message is
-posted twice."""
+started in Slack finishes when the bot that started it is killed mid-run, a Retry clicked in Slack is
+followed by `cyto status --wait`, and no Slack message is posted twice."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from serve_process import start_serve
-from slack_harness import DATE, ROOT, make_batch, wait_for
+from slack_harness import DATE, ROOT, click_body, fix_analysis, make_batch, signed_headers, wait_for
 from slack_stand_in import SlackStandIn
 
 from bot.ledger import RunDB
@@ -68,6 +68,18 @@ def test_two_bots_and_a_cli_share_one_postgres_ledger(tmp_path: Path, stand_in: 
                  timeout=seconds(60), what="the failure reply")
         wait_for(lambda: any(k.startswith("done:") for k in posted_keys(stand_in)), timeout=seconds(60),
                  what="the done alert")
+
+        # A Retry clicked in Slack (on the bot still running) is what `cyto status --wait` follows.
+        fix_analysis(store, "from-slack", "A02")
+        reply = next(c for c in stand_in.calls_to("chat.postMessage") if "failed for good" in json.dumps(c.blocks))
+        retry = next(e for b in reply.blocks if b["type"] == "actions" for e in b["elements"])
+        click = click_body(stand_in, reply.ts, retry)
+        assert second.post(click, signed_headers(click))[0] == 200
+        wait_for(lambda: db.job(run.id, "A02").attempt == 2, what="the retry recorded")
+        followed = subprocess.run([sys.executable, "-m", "bot.cli", "status", run.id, "--wait", "--json"], cwd=ROOT,
+                                  env=cli_env, capture_output=True, text=True, timeout=seconds(120))
+        assert followed.returncode == 0, followed.stdout + followed.stderr
+        assert json.loads(followed.stdout)["run"]["state"] == "succeeded", followed.stdout
     finally:
         log = second.stop()
         first.kill() if first.proc.poll() is None else None
@@ -77,4 +89,4 @@ def test_two_bots_and_a_cli_share_one_postgres_ledger(tmp_path: Path, stand_in: 
     assert twice == [], (twice, log)
     assert len(db.jobs(run.id)) == 8
     submitted = [a.job_name for j in db.jobs(run.id) for a in db.attempts(j.id)]
-    assert len(submitted) == len(set(submitted)) == 8, "nothing submitted twice"
+    assert len(submitted) == len(set(submitted)) == 9, "nothing submitted twice (A02 twice: its retry)"
