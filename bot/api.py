@@ -38,7 +38,7 @@ from bot.executors import Executor, Resources
 from bot.fasta import FastaError
 from bot.fasta_batch import FastaMerge, FastaSplit
 from bot.layout import BatchRef
-from bot.ledger import Attempt, Component, DatabaseError, Job, Run, RunDB, RunEvent
+from bot.ledger import Attempt, Component, Conn, DatabaseError, Job, Record, Run, RunDB, RunEvent
 from bot.outputs import OutputFile, list_outputs
 from bot.outputs import download as download_outputs
 from bot.report import ReportResult, build_report
@@ -340,9 +340,9 @@ class Cyto:
     def check_executor(self) -> None:
         self.engine.check_executor()
 
-    def ledger_path(self) -> str:
-        """The run database's file (":memory:" for an in-memory one)."""
-        return self.db.path
+    def ledger_file(self) -> str | None:
+        """The run database's file; None for a PostgreSQL or an in-memory ledger."""
+        return None if self.db.postgres or self.db.path == ":memory:" else self.db.path
 
     def component(self, component: Component) -> ComponentTables:
         """A front end's own tables, registered as a ledger component (created or migrated now)."""
@@ -374,7 +374,7 @@ class Cyto:
 
 
 # What front ends may name: the session and the records and errors it hands out.
-__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "ComponentTables", "Cyto",
-           "DatabaseError", "DryRun", "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job", "LogExcerpt",
-           "NotFound", "OutputFile", "PendingIntents", "Plan", "ReportLink", "Resources", "RetryAdvice", "Run",
-           "RunActions", "RunEvent", "RunSummary", "run_layout"]
+__all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "ComponentTables", "Conn",
+           "Cyto", "DatabaseError", "DryRun", "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job",
+           "LogExcerpt", "NotFound", "OutputFile", "PendingIntents", "Plan", "Record", "ReportLink", "Resources",
+           "RetryAdvice", "Run", "RunActions", "RunEvent", "RunSummary", "run_layout"]

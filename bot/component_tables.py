@@ -4,12 +4,11 @@ the ledger's transactions without holding the ledger itself."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bot.ledger import Component, RunDB
+from bot.ledger import Component, Conn, Record, RunDB
 
 
 class ComponentTables:
@@ -23,10 +22,10 @@ class ComponentTables:
         db.ensure_schema(component)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Conn]:
         with self._db.transaction() as conn:
             yield conn
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
         """A plain read (no write lock)."""
         return self._db.query(sql, args)

@@ -236,8 +236,21 @@ def check_local_jobs(settings: Settings) -> list[Check]:
 
 # -- the run database ----------------------------------------------------------------------------------
 def check_database(settings: Settings) -> Check:
-    from bot.ledger import DatabaseError, RunDB, sqlite_path
+    """The ledger answers, and its schema versions are ones this cyto-bot knows (`RunDB.check`)."""
+    from bot.ledger import DatabaseError, RunDB, is_postgres, sqlite_path
 
+    if is_postgres(settings.db):
+        try:
+            db = RunDB(settings.db)
+            try:
+                health = db.check()
+            finally:
+                db.close()
+        except DatabaseError as exc:
+            return Check("Run database", False, str(exc) if "CYTO_DB" in str(exc) else f"{exc} (CYTO_DB)",
+                         "check that the server runs and is reachable from here (the lab's VPN or bastion), and "
+                         "the user and password or IAM token in CYTO_DB=postgresql://user@host/database")
+        return Check("Run database", True, f"{health.describe()} (CYTO_DB)")
     try:
         path = os.path.expanduser(sqlite_path(settings.db))
         directory = os.path.dirname(os.path.abspath(path))
@@ -247,12 +260,12 @@ def check_database(settings: Settings) -> Check:
             raise DatabaseError(f"{path} is read-only")
         if not os.access(directory, os.W_OK):
             raise DatabaseError(f"{directory} is not writable")
-        RunDB(settings.db).runs(1)
+        health = RunDB(settings.db).check()
     except (DatabaseError, OSError) as exc:
         return Check("Run database", False, str(exc) if "CYTO_DB" in str(exc) else f"{exc} (CYTO_DB)",
                      f"export CYTO_DB={_quote(os.path.expanduser('~/cyto-runs.sqlite'))}  (any writable file path; "
                      "its folder is created if missing)")
-    return Check("Run database", True, f"{path} is writable (CYTO_DB)")
+    return Check("Run database", True, f"{path} is writable; {health.schema()} (CYTO_DB)")
 
 
 # -- all of it ------------------------------------------------------------------------------------------

@@ -12,14 +12,13 @@ most once. Edits (`chat.update`) are idempotent and simply retried.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from bot import claims
-from bot.api import ComponentTables
+from bot.api import ComponentTables, Conn, Record
 
 # Slack message metadata marking a post with its outbox key (`conversations.replies`/`history`
 # return it with `include_all_metadata`).
@@ -59,7 +58,7 @@ class Intent:
     payload: dict[str, Any] | None
 
 
-def _intent(row: sqlite3.Row) -> Intent:
+def _intent(row: Record) -> Intent:
     return Intent(row["key"], row["run_id"], Kind(row["kind"]), row["channel"], row["thread_ts"], row["target_ts"],
                   row["version"], row["tries"], bool(row["uncertain"]), row["created_at"],
                   json.loads(row["payload"]) if row["payload"] else None)
@@ -70,13 +69,13 @@ class Outbox:
         self.tables = tables  # the Slack component's tables (`Cyto.component(SLACK_SCHEMA)`)
 
     # -- recording intents --------------------------------------------------------------------
-    def add(self, conn: sqlite3.Connection, key: str, run_id: str, kind: Kind, channel: str, now: float, *,
+    def add(self, conn: Conn, key: str, run_id: str, kind: Kind, channel: str, now: float, *,
             thread_ts: str | None = None, payload: dict[str, Any] | None = None) -> bool:
         """Record a post, once per key (inside the caller's transaction). `payload`: the message as
         it must be shown (a snapshot), rather than rendered from the database when it is sent."""
         cur = conn.execute(
-            """INSERT OR IGNORE INTO slack_outbox (key, run_id, kind, channel, thread_ts, payload, state, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)""",
+            """INSERT INTO slack_outbox (key, run_id, kind, channel, thread_ts, payload, state, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING""",
             (key, run_id, kind.value, channel, thread_ts, json.dumps(payload) if payload else None, now))
         return bool(cur.rowcount)
 
@@ -88,9 +87,10 @@ class Outbox:
                 """INSERT INTO slack_outbox (key, run_id, kind, channel, target_ts, version, state, created_at)
                    VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
                    ON CONFLICT(key) DO UPDATE SET version = excluded.version,
-                       state = CASE WHEN state = 'sending' THEN state ELSE 'pending' END,
-                       created_at = CASE WHEN state = 'done' THEN excluded.created_at ELSE created_at END
-                   WHERE excluded.version > COALESCE(version, -1)""",
+                       state = CASE WHEN slack_outbox.state = 'sending' THEN slack_outbox.state ELSE 'pending' END,
+                       created_at = CASE WHEN slack_outbox.state = 'done' THEN excluded.created_at
+                                         ELSE slack_outbox.created_at END
+                   WHERE excluded.version > COALESCE(slack_outbox.version, -1)""",
                 (key, run_id, kind.value, channel, target_ts, version, now))
 
     # -- claiming -----------------------------------------------------------------------------
@@ -154,9 +154,10 @@ class Outbox:
         with self.tables.transaction() as conn:
             conn.execute(
                 """UPDATE slack_outbox SET state = 'pending', claim_token = NULL, not_before = ?, error = ?,
-                       uncertain = MAX(uncertain, ?), tries = tries + ?
+                       uncertain = CASE WHEN uncertain > ? THEN uncertain ELSE ? END,
+                       tries = tries + ?
                    WHERE key = ? AND state = 'sending' AND claim_token = ?""",
-                (not_before, error, int(uncertain), int(counts), key, token))
+                (not_before, error, int(uncertain), int(uncertain), int(counts), key, token))
             row = conn.execute("SELECT tries FROM slack_outbox WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
@@ -168,7 +169,7 @@ class Outbox:
             return bool(cur.rowcount)
 
     # -- reading ------------------------------------------------------------------------------
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[Record]:
         # A plain read (no write lock): /healthz must answer while a writer holds the database.
         return self.tables.query(sql, args)
 

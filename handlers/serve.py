@@ -90,8 +90,8 @@ def health_of(bot: CytoBot, scheduler_running: Callable[[], bool], poll_seconds:
         problems.append(f"Slack refuses the bot token ({bot.sender.auth_problem})")
     cyto = bot.cyto
     try:
-        path = cyto.ledger_path()
-        if path != ":memory:" and not Path(path).expanduser().exists():
+        path = cyto.ledger_file()
+        if path is not None and not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{path} no longer exists")
         status["unfinished_runs"] = len(cyto.unfinished_run_ids())
         status["outbox_backlog"] = bot.sender.outbox.backlog()

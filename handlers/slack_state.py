@@ -7,11 +7,10 @@ re-delivery acts once). Only the Slack tables are read here; runs and jobs come 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.api import ComponentTables
+from bot.api import ComponentTables, Record
 from handlers import render
 from handlers.outbox import Kind, Outbox
 from handlers.render import FailureEntry
@@ -32,7 +31,7 @@ class SlackState:
     def __init__(self, tables: ComponentTables) -> None:
         self.tables = tables  # the Slack component's tables (`Cyto.component(SLACK_SCHEMA)`)
 
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[Record]:
         # A plain read: taking the write lock to read would make the engine's poll wait for Slack's job.
         return self.tables.query(sql, args)
 
@@ -44,7 +43,7 @@ class SlackState:
     def advance(self, seq: int, name: str = REPORTER_CURSOR) -> None:
         """Move the cursor forward to `seq` (never back: bots planning side by side may finish out of order)."""
         with self.tables.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO slack_cursor (name, seq) VALUES (?, 0)", (name,))
+            conn.execute("INSERT INTO slack_cursor (name, seq) VALUES (?, 0) ON CONFLICT DO NOTHING", (name,))
             conn.execute("UPDATE slack_cursor SET seq = ? WHERE name = ? AND seq < ?", (seq, name, seq))
 
     # -- runs ---------------------------------------------------------------------------------
@@ -54,7 +53,7 @@ class SlackState:
 
     def set_synced(self, run_id: str, version: int) -> None:
         with self.tables.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO slack_runs (run_id) VALUES (?)", (run_id,))
+            conn.execute("INSERT INTO slack_runs (run_id) VALUES (?) ON CONFLICT DO NOTHING", (run_id,))
             conn.execute("UPDATE slack_runs SET synced_version = ? WHERE run_id = ?", (version, run_id))
 
     # -- failure replies ----------------------------------------------------------------------
@@ -123,8 +122,9 @@ class SlackState:
     def hold(self, run_id: str, channel: str, user: str, response_url: str | None, now: float) -> None:
         """Record the hold and the root message's intent in one transaction."""
         with self.tables.transaction() as conn:
-            conn.execute("""INSERT OR IGNORE INTO slack_holds (run_id, channel, user, response_url, state, created_at)
-                            VALUES (?, ?, ?, ?, 'held', ?)""", (run_id, channel, user, response_url, now))
+            conn.execute("""INSERT INTO slack_holds (run_id, channel, "user", response_url, state, created_at)
+                            VALUES (?, ?, ?, ?, 'held', ?) ON CONFLICT DO NOTHING""",
+                         (run_id, channel, user, response_url, now))
             Outbox(self.tables).add(conn, root_key(run_id), run_id, Kind.ROOT, channel, now)
 
     def hold_of(self, run_id: str) -> Hold | None:
@@ -150,8 +150,9 @@ class SlackState:
         """Record a command by its trigger_id. None when it is new; the earlier record otherwise."""
         with self.tables.transaction() as conn:
             cur = conn.execute(
-                """INSERT OR IGNORE INTO slack_commands (trigger_id, user, channel, text, retry_num, received_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""", (trigger_id, user, channel, text, retry_num, now))
+                """INSERT INTO slack_commands (trigger_id, "user", channel, text, retry_num, received_at)
+                   VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                (trigger_id, user, channel, text, retry_num, now))
             if cur.rowcount:
                 return None
             row = conn.execute("SELECT * FROM slack_commands WHERE trigger_id = ?", (trigger_id,)).fetchone()
@@ -185,7 +186,7 @@ def root_key(run_id: str) -> str:
     return f"root:{run_id}"
 
 
-def _posted(r: sqlite3.Row) -> PostedFailure:
+def _posted(r: Record) -> PostedFailure:
     entry = FailureEntry(
         analysis=r["analysis"], attempt=r["attempt"], reason=r["reason"], exit_code=r["exit_code"],
         full_log=r["full_log"], detailed=bool(r["detailed"]), excerpt=r["excerpt"], explanation=r["explanation"],

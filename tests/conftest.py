@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,3 +132,32 @@ def postgres_url(postgres_server: Server) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def new_ledger(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], str]]:
+    """A maker of fresh, empty ledgers of one engine (the test runs once per engine): given a folder,
+    a `sqlite:///` file in it, or a new database on the session's PostgreSQL server (dropped after the
+    test). The postgres case runs in the slow lane."""
+    if request.param == "sqlite":
+        yield lambda folder: f"sqlite:///{folder / 'runs.sqlite'}"
+        return
+    server: Server = request.getfixturevalue("postgres_server")
+    made: list[str] = []
+
+    def make(_folder: Path) -> str:
+        made.append(server.create_database())
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for url in made:  # WITH (FORCE): connections the test left open are closed by the server
+
+            server.drop_database(url)
+
+
+@pytest.fixture
+def ledger_url(new_ledger: Callable[[Path], str], tmp_path: Path) -> str:
+    """A fresh, empty ledger's URL, once per engine: `sqlite:///…` and `postgresql://…` (slow lane)."""
+    return new_ledger(tmp_path)

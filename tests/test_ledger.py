@@ -36,7 +36,7 @@ from tests.timeouts import deadline_after, seconds
 DATE, BATCH = "2018-12-05", "b7"
 
 
-def make_engine(tmp_path: Path, analyses: int = 3, executor: ScriptedExecutor | None = None,
+def make_engine(tmp_path: Path, url: str, analyses: int = 3, executor: ScriptedExecutor | None = None,
                 db: RunDB | None = None) -> tuple[Engine, ScriptedExecutor, RunDB]:
     store = LocalStore(tmp_path / "store")
     for i in range(analyses):
@@ -44,7 +44,7 @@ def make_engine(tmp_path: Path, analyses: int = 3, executor: ScriptedExecutor | 
         if not store.exists(key):
             store.write_bytes(key, b"hello\n")
     executor = executor or ScriptedExecutor()
-    db = db or RunDB(str(tmp_path / "runs.sqlite"))
+    db = db or RunDB(url)
     return Engine(store, executor, db), executor, db
 
 
@@ -82,8 +82,9 @@ def test_the_table_covers_every_state_and_terminal_attempts_never_move() -> None
 
 
 @pytest.mark.parametrize(("old", "new"), list(itertools.product(JobState, JobState)))
-def test_observed_attempt_transitions_follow_the_table(tmp_path: Path, old: JobState, new: JobState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_observed_attempt_transitions_follow_the_table(tmp_path: Path, ledger_url: str, old: JobState,
+                                                       new: JobState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     force(db, run.id, job=old, attempt=old)
     job = db.jobs(run.id)[0]
@@ -94,8 +95,8 @@ def test_observed_attempt_transitions_follow_the_table(tmp_path: Path, old: JobS
 
 
 @pytest.mark.parametrize("old", list(JobState))
-def test_recording_a_submission_needs_a_pending_attempt(tmp_path: Path, old: JobState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_recording_a_submission_needs_a_pending_attempt(tmp_path: Path, ledger_url: str, old: JobState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     job = db.jobs(run.id)[0]
     db.claim_pending(run.id, "t", 0.0, [], 10)
@@ -106,8 +107,8 @@ def test_recording_a_submission_needs_a_pending_attempt(tmp_path: Path, old: Job
 
 
 @pytest.mark.parametrize("old", list(JobState))
-def test_a_submit_failure_needs_a_pending_attempt(tmp_path: Path, old: JobState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_a_submit_failure_needs_a_pending_attempt(tmp_path: Path, ledger_url: str, old: JobState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     job = db.jobs(run.id)[0]
     db.claim_pending(run.id, "t", 0.0, [], 10)
@@ -117,8 +118,9 @@ def test_a_submit_failure_needs_a_pending_attempt(tmp_path: Path, old: JobState)
 
 
 @pytest.mark.parametrize(("job_state", "run_state"), list(itertools.product(JobState, RunState)))
-def test_a_person_s_retry_follows_the_table(tmp_path: Path, job_state: JobState, run_state: RunState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_a_person_s_retry_follows_the_table(tmp_path: Path, ledger_url: str, job_state: JobState,
+                                            run_state: RunState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     force(db, run.id, run=run_state, job=job_state, attempt=job_state)
     job = db.jobs(run.id)[0]
@@ -134,16 +136,16 @@ def test_a_person_s_retry_follows_the_table(tmp_path: Path, job_state: JobState,
 
 
 @pytest.mark.parametrize("run_state", list(RunState))
-def test_cancel_follows_the_table(tmp_path: Path, run_state: RunState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_cancel_follows_the_table(tmp_path: Path, ledger_url: str, run_state: RunState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     force(db, run.id, run=run_state)
     assert db.request_cancel(run.id, "bob", 1.0) == can_move(RUN_TRANSITIONS, run_state, RunState.CANCELLING)
 
 
 @pytest.mark.parametrize(("old", "new"), [(o, n) for o in RunState for n in RunState if n.is_finished])
-def test_finishing_follows_the_table(tmp_path: Path, old: RunState, new: RunState) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_finishing_follows_the_table(tmp_path: Path, ledger_url: str, old: RunState, new: RunState) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     force(db, run.id, run=old, job=JobState.SUCCEEDED, attempt=JobState.SUCCEEDED)
     assert db.finish_run(run.id, new, 1.0) == can_move(RUN_TRANSITIONS, old, new)
@@ -152,7 +154,7 @@ def test_finishing_follows_the_table(tmp_path: Path, old: RunState, new: RunStat
 # -- case 1: cancel during submission orphans jobs ---------------------------------------------------
 
 
-def test_cancel_during_submission_stops_every_job_submitted_after_it(tmp_path: Path) -> None:
+def test_cancel_during_submission_stops_every_job_submitted_after_it(tmp_path: Path, ledger_url: str) -> None:
     """The issue saw 100 jobs of the chunk being submitted recorded QUEUED after a cancel, and run."""
     holder: dict[str, Engine] = {}
     cancelled_at: list[int] = []
@@ -166,7 +168,7 @@ def test_cancel_during_submission_stops_every_job_submitted_after_it(tmp_path: P
 
     run_id: list[str] = []
     executor = ScriptedExecutor(on_submit=cancel_midway)
-    engine, executor, db = make_engine(tmp_path, analyses=150, executor=executor)
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=150, executor=executor)
     holder["engine"] = engine
     run = start(engine, submit=False)
     run_id.append(run.id)
@@ -185,8 +187,8 @@ def test_cancel_during_submission_stops_every_job_submitted_after_it(tmp_path: P
     assert engine.get_run(run.id).state == RunState.CANCELLED
 
 
-def test_a_cancel_recorded_before_a_crash_is_sent_by_the_next_poll(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path)
+def test_a_cancel_recorded_before_a_crash_is_sent_by_the_next_poll(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url)
     run = start(engine)
     db.request_cancel(run.id, "carol", 1.0)  # the process died before telling the executor
     assert executor.cancelled == []
@@ -197,8 +199,8 @@ def test_a_cancel_recorded_before_a_crash_is_sent_by_the_next_poll(tmp_path: Pat
     assert engine.get_run(run.id).state == RunState.CANCELLED
 
 
-def test_a_dead_submitter_s_job_for_a_cancelled_attempt_is_found_and_stopped(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path)
+def test_a_dead_submitter_s_job_for_a_cancelled_attempt_is_found_and_stopped(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url)
     run = start(engine, submit=False)
     dead = "somehost:999999:dead:1"
     claimed = db.claim_pending(run.id, dead, 0.0, [], 1)
@@ -215,8 +217,8 @@ def test_a_dead_submitter_s_job_for_a_cancelled_attempt_is_found_and_stopped(tmp
 # -- case 2: an exception between claim and record ---------------------------------------------------
 
 
-def test_an_analysis_linked_outside_the_store_fails_alone(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=3)
+def test_an_analysis_linked_outside_the_store_fails_alone(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=3)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "x.txt").write_text("hi\n")
@@ -244,7 +246,7 @@ def test_a_locked_database_while_recording_leaves_nothing_stuck_or_doubled(tmp_p
             threading.Timer(1.5, conn.rollback).start()
 
     executor = ScriptedExecutor(on_submit=lock_on_last)
-    engine, executor, db = make_engine(tmp_path, analyses=3, executor=executor)
+    engine, executor, db = make_engine(tmp_path, str(path), analyses=3, executor=executor)  # SQLite's file lock
     db._conn().execute("PRAGMA busy_timeout = 50")
     run = start(engine, submit=False)
     engine.submit_pending(run.id)  # submits 3, cannot record them
@@ -259,8 +261,8 @@ def test_a_locked_database_while_recording_leaves_nothing_stuck_or_doubled(tmp_p
     blocker[0].close()
 
 
-def test_the_invariant_repairs_a_job_left_apart_from_its_attempt(tmp_path: Path, caplog) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_the_invariant_repairs_a_job_left_apart_from_its_attempt(tmp_path: Path, ledger_url: str, caplog) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine)
     with db.transaction() as conn:  # as a crash between two statements of an older version could leave it
         conn.execute("UPDATE attempts SET state = 'SUCCEEDED'")
@@ -273,8 +275,8 @@ def test_the_invariant_repairs_a_job_left_apart_from_its_attempt(tmp_path: Path,
 # -- case 3: a retry can undo a cancel ---------------------------------------------------------------
 
 
-def test_a_retry_asked_for_before_a_cancel_never_reopens_the_run(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path)
+def test_a_retry_asked_for_before_a_cancel_never_reopens_the_run(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url)
     run = start(engine)
     executor.set("A000", JobState.FAILED, exit_code=1)
     engine.poll()
@@ -305,8 +307,8 @@ def run_together(*actions: Callable[[], object]) -> None:
         t.join()
 
 
-def retry_all_and_cancel_trial(root: Path) -> None:
-    engine, executor, _ = make_engine(root, analyses=6)
+def retry_all_and_cancel_trial(root: Path, url: str) -> None:
+    engine, executor, _ = make_engine(root, url, analyses=6)
     run = start(engine)
     for i in range(5):
         executor.set(f"A{i:03d}", JobState.FAILED, exit_code=1)
@@ -330,9 +332,11 @@ def retry_all_and_cancel_trial(root: Path) -> None:
     assert executor.live() == set(), outcome
 
 
-def test_retry_all_and_cancel_clicked_together_always_end_cancelled(tmp_path: Path) -> None:
+def test_retry_all_and_cancel_clicked_together_always_end_cancelled(tmp_path: Path, new_ledger) -> None:
     for trial in range(15):
-        retry_all_and_cancel_trial(tmp_path / str(trial))
+        root = tmp_path / str(trial)
+        root.mkdir()
+        retry_all_and_cancel_trial(root, new_ledger(root))
 
 
 # -- every concurrent pair of actions ----------------------------------------------------------------
@@ -346,9 +350,9 @@ ACTIONS: dict[str, Callable[[Engine, str], object]] = {
 }
 
 
-def pair_trial(root: Path, first: str, second: str) -> None:
-    engine, executor, db = make_engine(root, analyses=8)
-    other = Engine(engine.store, executor, RunDB(str(root / "runs.sqlite")))  # a second process's view
+def pair_trial(root: Path, url: str, first: str, second: str) -> None:
+    engine, executor, db = make_engine(root, url, analyses=8)
+    other = Engine(engine.store, executor, RunDB(url))  # a second process's view
     run = start(engine, submit=False)
     engine.submit_pending(run.id)
     executor.set("A000", JobState.FAILED, exit_code=1)
@@ -396,16 +400,18 @@ def pair_trial(root: Path, first: str, second: str) -> None:
 
 @pytest.mark.parametrize(("first", "second"), list(itertools.combinations_with_replacement(
     [*ACTIONS, "second-engine"], 2)))
-def test_concurrent_pairs_keep_the_ledger_true(tmp_path: Path, first: str, second: str) -> None:
+def test_concurrent_pairs_keep_the_ledger_true(tmp_path: Path, new_ledger, first: str, second: str) -> None:
     for trial in range(3):
-        pair_trial(tmp_path / str(trial), first, second)
+        root = tmp_path / str(trial)
+        root.mkdir()
+        pair_trial(root, new_ledger(root), first, second)
 
 
 # -- the failure policy ------------------------------------------------------------------------------
 
 
-def test_bad_input_exit_2_is_never_retried(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=1)
+def test_bad_input_exit_2_is_never_retried(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, retries=2)
     executor.set("A000", JobState.FAILED, exit_code=2, log="ERROR: unknown parameter 'transfrom'\n")
     engine.poll()
@@ -415,8 +421,8 @@ def test_bad_input_exit_2_is_never_retried(tmp_path: Path) -> None:
     assert len(executor.submit_calls) == 1
 
 
-def test_out_of_memory_is_retried_once_with_twice_the_memory_then_reported(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=1)
+def test_out_of_memory_is_retried_once_with_twice_the_memory_then_reported(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, retries=0)  # the memory rule grants its one retry even with --retries 0
     oom = "OutOfMemoryError: Container killed due to memory usage"
     executor.set("A000", JobState.FAILED, exit_code=137, reason=oom)
@@ -431,8 +437,8 @@ def test_out_of_memory_is_retried_once_with_twice_the_memory_then_reported(tmp_p
     assert job.failure_rule == "out of memory again at 4096 MiB: not retried automatically; retry with --memory 8192"
 
 
-def test_the_memory_rule_stops_at_the_cap(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=1)
+def test_the_memory_rule_stops_at_the_cap(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=1)
     engine.max_memory_mib = 2048
     run = start(engine, retries=1)
     executor.set("A000", JobState.FAILED, exit_code=137, reason="OutOfMemoryError: killed")
@@ -441,8 +447,8 @@ def test_the_memory_rule_stops_at_the_cap(tmp_path: Path) -> None:
     assert job.state == JobState.FAILED and "already at the cap of 2048 MiB" in (job.failure_rule or "")
 
 
-def test_other_failures_follow_retries_and_say_so(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=1)
+def test_other_failures_follow_retries_and_say_so(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, retries=1)
     executor.set("A000", JobState.FAILED, exit_code=1)
     engine.poll()
@@ -466,7 +472,7 @@ if os.environ["CYTO_ATTEMPT"] == "1" and int(os.environ["CYTO_ANALYSIS"][1:]) % 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(3))
 def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path: Path, cyto_env: dict[str, str],
-                                                                      trial: int) -> None:
+                                                                      ledger_url: str, trial: int) -> None:
     import json
     import os
     import random
@@ -479,7 +485,8 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
     root = Path(__file__).resolve().parent.parent
     script = tmp_path / "job.py"
     script.write_text(SLOW_OR_FAILING_JOB)
-    env = {**cyto_env, "CYTO_LOCAL_COMMAND": f"{sys.executable} {script}", "CYTO_LOCAL_MAX_PARALLEL": "4"}
+    env = {**cyto_env, "CYTO_DB": ledger_url, "CYTO_LOCAL_COMMAND": f"{sys.executable} {script}",
+           "CYTO_LOCAL_MAX_PARALLEL": "4"}
     cyto = Cyto.from_env(env)
     for i in range(24):
         cyto.store.write_bytes(f"Input/{DATE}/{BATCH}/A{i:03d}/x.txt", b"x\n")
@@ -501,8 +508,12 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
         time.sleep(0.1)
     final = cyto.engine.get_run(run.id)
     assert final.state.is_finished, cyto.db.counts(run.id)
-    if cancelled:
+    kinds = [(e.kind, e.state) for e in replay(cyto.db, run.id)]
+    if cancelled and (EventKind.RUN_REOPENED, RunState.ACTIVE.value) not in kinds:
         assert final.state == RunState.CANCELLED, outputs
+    elif cancelled:  # the retry came after the cancel had finished the run: a new, explicit action
+        assert kinds.index((EventKind.RUN_FINISHED, RunState.CANCELLED.value)) < \
+            kinds.index((EventKind.RUN_REOPENED, RunState.ACTIVE.value)), kinds
     spool = Path(env["CYTO_LOCAL_SPOOL"])
     local = LocalExecutor(spool, command=(sys.executable, "-c", "pass"))
     job_dirs = set(spool_job_names(local.spool))
@@ -519,8 +530,8 @@ def test_two_polling_processes_with_a_cancel_and_a_retry_from_two_more(tmp_path:
         sorted(retried) if isinstance(retried, list) else [])
 
 
-def test_a_held_run_is_submitted_by_nobody_and_a_cancel_abandons_it(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path)
+def test_a_held_run_is_submitted_by_nobody_and_a_cancel_abandons_it(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url)
     plan = engine.plan(DATE, BATCH, "wordcount", Resources(retries=0))
     run = engine.start_run(plan, "alice", hold=True)  # waiting for its Slack thread
     engine.poll()

@@ -3,13 +3,14 @@ a change refused or rolled back leaves none; every RunDB on the file reads the s
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from bot.engine import Engine
 from bot.executors import Resources, job_name
-from bot.ledger import DatabaseError, RunDB, Transition
+from bot.ledger import DatabaseError, Run, RunDB, Transition
 from bot.states import EventKind, JobState, RunState
 from tests.ledger_events import replay, told
 from tests.scripted_executor import ScriptedExecutor
@@ -21,8 +22,8 @@ def held(engine: Engine):
     return engine.start_run(plan, "alice", hold=True)
 
 
-def test_a_run_s_life_leaves_one_event_per_change_in_order(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=2)
+def test_a_run_s_life_leaves_one_event_per_change_in_order(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=2)
     run = start(engine, retries=1)
     executor.set("A000", JobState.RUNNING)
     engine.poll()
@@ -47,8 +48,8 @@ def test_a_run_s_life_leaves_one_event_per_change_in_order(tmp_path: Path) -> No
     assert started.by == "alice" and started.at > 0
 
 
-def test_a_failure_for_good_and_a_person_s_retry_reopen_the_run(tmp_path: Path) -> None:
-    engine, executor, db = make_engine(tmp_path, analyses=1)
+def test_a_failure_for_good_and_a_person_s_retry_reopen_the_run(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine)
     executor.set("A000", JobState.FAILED, exit_code=2, reason="bad input")
     engine.poll()
@@ -62,8 +63,8 @@ def test_a_failure_for_good_and_a_person_s_retry_reopen_the_run(tmp_path: Path) 
                                              ("run_finished", None, "FAILED", None)]
 
 
-def test_a_cancel_tells_the_run_and_each_job_it_cancelled(tmp_path: Path) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=2)
+def test_a_cancel_tells_the_run_and_each_job_it_cancelled(tmp_path: Path, ledger_url: str) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=2)
     run = start(engine, submit=False)
     assert engine.cancel(run.id, by="carol")
     engine.poll()
@@ -78,8 +79,8 @@ def test_a_cancel_tells_the_run_and_each_job_it_cancelled(tmp_path: Path) -> Non
     assert events[1].by == "carol"
 
 
-def test_a_held_run_is_released_or_abandoned_with_its_events(tmp_path: Path) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=2)
+def test_a_held_run_is_released_or_abandoned_with_its_events(tmp_path: Path, ledger_url: str) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=2)
     first = held(engine)
     assert engine.release(first.id, "C1", "1.0")
     assert told(replay(db, first.id)) == [("run_started", None, "HELD", None), ("run_released", None, "ACTIVE", None)]
@@ -97,8 +98,8 @@ def test_a_held_run_is_released_or_abandoned_with_its_events(tmp_path: Path) -> 
     assert events[-1].reason == "its Slack thread could not be posted" and events[-1].at == 5.0
 
 
-def test_a_submit_failure_and_a_repair_leave_their_events(tmp_path: Path) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=2)
+def test_a_submit_failure_and_a_repair_leave_their_events(tmp_path: Path, ledger_url: str) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=2)
     run = start(engine, submit=False)
     (job, _), (other, _) = db.claim_pending(run.id, "t", 0.0, [], 10)
     assert db.record_submit_failed(run.id, job.id, 1, "t", "no such queue", 1.0)
@@ -110,8 +111,8 @@ def test_a_submit_failure_and_a_repair_leave_their_events(tmp_path: Path) -> Non
     assert events[1].reason == "no such queue"
 
 
-def test_changes_that_are_refused_leave_no_event(tmp_path: Path) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=1)
+def test_changes_that_are_refused_leave_no_event(tmp_path: Path, ledger_url: str) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=1)
     run = start(engine, submit=False)
     job = db.jobs(run.id)[0]
     before = db.last_event_seq()
@@ -132,13 +133,19 @@ def test_changes_that_are_refused_leave_no_event(tmp_path: Path) -> None:
     assert db.last_event_seq() == after
 
 
-def test_a_change_rolled_back_takes_its_events_with_it(tmp_path: Path) -> None:
-    engine, _, db = make_engine(tmp_path, analyses=2)
+def test_a_change_rolled_back_takes_its_events_with_it(tmp_path: Path, ledger_url: str) -> None:
+    engine, _, db = make_engine(tmp_path, ledger_url, analyses=2)
     run = held(engine)
     before = db.last_event_seq()
     with db.transaction() as conn:  # the last statement of the abandon fails, after its job events were written
-        conn.execute("""CREATE TRIGGER refuse_finish BEFORE INSERT ON run_events WHEN NEW.kind = 'run_finished'
-                        BEGIN SELECT RAISE(ABORT, 'refused by the test'); END""")
+        if db.postgres:
+            conn.script("""CREATE FUNCTION refuse_finish() RETURNS trigger LANGUAGE plpgsql AS $$
+                           BEGIN RAISE EXCEPTION 'refused by the test'; END $$""")
+            conn.script("""CREATE TRIGGER refuse_finish BEFORE INSERT ON run_events FOR EACH ROW
+                           WHEN (NEW.kind = 'run_finished') EXECUTE FUNCTION refuse_finish()""")
+        else:
+            conn.execute("""CREATE TRIGGER refuse_finish BEFORE INSERT ON run_events WHEN NEW.kind = 'run_finished'
+                            BEGIN SELECT RAISE(ABORT, 'refused by the test'); END""")
     with pytest.raises(DatabaseError, match="refused by the test"):
         db.abandon_run(run.id, "gone", 1.0)
     assert db.last_event_seq() == before
@@ -146,9 +153,9 @@ def test_a_change_rolled_back_takes_its_events_with_it(tmp_path: Path) -> None:
     assert {j.state for j in db.jobs(run.id)} == {JobState.PENDING}
 
 
-def test_two_ledgers_on_one_file_read_the_same_events_in_order(tmp_path: Path) -> None:
-    engine, executor, writer = make_engine(tmp_path, analyses=3)
-    reader = RunDB(str(tmp_path / "runs.sqlite"))
+def test_two_ledgers_on_one_database_read_the_same_events_in_order(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, writer = make_engine(tmp_path, ledger_url, analyses=3)
+    reader = RunDB(ledger_url)
     cursor, seen = reader.last_event_seq(), []
     run = start(engine, retries=0)
     seen += reader.events(cursor)
@@ -167,7 +174,50 @@ def test_two_ledgers_on_one_file_read_the_same_events_in_order(tmp_path: Path) -
                                       EventKind.RUN_FINISHED}
 
 
-def test_an_event_needs_its_run(tmp_path: Path) -> None:
-    db = RunDB(str(tmp_path / "runs.sqlite"))
-    with pytest.raises(DatabaseError, match="FOREIGN KEY"), db.transaction() as conn:
+def test_an_event_needs_its_run(ledger_url: str) -> None:
+    db = RunDB(ledger_url)
+    with pytest.raises(DatabaseError, match=r"(?i)foreign key"), db.transaction() as conn:
         conn.execute("INSERT INTO run_events (run_id, kind, at) VALUES ('nope', 'run_started', 1.0)")
+
+
+def test_a_reader_following_its_cursor_misses_no_event_of_concurrent_writers(ledger_url: str) -> None:
+    """On PostgreSQL a sequence hands out `seq` at insert, not at commit: without the writers' lock a
+    transaction holding seq n could commit after one holding n + 1, and a reader already past n + 1
+    would never see n. Eight writers and one reader, on their own connections, check that none is lost."""
+    RunDB(ledger_url)  # create the ledger before the threads race to
+    writers, runs_each = 8, 15
+    done = threading.Event()
+    seen: list[int] = []
+
+    def write(w: int) -> None:
+        db = RunDB(ledger_url)
+        for i in range(runs_each):
+            run = Run(id=f"r{w}-{i}", date="2018-12-05", batch=f"b{w}-{i}", pipeline="wordcount", params={},
+                      resources={}, executor="local", store="/s", requested_by="alice", state=RunState.ACTIVE,
+                      created_at=1.0, finished_at=None, cancel_requested_by=None, slack_channel=None,
+                      slack_thread_ts=None, version=0)
+            assert db.create_run(run, ["A000", "A001"], 1, [f"j{w}-{i}-0", f"j{w}-{i}-1"], 1.0)
+            assert db.request_cancel(run.id, "carol", 2.0)
+
+    def read() -> None:
+        db, cursor = RunDB(ledger_url), 0
+        while True:
+            finished = done.is_set()
+            for event in db.events(cursor):
+                seen.append(event.seq)
+                cursor = event.seq
+            if finished:
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    every = [e.seq for e in RunDB(ledger_url).events(limit=100_000)]
+    assert len(every) == writers * runs_each * 4  # started, cancelling, and one per job cancelled
+    assert seen == every

@@ -86,7 +86,7 @@ def test_a_new_ledger_has_only_the_core_tables_until_slack_registers_its_own(tmp
     db = RunDB(str(path))
     shape = schema(path)
     assert sorted(t for t in shape if not t.startswith(("schema", "versions", "legacy"))) == [
-        "attempts", "jobs", "run_events", "runs"]
+        "attempts", "jobs", "run_events", "run_leases", "runs"]
     assert shape["versions"] == [("core", CORE.version)]
     assert shape["legacy marker"] == [(LEGACY_DONE,)]  # what makes a cyto-bot from before components refuse it
     db.ensure_schema(SLACK_SCHEMA)
@@ -147,3 +147,62 @@ def test_the_latest_run_of_a_channel_is_one_indexed_read(tmp_path: Path) -> None
     assert db.latest_run("C3") is None
     plan = " ".join(r[3] for r in db.query(f"EXPLAIN QUERY PLAN {LATEST_RUN_SQL}", ("C1",)))
     assert "USING INDEX runs_channel" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# -- PostgreSQL: the same migrations, in place ------------------------------------------------------
+
+
+def test_a_postgres_ledger_from_an_older_core_version_is_upgraded_in_place(postgres_url: str) -> None:
+    import psycopg
+
+    from bot.ledger.schema import postgres_ddl
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a ledger as core version 2 left it
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (LEGACY_DONE,))
+        conn.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        for sql in CORE.migrations[:2]:
+            for statement in statements(sql):
+                conn.execute(postgres_ddl(statement))
+        conn.execute("INSERT INTO schema_versions VALUES ('core', 2)")
+    db = RunDB(postgres_url, components=[SLACK_SCHEMA])
+    assert db.schema_versions() == {"core": CORE.version, "slack": SLACK_SCHEMA.version}
+    assert db.query("SELECT indexname FROM pg_indexes WHERE indexname = 'runs_channel'")  # migration 3 ran
+    assert RunDB(postgres_url).schema_versions() == db.schema_versions()  # opened again: nothing to do
+
+
+@pytest.mark.parametrize("component", ["core", "slack"])
+def test_a_newer_postgres_ledger_is_refused_in_one_line(postgres_url: str, component: str) -> None:
+    db = RunDB(postgres_url, components=[SLACK_SCHEMA])
+    with db.transaction() as conn:
+        conn.execute("UPDATE schema_versions SET version = 42 WHERE component = ?", (component,))
+    with pytest.raises(DatabaseError) as refused:
+        RunDB(postgres_url, components=[SLACK_SCHEMA])
+    message = str(refused.value)
+    assert f"({component} tables) has schema version 42, newer than this cyto-bot understands" in message
+    assert "\n" not in message and "postgresql://" in message
+
+
+def test_a_postgres_database_of_something_else_is_not_taken_over(postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(DatabaseError, match=r"is not a cyto-bot run database .*invoices"):
+        RunDB(postgres_url)
+
+
+def test_a_postgres_ledger_has_the_same_tables_and_columns_as_a_file(tmp_path: Path, postgres_url: str) -> None:
+    RunDB(postgres_url, components=[SLACK_SCHEMA])
+    RunDB(str(tmp_path / "runs.sqlite"), components=[SLACK_SCHEMA])
+    with sqlite3.connect(tmp_path / "runs.sqlite") as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'")]
+        file = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+    conn.close()
+    db = RunDB(postgres_url)
+    postgres: dict[str, list[str]] = {}
+    for table, column in db.query("""SELECT table_name, column_name FROM information_schema.columns
+                                      WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"""):
+        postgres.setdefault(table, []).append(column)
+    assert postgres == file

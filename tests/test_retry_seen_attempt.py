@@ -19,8 +19,8 @@ from tests.scripted_executor import ScriptedExecutor
 from tests.test_ledger import make_engine, start
 
 
-def failed_once(tmp_path: Path) -> tuple[Engine, ScriptedExecutor, str]:
-    engine, executor, _ = make_engine(tmp_path, analyses=1)
+def failed_once(tmp_path: Path, url: str) -> tuple[Engine, ScriptedExecutor, str]:
+    engine, executor, _ = make_engine(tmp_path, url, analyses=1)
     run = start(engine)
     executor.set("A000", JobState.FAILED, exit_code=1, reason="boom")
     engine.poll()
@@ -28,8 +28,8 @@ def failed_once(tmp_path: Path) -> tuple[Engine, ScriptedExecutor, str]:
     return engine, executor, run.id
 
 
-def test_the_ledger_guards_the_attempt_seen_in_the_same_update(tmp_path: Path) -> None:
-    engine, executor, run_id = failed_once(tmp_path)
+def test_the_ledger_guards_the_attempt_seen_in_the_same_update(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, run_id = failed_once(tmp_path, ledger_url)
     db = engine.db
     engine.retry(run_id, "A000", by="bob")  # attempt 2 ...
     executor.set("A000", JobState.FAILED, exit_code=1, reason="boom again")
@@ -43,8 +43,8 @@ def test_the_ledger_guards_the_attempt_seen_in_the_same_update(tmp_path: Path) -
     assert db.job(run_id, "A000").attempt == 3
 
 
-def test_a_retry_of_an_attempt_that_moved_on_is_already_retried(tmp_path: Path) -> None:
-    engine, executor, run_id = failed_once(tmp_path)
+def test_a_retry_of_an_attempt_that_moved_on_is_already_retried(tmp_path: Path, ledger_url: str) -> None:
+    engine, executor, run_id = failed_once(tmp_path, ledger_url)
     assert engine.retry(run_id, "A000", by="bob", expected_attempt=1) == ["A000"]
     executor.set("A000", JobState.FAILED, exit_code=1, reason="boom again")
     engine.poll()  # attempt 2 failed as well: the job is FAILED again, as attempt 1 was
@@ -56,9 +56,9 @@ def test_a_retry_of_an_attempt_that_moved_on_is_already_retried(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("trial", range(5))
-def test_two_retries_of_the_same_attempt_at_once_one_wins(tmp_path: Path, trial: int) -> None:
-    engine, _, run_id = failed_once(tmp_path)
-    second = Engine(engine.store, engine.executor, RunDB(engine.db.path))  # another process's view
+def test_two_retries_of_the_same_attempt_at_once_one_wins(tmp_path: Path, ledger_url: str, trial: int) -> None:
+    engine, _, run_id = failed_once(tmp_path, ledger_url)
+    second = Engine(engine.store, engine.executor, RunDB(engine.db.url))  # another process's view
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
 
@@ -82,8 +82,8 @@ def test_two_retries_of_the_same_attempt_at_once_one_wins(tmp_path: Path, trial:
     assert [e.by for e in engine.db.events(run_id=run_id) if e.kind == EventKind.JOB_RETRIED] == won
 
 
-def test_the_python_api_passes_the_attempt_seen(tmp_path: Path, cyto_env: dict[str, str]) -> None:
-    engine, executor, run_id = failed_once(tmp_path)
+def test_the_python_api_passes_the_attempt_seen(tmp_path: Path, ledger_url: str, cyto_env: dict[str, str]) -> None:
+    engine, executor, run_id = failed_once(tmp_path, ledger_url)
     cyto = Cyto(Settings.from_env(cyto_env), store=engine.store, executor=executor, db=engine.db)
     assert cyto.retry(run_id, "A000", by="bob", expected_attempt=1) == ["A000"]
     with pytest.raises(AlreadyRetried):

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.executors.local import LocalExecutor
-from bot.ledger import RunDB
+from bot.ledger import CORE, RunDB
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from handlers.slack_check import check_app_token
@@ -73,7 +73,7 @@ def test_one_history_from_any_directory(tmp_path: Path) -> None:
 
     doctor = cyto(env, there, "doctor")
     assert f"✓ Store folder: {home / 'cyto-data'} is reachable (CYTO_STORE)" in doctor.stdout
-    assert f"✓ Run database: {state / 'runs.sqlite'} is writable (CYTO_DB)" in doctor.stdout
+    assert f"✓ Run database: {state / 'runs.sqlite'} is writable; schema core {CORE.version} (CYTO_DB)" in doctor.stdout
     assert f"✓ Local job spool: {state / 'local-jobs'} is writable (CYTO_LOCAL_SPOOL)" in doctor.stdout
     assert "Slack not checked" in doctor.stdout and "Slack token" not in doctor.stdout
     assert doctor.returncode == 0, doctor.stdout

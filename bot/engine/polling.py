@@ -3,6 +3,7 @@ Each change is recorded with its durable event (`run_events`); followers read th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,10 +13,14 @@ from bot.engine.reading import Reading
 from bot.engine.submission import Submission
 from bot.engine.transitions import plan_transition
 from bot.executors import ExecutorError, JobStatus, Resources
+from bot.ledger import DatabaseError
 from bot.states import ACTIVE, JobState, RunState, final_run_state
 
 # A job the executor has never heard of this long after submission is reported lost.
 LOST_AFTER_S = 300.0
+# How long a poller's lease on a run lasts when it dies mid-cycle on another host (on its own host the
+# lease is free at once): longer than any cycle, so a slow poller keeps its runs.
+POLL_LEASE_S = 120.0
 log = logging.getLogger("cyto.engine")
 
 
@@ -23,10 +28,20 @@ class Polling(Submission, Reading):
     """Records what the executor reports; submits automatic retries; closes finished runs."""
 
     def poll(self) -> None:
-        """One poll cycle over every unfinished run: submit what waits, stop what a cancel left running,
+        """One poll cycle over every unfinished run that no other poller is working on (poll leases,
+        bot/ledger/leases.py): submit what waits, stop what a cancel left running,
         describe what runs, record transitions, start automatic retries, check the ledger's invariant,
         close finished runs."""
-        run_ids = self.db.unfinished_run_ids()
+        holder = f"{self._token_prefix}:poll"  # this engine's: a lease it failed to release is still its own
+        run_ids = self.db.lease_runs(self.db.unfinished_run_ids(), holder, self.clock(), POLL_LEASE_S)
+        try:
+            self._poll_runs(run_ids)
+        finally:
+            with contextlib.suppress(DatabaseError):  # the cycle's own error is the one to report
+                self.db.release_runs(run_ids, holder)
+
+    def _poll_runs(self, run_ids: list[str]) -> None:
+        """One poll cycle over the runs this poller leased (another poller works on the others)."""
         for run_id in run_ids:
             self.submit_pending(run_id)
         self._send_pending_cancels(run_ids)

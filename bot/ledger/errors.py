@@ -44,3 +44,26 @@ def explain(path: str, exc: sqlite3.Error) -> DatabaseError:
                              "file and its folder exist and are readable (CYTO_DB)")
     return DatabaseError(f"the run database {path} failed: {text}; if this repeats, the file "
                          "may be damaged or not cyto-bot's (CYTO_DB)")
+
+
+def explain_postgres(url: str, exc: BaseException) -> DatabaseError:
+    """A PostgreSQL failure as one line naming the database (without its password) and what to do."""
+    text = " ".join(str(exc).split())
+    if "lock timeout" in text:
+        return DatabaseError(f"the run database {url} is locked by another process's write; wait for it or "
+                             "stop it, then try again (CYTO_DB)")
+    if "connection" in text and ("refused" in text or "timeout" in text or "could not" in text
+                                 or "failed" in text or "closed" in text):
+        return DatabaseError(f"cannot reach the run database {url} ({text}); check that the server is "
+                             "running and reachable from here (VPN, security group), then try again (CYTO_DB)")
+    if "password authentication failed" in text or "no pg_hba.conf entry" in text or ("role" in text and \
+            "does not exist" in text):
+        return DatabaseError(f"the run database {url} refused the login ({text}); check the user, password "
+                             "or IAM token in CYTO_DB")
+    if "database" in text and "does not exist" in text:
+        return DatabaseError(f"the run database {url} does not exist ({text}); create it "
+                             "(createdb) or correct CYTO_DB")
+    if "permission denied" in text:
+        return DatabaseError(f"the run database {url} refused ({text}); grant the user rights on the "
+                             "ledger's tables (CYTO_DB)")
+    return DatabaseError(f"the run database {url} failed: {text} (CYTO_DB)")

@@ -11,8 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from bot.ledger.connection import LedgerConnection, Refused
-from bot.ledger.events import NewEvent, add_events, add_job_event, transition_kind
+from bot.ledger.events import INSERT_JOB_EVENT, NewEvent, add_events, add_job_event, bump_versions, transition_kind
 from bot.ledger.records import ATTEMPT_COLUMNS, JOB_COLUMNS, Attempt, Job, Transition, job_and_attempt
+from bot.ledger.sql import Conn
 from bot.states import (
     ATTEMPT_TRANSITIONS,
     JOB_TRANSITIONS,
@@ -65,20 +66,34 @@ class JobWrites(LedgerConnection):
         changed, lost = 0, []
         attempt_from = sql_in(sources(ATTEMPT_TRANSITIONS, JobState.QUEUED))
         job_from = sql_in(sources(JOB_TRANSITIONS, JobState.QUEUED))
+        recorded: list[tuple[int, int]] = []
         with self.transaction() as conn:
-            for job_id, attempt, executor_job_id in submitted:
-                cur = conn.execute(
+            if conn.dialect == "postgresql" and len({(j, a) for j, a, _ in submitted}) == len(submitted):
+                moved = {(r[0], r[1]) for r in conn.execute(
+                    f"""UPDATE attempts AS a SET executor_job_id = v.executor_job_id, state = 'QUEUED', submitted_at = ?
+                        FROM unnest(CAST(? AS INTEGER[]), CAST(? AS INTEGER[]), CAST(? AS TEXT[]))
+                             AS v(job_id, attempt, executor_job_id)
+                        WHERE a.job_id = v.job_id AND a.attempt = v.attempt AND a.claim_token = ?
+                          AND a.executor_job_id IS NULL AND a.state IN {attempt_from}
+                        RETURNING a.job_id, a.attempt""",
+                    [now, *[list(c) for c in zip(*submitted, strict=True)], token])} if submitted else set()
+            else:
+                moved = {(job_id, attempt) for job_id, attempt, executor_job_id in submitted if conn.execute(
                     f"""UPDATE attempts SET executor_job_id = ?, state = 'QUEUED', submitted_at = ?
                         WHERE job_id = ? AND attempt = ? AND claim_token = ? AND executor_job_id IS NULL
                           AND state IN {attempt_from}""",
-                    (executor_job_id, now, job_id, attempt, token))
-                if not cur.rowcount:
+                    (executor_job_id, now, job_id, attempt, token)).rowcount}
+            for job_id, attempt, executor_job_id in submitted:
+                if (job_id, attempt) in moved:
+                    recorded.append((job_id, attempt))
+                else:
                     lost.append((job_id, attempt, executor_job_id))
-                    continue
-                conn.execute(f"""UPDATE jobs SET state = 'QUEUED', updated_at = ?
-                                 WHERE id = ? AND attempt = ? AND state IN {job_from}""", (now, job_id, attempt))
-                add_job_event(conn, EventKind.JOB_SUBMITTED, job_id, JobState.QUEUED, attempt, now)
-                changed += 1
+            conn.executemany(f"""UPDATE jobs SET state = 'QUEUED', updated_at = ?
+                                 WHERE id = ? AND attempt = ? AND state IN {job_from}""",
+                             [(now, job_id, attempt) for job_id, attempt in recorded])
+            conn.executemany(INSERT_JOB_EVENT, [(EventKind.JOB_SUBMITTED.value, JobState.QUEUED.value, attempt, None,
+                                                 None, now, job_id) for job_id, attempt in recorded])
+            changed = len(recorded)
             if changed:
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
         return changed, lost
@@ -130,7 +145,8 @@ class JobWrites(LedgerConnection):
             f"""SELECT {JOB_COLUMNS}, {ATTEMPT_COLUMNS}
                 FROM jobs j JOIN attempts a ON a.job_id = j.id
                 WHERE j.run_id = ? AND a.state = 'CANCELLED' AND a.claim_token IS NOT NULL
-                  AND a.executor_job_id IS NULL""", (run_id,))
+                  AND a.executor_job_id IS NULL
+                ORDER BY j.id, a.attempt""", (run_id,))
         return [job_and_attempt(row) for row in rows]
 
     def cancels_to_send(self, run_ids: Sequence[str]) -> list[tuple[Job, Attempt]]:
@@ -143,39 +159,46 @@ class JobWrites(LedgerConnection):
                 JOIN runs r ON r.id = j.run_id
                 WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND r.state = 'CANCELLING'
                   AND a.executor_job_id IS NOT NULL AND a.cancel_sent_at IS NULL
-                  AND a.state IN ('QUEUED', 'RUNNING')""", list(run_ids))
+                  AND a.state IN ('QUEUED', 'RUNNING')
+                ORDER BY j.id""", list(run_ids))
         return [job_and_attempt(row) for row in rows]
 
     def apply_transitions(self, transitions: Sequence[Transition], now: float) -> list[Transition]:
         """Apply observed attempt/job state changes. Each is compare-and-set on the attempt's old state
         and allowed only as the transition table says. An automatic retry of a run that is no longer
-        ACTIVE (a cancel came in meanwhile) ends the job cancelled instead. Returns what took effect."""
-        applied = []
+        ACTIVE (a cancel came in meanwhile) ends the job cancelled instead. Returns what took effect.
+        The attempts' guarded UPDATEs, the jobs, events and run versions that follow from them are
+        each written in batches (on PostgreSQL one round trip each)."""
+        applied: list[Transition] = []
+        job_updates: dict[str, list[tuple[Any, ...]]] = {}
+        events: list[NewEvent] = []
+        run_states: dict[str, str] = {}
+        wanted: list[Transition] = []
         with self.transaction() as conn:
             for t in transitions:
                 if not can_move(ATTEMPT_TRANSITIONS, t.old_state, t.attempt_state):
                     continue
-                if t.retrying and conn.execute("SELECT state FROM runs WHERE id = ?",
-                                               (t.run_id,)).fetchone()[0] != RunState.ACTIVE:
-                    t = replace(t, job_state=JobState.CANCELLED, next_job_name=None, next_resources=None,
-                                failure_rule="not retried: the run is being cancelled")
-                job_from = sql_in(sources(JOB_TRANSITIONS, t.job_state))
-                cur = conn.execute(
-                    """UPDATE attempts SET state = ?, reason = ?, exit_code = ?, failure_rule = ?,
-                           log_ref = COALESCE(?, log_ref), started_at = COALESCE(?, started_at), stopped_at = ?
-                       WHERE job_id = ? AND attempt = ? AND state = ?""",
-                    (t.attempt_state.value, t.reason, t.exit_code, t.failure_rule, t.log_ref, t.started_at,
-                     t.stopped_at, t.job_id, t.attempt, t.old_state.value))
-                if not cur.rowcount:
+                if t.retrying:
+                    if t.run_id not in run_states:
+                        run_states[t.run_id] = conn.execute("SELECT state FROM runs WHERE id = ?",
+                                                            (t.run_id,)).fetchone()[0]
+                    if run_states[t.run_id] != RunState.ACTIVE:
+                        t = replace(t, job_state=JobState.CANCELLED, next_job_name=None, next_resources=None,
+                                    failure_rule="not retried: the run is being cancelled")
+                wanted.append(t)
+            moved = set_attempt_states(conn, wanted)
+            for t in wanted:
+                if (t.job_id, t.attempt) not in moved:
                     continue
+                job_from = sql_in(sources(JOB_TRANSITIONS, t.job_state))
                 if t.next_job_name is not None:
                     conn.execute(f"""UPDATE jobs SET state = 'PENDING', attempt = ?, reason = ?, exit_code = ?,
                                          failure_rule = ?, updated_at = ?,
-                                         max_attempts = MAX(max_attempts, ?),
+                                         max_attempts = CASE WHEN max_attempts > ? THEN max_attempts ELSE ? END,
                                          memory_retried = memory_retried + ?
                                      WHERE id = ? AND attempt = ? AND state IN {job_from}""",
                                  (t.attempt + 1, t.reason, t.exit_code, t.failure_rule, now,
-                                  t.attempt + 1, int(bool(t.next_resources)), t.job_id, t.attempt))
+                                  t.attempt + 1, t.attempt + 1, int(bool(t.next_resources)), t.job_id, t.attempt))
                     previous = conn.execute("SELECT resources FROM attempts WHERE job_id = ? AND attempt = ?",
                                             (t.job_id, t.attempt)).fetchone()[0]
                     resources = {**(json.loads(previous) if previous else {}), **(t.next_resources or {})}
@@ -184,16 +207,15 @@ class JobWrites(LedgerConnection):
                                  (t.job_id, t.attempt + 1, t.next_job_name,
                                   json.dumps(resources) if resources else None))
                 else:
-                    conn.execute(f"""UPDATE jobs SET state = ?, reason = ?, exit_code = ?,
-                                         failure_rule = COALESCE(?, failure_rule), updated_at = ?
-                                     WHERE id = ? AND attempt = ? AND state IN {job_from}""",
-                                 (t.job_state.value, t.reason, t.exit_code, t.failure_rule, now, t.job_id,
-                                  t.attempt))
-                add_events(conn, [NewEvent(transition_kind(t), t.run_id, now, t.analysis,
-                                           (JobState.PENDING if t.retrying else t.job_state).value, t.attempt,
-                                           t.reason)])
-                conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (t.run_id,))
+                    job_updates.setdefault(job_from, []).append(
+                        (t.job_state.value, t.reason, t.exit_code, t.failure_rule, now, t.job_id, t.attempt))
+                events.append(NewEvent(transition_kind(t), t.run_id, now, t.analysis,
+                                       (JobState.PENDING if t.retrying else t.job_state).value, t.attempt, t.reason))
                 applied.append(t)
+            for job_from, rows in job_updates.items():
+                set_job_states(conn, job_from, rows)
+            add_events(conn, events)
+            bump_versions(conn, [t.run_id for t in applied])
         return applied
 
     def retry_job(self, job: Job, job_name: str, by: str, resources: dict[str, Any] | None,
@@ -251,7 +273,8 @@ class JobWrites(LedgerConnection):
                     FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                     JOIN runs r ON r.id = j.run_id
                     WHERE j.run_id IN ({','.join('?' * len(run_ids))})
-                      AND j.state IN ('PENDING', 'QUEUED', 'RUNNING') AND j.state != a.state""",
+                      AND j.state IN ('PENDING', 'QUEUED', 'RUNNING') AND j.state != a.state
+                    ORDER BY j.id""",
                 list(run_ids)).fetchall()
             for job_id, run_id, analysis, attempt, job_state, attempt_state, run_state in rows:
                 new = JobState(attempt_state)
@@ -266,3 +289,55 @@ class JobWrites(LedgerConnection):
                 conn.execute("UPDATE runs SET version = version + 1 WHERE id = ?", (run_id,))
                 repaired.append((run_id, analysis, job_state, new.value))
         return repaired
+
+
+ATTEMPT_CAS = """UPDATE attempts SET state = ?, reason = ?, exit_code = ?, failure_rule = ?,
+                     log_ref = COALESCE(?, log_ref), started_at = COALESCE(?, started_at), stopped_at = ?
+                 WHERE job_id = ? AND attempt = ? AND state = ?"""
+# PostgreSQL: the same compare-and-set for many attempts in one statement (one array per column);
+# RETURNING says which moved.
+ATTEMPT_CAS_ARRAYS = """UPDATE attempts AS a SET state = v.new_state, reason = v.reason, exit_code = v.exit_code,
+        failure_rule = v.failure_rule, log_ref = COALESCE(v.log_ref, a.log_ref),
+        started_at = COALESCE(v.started_at, a.started_at), stopped_at = v.stopped_at
+    FROM unnest(CAST(? AS INTEGER[]), CAST(? AS INTEGER[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+                CAST(? AS INTEGER[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS DOUBLE PRECISION[]),
+                CAST(? AS DOUBLE PRECISION[]))
+         AS v(job_id, attempt, old_state, new_state, reason, exit_code, failure_rule, log_ref, started_at, stopped_at)
+    WHERE a.job_id = v.job_id AND a.attempt = v.attempt AND a.state = v.old_state
+    RETURNING a.job_id, a.attempt"""
+
+
+def set_attempt_states(conn: Conn, transitions: Sequence[Transition]) -> set[tuple[int, int]]:
+    """Move each transition's attempt from its old state to its new one, compare-and-set; returns the
+    (job_id, attempt) of those that moved. SQLite: one UPDATE each (in process, cheap); PostgreSQL:
+    one UPDATE … FROM unnest(arrays) RETURNING, a round trip for all of them instead of one each."""
+    rows = [(t.job_id, t.attempt, t.old_state.value, t.attempt_state.value, t.reason, t.exit_code, t.failure_rule,
+             t.log_ref, t.started_at, t.stopped_at) for t in transitions]
+    keys = [(t.job_id, t.attempt) for t in transitions]
+    if not rows:
+        return set()
+    if conn.dialect != "postgresql" or len(set(keys)) != len(keys):  # (one attempt twice: one at a time)
+        return {(r[0], r[1]) for r in rows if conn.execute(ATTEMPT_CAS, (*r[3:], r[0], r[1], r[2])).rowcount}
+    return {(r[0], r[1]) for r in conn.execute(ATTEMPT_CAS_ARRAYS, [list(c) for c in zip(*rows, strict=True)])}
+
+
+JOB_SET = """UPDATE jobs SET state = ?, reason = ?, exit_code = ?, failure_rule = COALESCE(?, failure_rule),
+                 updated_at = ?
+             WHERE id = ? AND attempt = ? AND state IN {job_from}"""
+JOB_SET_ARRAYS = """UPDATE jobs AS j SET state = v.state, reason = v.reason, exit_code = v.exit_code,
+        failure_rule = COALESCE(v.failure_rule, j.failure_rule), updated_at = v.updated_at
+    FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS INTEGER[]), CAST(? AS TEXT[]),
+                CAST(? AS DOUBLE PRECISION[]), CAST(? AS INTEGER[]), CAST(? AS INTEGER[]))
+         AS v(state, reason, exit_code, failure_rule, updated_at, id, attempt)
+    WHERE j.id = v.id AND j.attempt = v.attempt AND j.state IN {job_from}"""
+
+
+def set_job_states(conn: Conn, job_from: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(state, reason, exit_code, failure_rule, updated_at, id, attempt) per job, each guarded on the job's
+    attempt and on `job_from` (an SQL list of the states it may move from)."""
+    if not rows:
+        return
+    if conn.dialect != "postgresql":
+        conn.executemany(JOB_SET.format(job_from=job_from), rows)
+        return
+    conn.execute(JOB_SET_ARRAYS.format(job_from=job_from), [list(c) for c in zip(*rows, strict=True)])

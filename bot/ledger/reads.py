@@ -88,13 +88,14 @@ class LedgerReads(LedgerConnection):
         rows = self.query(
             f"""SELECT {JOB_COLUMNS}, {ATTEMPT_COLUMNS}
                 FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
-                WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')""",
+                WHERE j.run_id IN ({','.join('?' * len(run_ids))}) AND j.state IN ('QUEUED', 'RUNNING')
+                ORDER BY j.id""",
             list(run_ids))
         return [job_and_attempt(row) for row in rows]
 
     def events(self, after: int = 0, *, run_id: str | None = None, limit: int = 500) -> list[RunEvent]:
         """Events with `seq` greater than `after` (a consumer's cursor), oldest first, of one run or all."""
-        sql = "SELECT seq, run_id, kind, analysis, state, attempt, reason, by, at FROM run_events WHERE seq > ?"
+        sql = 'SELECT seq, run_id, kind, analysis, state, attempt, reason, "by", at FROM run_events WHERE seq > ?'
         args: list[object] = [after]
         if run_id is not None:
             sql += " AND run_id = ?"

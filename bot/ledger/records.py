@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from bot.ledger.sql import Record
 from bot.states import EventKind, JobState, RunState
 
-# A row as sqlite3 returns it, or a plain mapping of column to value.
-Row = sqlite3.Row | Mapping[str, Any]
+# A row as the ledger returns it (bot/ledger/sql.py), or a plain mapping of column to value.
+Row = Record | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ class RunEvent:
 
 
 def _as_dict(row: Row) -> dict[str, Any]:
-    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - iterating a sqlite3.Row gives its values
+    if isinstance(row, Record):
+        return row.as_dict()
+    return dict(row)
 
 
 def run_record(row: Row) -> Run:
@@ -131,10 +133,11 @@ JOB_COLUMNS = ", ".join(f"j.{name} AS j_{name}" for name in JOB_FIELDS)
 ATTEMPT_COLUMNS = ", ".join(f"a.{name} AS a_{name}" for name in ATTEMPT_FIELDS)
 
 
-def job_and_attempt(row: sqlite3.Row) -> tuple[Job, Attempt]:
+def job_and_attempt(row: Record) -> tuple[Job, Attempt]:
     """Split a row selected with JOB_COLUMNS and ATTEMPT_COLUMNS."""
-    return (job_record({name: row[f"j_{name}"] for name in JOB_FIELDS}),
-            attempt_record({name: row[f"a_{name}"] for name in ATTEMPT_FIELDS}))
+    values = row.as_dict()
+    return (job_record({name: values[f"j_{name}"] for name in JOB_FIELDS}),
+            attempt_record({name: values[f"a_{name}"] for name in ATTEMPT_FIELDS}))
 
 
 ACTIVE_RUNS_SQL = """SELECT * FROM runs WHERE date = ? AND batch = ? AND state IN ('HELD', 'ACTIVE', 'CANCELLING')

@@ -6,7 +6,6 @@ Each is a compare-and-set whose guard comes from the transition tables in bot/st
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -27,15 +26,14 @@ class RunWrites(LedgerConnection):
             active = conn.execute(ACTIVE_RUNS_SQL + " LIMIT 1", (run.date, run.batch)).fetchone()
             if active is not None and not allow_concurrent:
                 raise BatchBusy(run_record(active))
-            try:
-                conn.execute(
-                    """INSERT INTO runs (id, date, batch, pipeline, params, resources, executor, store,
-                       requested_by, state, created_at, slack_channel, slack_thread_ts, outputs_scoped)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (run.id, run.date, run.batch, run.pipeline, json.dumps(run.params),
-                     json.dumps(run.resources), run.executor, run.store, run.requested_by, run.state.value,
-                     run.created_at, run.slack_channel, run.slack_thread_ts, int(active is not None)))
-            except sqlite3.IntegrityError:
+            cur = conn.execute(
+                """INSERT INTO runs (id, date, batch, pipeline, params, resources, executor, store,
+                   requested_by, state, created_at, slack_channel, slack_thread_ts, outputs_scoped)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING""",
+                (run.id, run.date, run.batch, run.pipeline, json.dumps(run.params),
+                 json.dumps(run.resources), run.executor, run.store, run.requested_by, run.state.value,
+                 run.created_at, run.slack_channel, run.slack_thread_ts, int(active is not None)))
+            if not cur.rowcount:
                 return False
             first_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
             conn.executemany(

@@ -1,5 +1,6 @@
-"""The outbox's claims, in process on a real SQLite file: one sender per intent, a dead sender's
-claim taken over as uncertain, edits coalesced, the done alert after the failure replies."""
+"""The outbox's claims, in process on a real ledger (an SQLite file, and PostgreSQL): one sender per
+intent, a dead sender's claim taken over as uncertain, edits coalesced, the done alert after the
+failure replies."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +22,8 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> RunDB:
-    db = RunDB(str(tmp_path / "runs.sqlite"), components=[SLACK_SCHEMA])
+def db(ledger_url: str) -> RunDB:
+    db = RunDB(ledger_url, components=[SLACK_SCHEMA])
     run = Run(id="r1", date="2018-12-05", batch="b", pipeline="wordcount", params={}, resources={}, executor="local",
               store="/s", requested_by="U1", state=RunState.ACTIVE, created_at=NOW, finished_at=None,
               cancel_requested_by=None, slack_channel="C1", slack_thread_ts="1.1", version=0)
@@ -42,7 +42,7 @@ def add(db: RunDB, key: str, kind: Kind, at: float = NOW) -> None:
 
 def test_two_senders_never_claim_the_same_intent(db: RunDB) -> None:
     add(db, "failures:r1:A01:1", Kind.FAILURES)
-    first, second = outbox_of(RunDB(db.path)), outbox_of(RunDB(db.path))
+    first, second = outbox_of(RunDB(db.url)), outbox_of(RunDB(db.url))
     claimed = first.claim("host:1:a", NOW, kinds=list(Kind))
     assert claimed is not None and not claimed.uncertain
     assert second.claim("host:2:b", NOW, kinds=list(Kind)) is None, "held by a live claimer"
