@@ -50,7 +50,7 @@ def measure(root: Path, db_url: str, n: int) -> dict[str, float]:
         return result
 
     plan = timed(STEPS[0], lambda: cyto.plan("2020-01-01", "big", pipeline="wordcount", retries=1))
-    run = timed(STEPS[1], lambda: cyto.engine.start_run(plan, "bench"))
+    run = timed(STEPS[1], lambda: cyto.start(plan, "bench"))
 
     def become(state: JobState) -> None:
         for job_id in list(executor.states):
@@ -62,9 +62,9 @@ def measure(root: Path, db_url: str, n: int) -> dict[str, float]:
     become(JobState.SUCCEEDED)
     timed(STEPS[4], cyto.poll)
     summary = timed(STEPS[5], lambda: cyto.status(run.id))
-    assert cyto.engine.get_run(run.id).state == RunState.SUCCEEDED
+    assert cyto.get_run(run.id).state == RunState.SUCCEEDED
     assert summary.count(JobState.SUCCEEDED) == n
-    cyto.db.close()
+    cyto.close()
     return seconds
 
 

@@ -340,6 +340,10 @@ class Cyto:
     def check_executor(self) -> None:
         self.engine.check_executor()
 
+    def close(self) -> None:
+        """Close the session's connections to the run database."""
+        self.db.close()
+
     def ledger_file(self) -> str | None:
         """The run database's file; None for a PostgreSQL or an in-memory ledger."""
         return None if self.db.postgres or self.db.path == ":memory:" else self.db.path

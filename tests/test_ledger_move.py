@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.doctor import check_database
-from bot.ledger import CORE, DatabaseError, RunDB, copy_ledger
+from bot.ledger import CORE, DatabaseError, RunDB
+from bot.ledger.copy import copy_ledger
 from bot.settings import Settings
 from bot.states import JobState, RunState
 from handlers.outbox import Kind, Outbox
@@ -19,7 +20,7 @@ from handlers.slack_state import SlackState
 from tests.test_ledger import make_engine, start
 
 TABLES = ["runs", "jobs", "attempts", "run_events", "slack_runs", "slack_outbox", "slack_holds", "slack_commands",
-          "slack_failures"]
+          "slack_failures", "slack_cursor"]
 
 
 def a_busy_ledger(tmp_path: Path) -> tuple[RunDB, str]:
@@ -99,7 +100,7 @@ def test_check_reports_reachability_and_the_schema_per_component(ledger_url: str
     health = db.check([SLACK_SCHEMA])
     assert health.engine == ("postgresql" if ledger_url.startswith("postgresql") else "sqlite")
     assert health.versions == {"core": (CORE.version, CORE.version), "slack": (0, SLACK_SCHEMA.version)}
-    assert not health.current and "slack 0 (this cyto-bot: 1)" in health.describe()
+    assert not health.current and f"slack 0 (this cyto-bot: {SLACK_SCHEMA.version})" in health.describe()
     db.ensure_schema(SLACK_SCHEMA)
     assert db.check([SLACK_SCHEMA]).current
 

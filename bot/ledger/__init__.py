@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bot.ledger.connection import is_postgres, sqlite_path
-from bot.ledger.copy import copy_ledger
 from bot.ledger.errors import BatchBusy, DatabaseError
 from bot.ledger.health import Health, check
 from bot.ledger.job_writes import JobWrites
@@ -28,7 +27,7 @@ from bot.ledger.schema import CORE, Component
 from bot.ledger.sql import Conn, Record
 
 __all__ = ["CORE", "Attempt", "BatchBusy", "Component", "Conn", "DatabaseError", "Health", "Job", "Record", "Run",
-           "RunDB", "RunEvent", "Transition", "copy_ledger", "is_postgres", "sqlite_path"]
+           "RunDB", "RunEvent", "Transition", "is_postgres", "sqlite_path"]
 
 
 class RunDB(LedgerReads, RunWrites, JobWrites, LeaseWrites):

@@ -1,26 +1,63 @@
-"""One PostgreSQL ledger for the lab (issue 18): two `cyto serve` processes and a CLI on it, with the
-local executor and the Slack stand-in. A run started from the CLI is seen by `/cyto status`; a run
-started in Slack finishes when the bot that started it is killed mid-run, a Retry clicked in Slack is
-followed by `cyto status --wait`, and no Slack message is posted twice."""
+"""One ledger for the lab: two `cyto serve` processes and the `cyto` command line on one run
+database (SQLite file, and a real PostgreSQL server), the local executor and the Slack stand-in.
+
+A run started from the CLI is seen by `/cyto status`; a Retry clicked in Slack shows in
+`cyto status RUN --wait`; killing one bot mid-run loses and duplicates nothing; and no Slack message
+is posted twice.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serve_process import start_serve
+from serve_process import ServeProcess, serve_env, start_serve
 from slack_harness import DATE, ROOT, click_body, fix_analysis, make_batch, signed_headers, wait_for
 from slack_stand_in import SlackStandIn
 
 from bot.ledger import RunDB
+from bot.states import RunState
 from tests.timeouts import seconds
 
 pytestmark = pytest.mark.slow
+
+# Each job takes a moment, so that a bot can be killed while its run is in flight.
+SLOW_JOB = ("import time, os, sys; time.sleep(0.7); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'container.entrypoint'])")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def bots(tmp_path: Path, stand_in: SlackStandIn, store: Path, ledger: str) -> Iterator[list[ServeProcess]]:
+    command = shlex.join([sys.executable, "-c", SLOW_JOB])
+    started = [start_serve(tmp_path, stand_in, store, poll_seconds=0.3, name=name, CYTO_DB=ledger,
+                           CYTO_LOCAL_COMMAND=command) for name in ("bot-a", "bot-b")]
+    yield started
+    for bot in started:
+        bot.stop()
+
+
+def cli(tmp_path: Path, stand_in: SlackStandIn, store: Path, ledger: str, *args: str) -> subprocess.Popen[str]:
+    env = serve_env(tmp_path, stand_in, store, 0.3, CYTO_DB=ledger)
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=seconds(120))
+    return proc.returncode, out
 
 
 def posted_keys(stand_in: SlackStandIn) -> list[str]:
@@ -33,60 +70,54 @@ def posted_keys(stand_in: SlackStandIn) -> list[str]:
     return keys
 
 
-def test_two_bots_and_a_cli_share_one_postgres_ledger(tmp_path: Path, stand_in: SlackStandIn, store: Path,
-                                                      postgres_url: str) -> None:
-    make_batch(store, "from-cli", 3)
-    make_batch(store, "from-slack", 8, failing=("A02",))
-    slow = tmp_path / "slow_job.py"  # each job takes a while, so a bot can be killed mid-run
-    slow.write_text("import runpy, sys, time\ntime.sleep(1.5)\nsys.argv = ['entrypoint']\n"
-                    "runpy.run_module('container.entrypoint', run_name='__main__')\n")
-    env = {"CYTO_DB": postgres_url, "CYTO_LOCAL_COMMAND": f"{sys.executable} {slow}", "CYTO_LOCAL_MAX_PARALLEL": "2"}
-    first = start_serve(tmp_path, stand_in, store, poll_seconds=0.3, name="first", **env)
-    second = start_serve(tmp_path, stand_in, store, poll_seconds=0.3, name="second", **env)
-    db = RunDB(postgres_url)
-    try:
-        cli_env = {**os.environ, "PYTHONPATH": str(ROOT), "CYTO_STORE": str(store), "CYTO_DB": postgres_url,
-                   "CYTO_LOCAL_SPOOL": str(tmp_path / "spool"), **env}
-        started = subprocess.run([sys.executable, "-m", "bot.cli", "run", DATE, "from-cli", "--pipeline", "wordcount",
-                                  "--retries", "0"], cwd=ROOT, env=cli_env, capture_output=True, text=True,
-                                 timeout=seconds(120))
-        assert started.returncode == 0, started.stdout + started.stderr
-        cli_run = wait_for(lambda: next((r for r in db.runs() if r.batch == "from-cli"), None), what="the CLI's run")
-        assert second.command(f"status {cli_run.id}")[0] == 200
-        answer = wait_for(lambda: stand_in.calls_to("respond"), what="the answer to /cyto status")[0]
-        assert "from-cli" in json.dumps(answer.params) and "3 analyses" in json.dumps(answer.params), answer.params
+def test_two_bots_and_the_cli_share_one_ledger(bots: list[ServeProcess], tmp_path: Path, stand_in: SlackStandIn,
+                                                store: Path, ledger: str) -> None:
+    bot_a, bot_b = bots
+    db = RunDB(ledger)
+    make_batch(store, "from-cli", 2)
+    make_batch(store, "from-slack", 4, failing=("A02",))
 
-        first.command(f"run {DATE} from-slack retries=0")
-        run = wait_for(lambda: next((r for r in db.runs() if r.batch == "from-slack"), None), what="the Slack run")
-        wait_for(lambda: any(j.state.value in ("QUEUED", "RUNNING") for j in db.jobs(run.id)), what="jobs running")
-        first.kill()  # mid-run: the other bot carries on
-        finished = wait_for(lambda: (r := db.run(run.id)) and r.state.is_finished and r, timeout=seconds(120),
-                            what="the Slack run finished by the other bot")
-        assert finished.state.value == "FAILED"  # A02 fails for good, the others succeed
-        assert wait_for(lambda: db.run(cli_run.id).state.is_finished, timeout=seconds(60), what="the CLI's run")
-        wait_for(lambda: any("failed for good" in json.dumps(c.blocks) for c in stand_in.calls_to("chat.postMessage")),
-                 timeout=seconds(60), what="the failure reply")
-        wait_for(lambda: any(k.startswith("done:") for k in posted_keys(stand_in)), timeout=seconds(60),
-                 what="the done alert")
+    # A run started from the command line is seen from Slack.
+    code, out = finish(cli(tmp_path, stand_in, store, ledger, "run", DATE, "from-cli", "--json"))
+    assert code == 0, out
+    cli_run = json.loads(out.strip().splitlines()[-1])["run_id"]
+    status, ack = bot_b.command(f"status {cli_run}")
+    assert status == 200
+    shown = wait_for(lambda: ack if cli_run in ack else next(
+        (c.params.get("text", "") + json.dumps(c.params.get("blocks")) for c in stand_in.calls_to("respond")
+         if cli_run in json.dumps(c.params)), None), what="/cyto status of the CLI's run")
+    assert "from-cli" in shown and "2 analyses" in shown, shown
 
-        # A Retry clicked in Slack (on the bot still running) is what `cyto status --wait` follows.
-        fix_analysis(store, "from-slack", "A02")
-        reply = next(c for c in stand_in.calls_to("chat.postMessage") if "failed for good" in json.dumps(c.blocks))
-        retry = next(e for b in reply.blocks if b["type"] == "actions" for e in b["elements"])
-        click = click_body(stand_in, reply.ts, retry)
-        assert second.post(click, signed_headers(click))[0] == 200
-        wait_for(lambda: db.job(run.id, "A02").attempt == 2, what="the retry recorded")
-        followed = subprocess.run([sys.executable, "-m", "bot.cli", "status", run.id, "--wait", "--json"], cwd=ROOT,
-                                  env=cli_env, capture_output=True, text=True, timeout=seconds(120))
-        assert followed.returncode == 0, followed.stdout + followed.stderr
-        assert json.loads(followed.stdout)["run"]["state"] == "succeeded", followed.stdout
-    finally:
-        log = second.stop()
-        first.kill() if first.proc.poll() is None else None
+    # A run started in Slack, followed from the command line; one bot dies while it is in flight.
+    bot_a.command(f"run {DATE} from-slack retries=0")
+    run = wait_for(lambda: next((r for r in db.runs(5) if r.batch == "from-slack"), None), what="the Slack run")
+    follower = cli(tmp_path, stand_in, store, ledger, "status", run.id, "--wait")
+    wait_for(lambda: any(j.state.value in ("RUNNING", "SUCCEEDED") for j in db.jobs(run.id)), what="a job running")
+    bot_a.kill()
+    reply = wait_for(lambda: next((c for c in stand_in.calls_to("chat.postMessage")
+                                   if "failed for good" in json.dumps(c.blocks)), None),
+                     timeout=seconds(60), what="the failure reply, posted by the surviving bot")
+    retry = next(e for b in reply.blocks if b["type"] == "actions" for e in b["elements"]
+                 if e["action_id"].startswith("cyto_retry:"))
+    fix_analysis(store, "from-slack", "A02")
+    click = click_body(stand_in, reply.ts, retry)
+    assert bot_b.post(click, signed_headers(click))[0] == 200
+
+    code, out = finish(follower)
+    assert code == 0, out
+    assert "A02: failed after 1 attempt(s)" in out and "A02: retry requested by" in out, out
+    assert db.run(run.id).state == RunState.SUCCEEDED
+    assert wait_for(lambda: db.run(cli_run).state.is_finished, timeout=seconds(60), what="the CLI's run")
+    wait_for(lambda: any(k.startswith("done:") for k in posted_keys(stand_in)), timeout=seconds(60),
+             what="the done alert")
+
+    # Nothing lost, nothing twice: every analysis succeeded, each attempt was submitted once, and
+    # every Slack message went out once.
+    jobs = db.jobs(run.id)
+    assert sorted(j.analysis for j in jobs) == ["A01", "A02", "A03", "A04"]
+    submitted = Counter(a.executor_job_id for j in jobs for a in db.attempts(j.id) if a.executor_job_id)
+    assert submitted and max(submitted.values()) == 1
+    assert [j.attempt for j in jobs if j.analysis == "A02"] == [2]
     keys = posted_keys(stand_in)
     assert {k.split(":")[0] for k in keys} >= {"root", "failures", "done"}, keys
-    twice = [k for k, n in Counter(keys).items() if n > 1]
-    assert twice == [], (twice, log)
-    assert len(db.jobs(run.id)) == 8
-    submitted = [a.job_name for j in db.jobs(run.id) for a in db.attempts(j.id)]
-    assert len(submitted) == len(set(submitted)) == 9, "nothing submitted twice (A02 twice: its retry)"
+    assert [k for k, n in Counter(keys).items() if n > 1] == [], keys
