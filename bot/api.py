@@ -39,6 +39,7 @@ from bot.fasta import FastaError
 from bot.fasta_batch import FastaMerge, FastaSplit
 from bot.layout import BatchRef
 from bot.ledger import Attempt, Component, Conn, DatabaseError, Job, Record, Run, RunDB, RunEvent
+from bot.ledger.copy import copy_ledger
 from bot.outputs import OutputFile, list_outputs
 from bot.outputs import download as download_outputs
 from bot.report import ReportResult, build_report
@@ -381,4 +382,4 @@ class Cyto:
 __all__ = ["AlreadyRetried", "Attempt", "BadParameters", "BatchInUse", "Component", "ComponentTables", "Conn",
            "Cyto", "DatabaseError", "DryRun", "EngineError", "FastaError", "FastaMerge", "FastaSplit", "Job",
            "LogExcerpt", "NotFound", "OutputFile", "PendingIntents", "Plan", "Record", "ReportLink", "Resources",
-           "RetryAdvice", "Run", "RunActions", "RunEvent", "RunSummary", "run_layout"]
+           "RetryAdvice", "Run", "RunActions", "RunEvent", "RunSummary", "copy_ledger", "run_layout"]

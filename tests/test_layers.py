@@ -17,8 +17,10 @@ PACKAGES = ("bot", "handlers", "container")
 FRONT_ENDS = ("handlers", "bot.cli", "bot.notebook")
 FRAMEWORKS = ("click", "rich", "tqdm", "slack_bolt", "slack_sdk", "waitress", "ipywidgets", "IPython")
 ENGINE_INTERNALS = ("bot.engine", "bot.ledger", "bot.db")
-# The CLI starts the Slack app (`cyto serve`) and asks it to check its own token (`cyto doctor`).
-ALLOWED_FRONT_END_IMPORTS = {("bot.cli", "handlers.serve"), ("bot.cli", "handlers.slack_check")}
+# The CLI starts the Slack app (`cyto serve`), asks it to check its own token (`cyto doctor`) and
+# moves its tables with the rest of a ledger (`cyto ledger migrate`).
+ALLOWED_FRONT_END_IMPORTS = {("bot.cli.service", "handlers.serve"), ("bot.cli.service", "handlers.slack_check"),
+                             ("bot.cli.ledger", "handlers.slack_schema")}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def test_front_ends_never_import_each_other() -> None:
     bad = []
     for imp in _all_imports(*PACKAGES):
         mine, theirs = front_end_of(imp.module), front_end_of(imp.target)
-        if mine and theirs and mine != theirs and (mine, imp.target) not in ALLOWED_FRONT_END_IMPORTS:
+        if mine and theirs and mine != theirs and (imp.module, imp.target) not in ALLOWED_FRONT_END_IMPORTS:
             bad.append(_where(imp))
     assert not bad, "\n".join(bad)
 

@@ -120,3 +120,23 @@ def test_the_doctor_says_when_postgres_does_not_answer() -> None:
     check = check_database(Settings(db=f"postgresql://cyto:secret@127.0.0.1:{port}/ledger"))
     assert not check.ok and "cannot reach the run database postgresql://cyto:***@127.0.0.1" in check.detail
     assert "secret" not in check.detail and "VPN" in check.fix
+
+
+def test_cyto_ledger_migrate_moves_a_ledger_to_postgres_once(tmp_path: Path, postgres_url: str) -> None:
+    """The command a lab runs: the copy lands, the CLI on the new ledger sees the run, and a second
+    migrate into the same database is refused (exit 2) with nothing changed."""
+    from tests.cli_helpers import invoke
+
+    old, url = a_busy_ledger(tmp_path)
+    run = old.runs()[0]
+    moved = invoke({}, "ledger", "migrate", "--from", url, "--to", postgres_url)
+    assert moved.exit_code == 0, moved.output
+    assert moved.output.startswith("copied 1 runs, 3 jobs") and "the counts match" in moved.output
+    assert "password" not in moved.output
+    env = {"CYTO_DB": postgres_url, "CYTO_STORE": str(tmp_path / "store"), "CYTO_LOCAL_SPOOL": str(tmp_path / "spool")}
+    shown = invoke(env, "status", run.id, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert '"state": "succeeded"' in shown.output
+    again = invoke({}, "ledger", "migrate", "--from", url, "--to", postgres_url)
+    assert again.exit_code == 2 and "is not empty" in again.output
+    assert rows(RunDB(postgres_url), "runs") == rows(old, "runs")

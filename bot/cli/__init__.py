@@ -6,11 +6,11 @@ Exit codes: 0 every analysis succeeded, 1 some analyses failed, 2 a usage or con
 
 from __future__ import annotations
 
-from bot.cli import batches, demo, fasta, results, runs, service
+from bot.cli import batches, demo, fasta, ledger, results, runs, service
 from bot.cli.app import cli
 from bot.cli.service import doctor, serve
 
-__all__ = ["batches", "cli", "demo", "doctor", "fasta", "main", "results", "runs", "serve", "service"]
+__all__ = ["batches", "cli", "demo", "doctor", "fasta", "ledger", "main", "results", "runs", "serve", "service"]
 
 
 def main() -> None:
