@@ -41,6 +41,7 @@ def a_busy_ledger(tmp_path: Path) -> tuple[RunDB, str]:
                                                                   exit_code=1, full_log="log")], 2.0)
     Outbox(db).want_edit(f"edit:root:{run.id}", run.id, Kind.EDIT_ROOT, "C1", "1.1", 3, 2.0)
     state.set_synced(run.id, 3)
+    state.advance(db.last_event_seq())
     assert engine.get_run(run.id).state == RunState.SUCCEEDED
     return db, url
 

@@ -90,10 +90,11 @@ def test_the_python_api_passes_the_attempt_seen(tmp_path: Path, ledger_url: str,
         cyto.retry(run_id, "A000", by="carol", expected_attempt=1)
 
 
-def test_retry_many_retries_each_analysis_still_at_the_attempt_seen(tmp_path: Path, cyto_env: dict[str, str]) -> None:
+def test_retry_many_retries_each_analysis_still_at_the_attempt_seen(tmp_path: Path, cyto_env: dict[str, str],
+                                                                    ledger_url: str) -> None:
     """The listed failures of a Slack reply, retried at once: one retried meanwhile by someone else is
     left out, the others are retried, and nothing is checked before the guarded update itself."""
-    engine, executor, _ = make_engine(tmp_path, analyses=3)
+    engine, executor, _ = make_engine(tmp_path, ledger_url, analyses=3)
     run_id = start(engine).id
     for name in ("A000", "A001", "A002"):
         executor.set(name, JobState.FAILED, exit_code=1, reason="boom")
@@ -108,7 +109,7 @@ def test_retry_many_retries_each_analysis_still_at_the_attempt_seen(tmp_path: Pa
 
 
 def test_cyto_actions_suggests_memory_within_the_configured_cap(tmp_path: Path, cyto_env: dict[str, str]) -> None:
-    engine, executor, _ = make_engine(tmp_path, analyses=2)
+    engine, executor, _ = make_engine(tmp_path, f"sqlite:///{tmp_path / 'runs.sqlite'}", analyses=2)
     plan = engine.plan("2018-12-05", "b7", "wordcount", Resources(retries=0, memory_mib=6144))
     run_id = engine.start_run(plan, "alice").id
     # Killed (137) with no word of memory: no automatic memory retry, but it most likely ran out.
