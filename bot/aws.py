@@ -66,10 +66,23 @@ def region() -> tuple[str | None, str]:
 
 def client(service: str, *, retry_mode: str = DEFAULT_RETRY_MODE, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
            max_pool_connections: int = 10, session: boto3.session.Session | None = None) -> Any:
-    config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts},
+    """A client with botocore's retries: `max_attempts` counts every attempt, the first included.
+    boto3's own AWS_RETRY_MODE and AWS_MAX_ATTEMPTS, when an operator sets them, win (a Config given
+    to botocore would otherwise silently override them)."""
+    config = Config(retries={"mode": os.environ.get("AWS_RETRY_MODE") or retry_mode,  # type: ignore[typeddict-item]
+                             "total_max_attempts": _env_attempts() or max_attempts},
                     max_pool_connections=max_pool_connections, connect_timeout=10, read_timeout=60)
     return (session or make_session()).client(service, config=config)
 
+
+
+def _env_attempts() -> int | None:
+    text = os.environ.get("AWS_MAX_ATTEMPTS")
+    if not text:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"AWS_MAX_ATTEMPTS={text!r}: expected a whole number of attempts, 1 or more")
+    return int(text)
 
 
 def error_code(exc: BaseException) -> str:

@@ -99,3 +99,19 @@ def test_client_creation_errors_are_one_line(aws: Aws, monkeypatch: pytest.Monke
     run = CliRunner().invoke(cli, ["batches"], env={"CYTO_STORE": "s3://lab-bucket", "CYTO_LOCAL_SPOOL": str(tmp_path),
                                                     "CYTO_DB": str(tmp_path / "runs.sqlite")})
     assert run.exit_code == 2 and run.output.count("\n") == 1 and "AWS profile 'nobody'" in run.output
+
+
+def test_boto3s_own_retry_variables_win_over_the_projects_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_MAX_ATTEMPTS and AWS_RETRY_MODE are boto3's documented knobs: an operator who sets them
+    gets them, for every client (the project's defaults apply only when they are not set)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    defaults = bot_aws.client("batch").meta.config.retries
+    assert defaults["mode"] == "standard" and defaults["total_max_attempts"] == bot_aws.DEFAULT_MAX_ATTEMPTS
+    assert bot_aws.client("s3", max_attempts=2).meta.config.retries["total_max_attempts"] == 2
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    for retries in (bot_aws.client("batch").meta.config.retries,
+                    bot_aws.client("s3", max_attempts=2).meta.config.retries):
+        assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 1, retries
