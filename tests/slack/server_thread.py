@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from waitress.server import BaseWSGIServer, MultiSocketServer
@@ -25,6 +26,8 @@ class ServerThread:
         self._stopped = True
         # Closing from inside the server's own loop empties its socket map, which ends the loop;
         # closing from another thread would pull the sockets from under a running select().
-        self.server.trigger.pull_trigger(self.server.close)
+        # OSError: the trigger is already closed, because the server closed itself and its loop ended.
+        with contextlib.suppress(OSError):
+            self.server.trigger.pull_trigger(self.server.close)
         self.thread.join(seconds(5) if timeout is None else timeout)
         self.server.task_dispatcher.shutdown()
