@@ -21,7 +21,7 @@ from tests.timeouts import seconds  # noqa: E402
 
 # Fixtures that start a server (moto, the Slack stand-in, the bot on loopback), mock AWS in process,
 # or run jobs as processes (the local executor behind `cyto_env`, a finished cytometry run): a test
-# that uses one is end to end, and runs in the slow lane. `python -m pytest -m "not slow"` is the fast
+# that uses one is end to end, and runs in the slow lane. `python -m pytest -m "not slow" -n auto` is the fast
 # lane of pure and in-process tests; the README's `python -m pytest` runs both.
 END_TO_END_FIXTURES = frozenset({
     "moto_server", "aws", "simple_batch", "shim", "batch_setup", "moto_endpoint", "s3", "stack",
