@@ -22,8 +22,9 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import catalog, defaults
-from bot.layout import BatchRef, LayoutError, parse_date
+from bot import defaults
+from bot.api import Cyto
+from bot.layout import LayoutError, parse_date
 from bot.sizes import format_duration, format_mib, parse_resources
 from handlers.commands import RunRequest
 
@@ -85,15 +86,15 @@ def form_view(channel: str, dates: Sequence[str], pipelines: Sequence[str], defa
             "close": _plain("Cancel"), "private_metadata": json.dumps({"channel": channel}), "blocks": blocks}
 
 
-def batch_options(store: Any, date: str | None, query: str) -> list[dict[str, Any]]:
+def batch_options(cyto: Cyto, date: str | None, query: str) -> list[dict[str, Any]]:
     """The batches of `date` whose name contains `query`, each with its number of analyses."""
     if not date:
         return []
     options = []
-    for name in catalog.list_batches(store, date):
+    for name in cyto.batches(date):
         if query.lower() not in name.lower():
             continue
-        count = sum(1 for _ in catalog.iter_analyses(store, BatchRef(date, name)))
+        count = len(cyto.analyses(date, name))
         text = f"{name} ({count} analys{'es' if count != 1 else 'is'})"
         options.append({"text": _plain(text[:75]), "value": name[:150]})
         if len(options) == MAX_OPTIONS:
@@ -193,7 +194,7 @@ class RunForm:
         date = _value(values, "date")
         refusals: tuple[type[Exception], ...] = (*self.refusals, LayoutError)
         try:
-            options = batch_options(self.bot.cyto.store, parse_date(date), body.get("value") or "") if date else []
+            options = batch_options(self.bot.cyto, parse_date(date), body.get("value") or "") if date else []
         except refusals:
             options = []
         ack(options=options)

@@ -15,7 +15,7 @@ from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlo
 
 from bot.api import Cyto, EngineError, Run, RunSummary, run_layout
 from bot.report import ReportResult
-from bot.report.links import ReportLink, report_link
+from bot.report.links import ReportLink
 from bot.store import StoreError
 from handlers import render
 from handlers.render import MAX_SECTION_CHARS, SlackMessage, escape
@@ -35,7 +35,7 @@ def prepare(cyto: Cyto, summary: RunSummary, output_uri: str) -> DoneResults:
     base = render.done_alert(summary, output_uri)
     try:
         report = cyto.report(summary.run.id)
-        link = report_link(cyto.store, report.key)
+        link = cyto.report_link(report.key)
     except Exception as exc:  # the alert goes out whatever happened to the report
         level = logging.WARNING if isinstance(exc, EngineError | StoreError | OSError) else logging.ERROR
         log.log(level, "report of run %s not built: %s", summary.run.id, exc, exc_info=level == logging.ERROR)
@@ -71,7 +71,7 @@ def upload_stored_overview(client: WebClient, cyto: Cyto, run: Run) -> str | Non
     from bot.store import ObjectNotFound
 
     try:
-        image = cyto.store.read_bytes(run_layout(run).run_prefix(run.id) + OVERVIEW)
+        image = cyto.read_output(run.id, run_layout(run).run_prefix(run.id) + OVERVIEW)
     except ObjectNotFound:
         return None  # no report, or a pipeline without an overview
     return upload_image(client, run, image)
