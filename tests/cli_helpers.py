@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -21,3 +22,9 @@ def write_two_analyses(store: Path) -> None:
         path = store / f"Input/{DATE}/{BATCH}" / name / "x.txt"
         path.parent.mkdir(parents=True)
         path.write_text(f"{name} hello world\n")
+
+
+def write_two_analyses_a02_failing(store: Path) -> None:
+    """`write_two_analyses`, with A02 failing: its params.json names a file that is not there."""
+    write_two_analyses(store)
+    (store / f"Input/{DATE}/{BATCH}/A02/params.json").write_text(json.dumps({"files": ["gone.txt"]}))

@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.api import Cyto
-from tests.cli_helpers import BATCH, DATE, invoke, write_two_analyses
+from tests.cli_helpers import BATCH, DATE, invoke, write_two_analyses_a02_failing
 from tests.timeouts import deadline_after
 
 
 @pytest.fixture
 def batch(cyto_env: dict[str, str]) -> dict[str, str]:
-    store = Path(cyto_env["CYTO_STORE"])
-    write_two_analyses(store)
-    (store / f"Input/{DATE}/{BATCH}/A02/params.json").write_text(json.dumps({"files": ["gone.txt"]}))
+    write_two_analyses_a02_failing(Path(cyto_env["CYTO_STORE"]))
     return cyto_env
 
 

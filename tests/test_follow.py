@@ -3,7 +3,6 @@ reading the ledger's durable events with its own cursor."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,16 +10,13 @@ import pytest
 
 from bot.api import Cyto, RunEvent, RunSummary
 from bot.states import EventKind
-from tests.cli_helpers import BATCH, DATE, write_two_analyses
+from tests.cli_helpers import BATCH, DATE, write_two_analyses_a02_failing
 from tests.timeouts import deadline_after, seconds
 
 
 @pytest.fixture
 def batch(cyto_env: dict[str, str]) -> dict[str, str]:
-    """A02 fails: its params.json names a file that is not there."""
-    store = Path(cyto_env["CYTO_STORE"])
-    write_two_analyses(store)
-    (store / f"Input/{DATE}/{BATCH}/A02/params.json").write_text(json.dumps({"files": ["gone.txt"]}))
+    write_two_analyses_a02_failing(Path(cyto_env["CYTO_STORE"]))
     return cyto_env
 
 
