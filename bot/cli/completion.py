@@ -6,6 +6,7 @@ nothing rather than an error: a completion must never print a traceback into the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -20,36 +21,33 @@ def _session() -> Any:
     return Cyto.from_env()
 
 
-def complete_date(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def _offer(produce: Callable[[], Iterable[CompletionItem]]) -> list[CompletionItem]:
+    """What a completer finds; nothing when the session cannot say (completion never fails)."""
     try:
-        return [CompletionItem(d) for d in reversed(_session().dates()) if d.startswith(incomplete)]
-    except Exception:  # completion offers what it can and never fails
+        return list(produce())
+    except Exception:
         return []
+
+
+def complete_date(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _offer(lambda: (CompletionItem(d) for d in reversed(_session().dates()) if d.startswith(incomplete)))
 
 
 def complete_batch(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     date = ctx.params.get("date")
     if not date:
         return []
-    try:
-        return [CompletionItem(b) for b in _session().batches(date) if b.startswith(incomplete)]
-    except Exception:  # completion offers what it can and never fails
-        return []
+    return _offer(lambda: (CompletionItem(b) for b in _session().batches(date) if b.startswith(incomplete)))
 
 
 def complete_run(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    try:
-        return [CompletionItem(r.id, help=f"{r.label} {r.pipeline} {r.state.value.lower()}")
-                for r in _session().runs(MAX_RUNS) if r.id.startswith(incomplete)]
-    except Exception:  # completion offers what it can and never fails
-        return []
+    return _offer(lambda: (CompletionItem(r.id, help=f"{r.label} {r.pipeline} {r.state.value.lower()}")
+                           for r in _session().runs(MAX_RUNS) if r.id.startswith(incomplete)))
 
 
 def complete_analysis(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     run_id = ctx.params.get("run_id")
     if not run_id:
         return []
-    try:
-        return [CompletionItem(j.analysis) for j in _session().jobs(run_id) if j.analysis.startswith(incomplete)]
-    except Exception:  # completion offers what it can and never fails
-        return []
+    return _offer(lambda: (CompletionItem(j.analysis) for j in _session().jobs(run_id)
+                           if j.analysis.startswith(incomplete)))
