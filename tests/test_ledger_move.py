@@ -141,3 +141,11 @@ def test_cyto_ledger_migrate_moves_a_ledger_to_postgres_once(tmp_path: Path, pos
     again = invoke({}, "ledger", "migrate", "--from", url, "--to", postgres_url)
     assert again.exit_code == 2 and "is not empty" in again.output
     assert rows(RunDB(postgres_url), "runs") == rows(old, "runs")
+
+
+def test_a_source_file_that_is_not_there_is_refused_and_not_created(tmp_path: Path) -> None:
+    """A mistyped --from must not create an empty ledger and report a copy of it."""
+    missing = tmp_path / "typo.sqlite"
+    with pytest.raises(DatabaseError, match=r"no run database at .*typo\.sqlite.*check --from"):
+        copy_ledger(f"sqlite:///{missing}", str(tmp_path / "new.sqlite"), components=[SLACK_SCHEMA])
+    assert not missing.exists() and not (tmp_path / "new.sqlite").exists()

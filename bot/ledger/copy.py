@@ -3,10 +3,11 @@ PostgreSQL, say), in one transaction, and the counts checked afterwards."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
-from bot.ledger.connection import LedgerConnection, shown
+from bot.ledger.connection import LedgerConnection, is_postgres, shown, sqlite_path
 from bot.ledger.errors import DatabaseError
 from bot.ledger.schema import CORE, Component
 from bot.ledger.sql import Conn
@@ -36,6 +37,8 @@ def copy_ledger(source_url: str, target_url: str, components: Iterable[Component
     components = [CORE, *(c for c in components if c.name != CORE.name)]
     if shown(source_url) == shown(target_url):
         raise DatabaseError(f"the source and the target are the same run database ({shown(source_url)})")
+    if not is_postgres(source_url) and not os.path.exists(os.path.expanduser(sqlite_path(source_url))):
+        raise DatabaseError(f"no run database at {shown(source_url)}; check --from (nothing was copied)")
     source, target = RunDB(source_url, components=components), RunDB(target_url, components=components)
     try:
         left_out = sorted(set(source.schema_versions()) - {c.name for c in components})
